@@ -1,0 +1,1 @@
+"""Board profiles and entry points: ESP32, Raspberry Pi and the simulated board."""

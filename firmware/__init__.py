@@ -1,0 +1,1 @@
+"""The device wallet and the vehicle and charger roles (MicroPython and CPython)."""

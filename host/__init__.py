@@ -1,0 +1,1 @@
+"""Host-side services: PBFT ledger replicas, RA, MQTT gateway (CPython only)."""

@@ -1,0 +1,110 @@
+"""Authenticated encryption for secrets at rest: AES-256-CTR, then HMAC-SHA256.
+
+MicroPython has no AEAD mode, so this is encrypt-then-MAC built from what every platform
+has: ``cryptolib`` (``ucryptolib``) ECB blocks on a device, the ``cryptography`` package on
+CPython, and the pure-Python ``aes`` module where neither exists (the WebAssembly port).
+Counter mode needs only the forward cipher, and the three backends produce identical bytes.
+
+Sealed blob: ``version(1) || nonce(16) || ciphertext || tag(32)``; the tag covers version,
+nonce, the associated data (length-prefixed) and the ciphertext, and is checked in constant
+time before anything is decrypted.
+"""
+from .port import consteq, hmac_sha256, urandom
+
+VERSION = 1
+NONCE_BYTES = 16
+TAG_BYTES = 32
+OVERHEAD = 1 + NONCE_BYTES + TAG_BYTES
+
+
+class AuthError(ValueError):
+    """A sealed blob that is truncated, of an unknown version, or fails its MAC."""
+
+
+def _ctr_cryptography(key, nonce, data):
+    return _Cipher(_algorithms.AES(key), _modes.CTR(nonce)).encryptor().update(data)
+
+
+def _counter_blocks(nonce, n):
+    c = int.from_bytes(nonce, "big")
+    out = bytearray()
+    for i in range(n):
+        out.extend(((c + i) & ((1 << 128) - 1)).to_bytes(16, "big"))
+    return out
+
+
+def _xor(data, stream):
+    return bytes(a ^ b for a, b in zip(data, stream))
+
+
+def _ctr_cryptolib(key, nonce, data):
+    blocks = _counter_blocks(nonce, (len(data) + 15) // 16)
+    return _xor(data, _cryptolib.aes(key, 1).encrypt(blocks))  # mode 1: ECB
+
+
+def _ctr_pure(key, nonce, data):
+    from . import aes as _aes  # loaded only on platforms that need it
+
+    rk = _aes.expand_key(key)
+    blocks = _counter_blocks(nonce, (len(data) + 15) // 16)
+    stream = bytearray()
+    for i in range(0, len(blocks), 16):
+        stream.extend(_aes.encrypt_block(rk, blocks[i : i + 16]))
+    return _xor(data, stream)
+
+
+try:
+    from cryptography.hazmat.primitives.ciphers import Cipher as _Cipher
+    from cryptography.hazmat.primitives.ciphers import algorithms as _algorithms
+    from cryptography.hazmat.primitives.ciphers import modes as _modes
+
+    BACKEND = "cryptography"
+    _ctr = _ctr_cryptography
+except ImportError:
+    try:
+        import cryptolib as _cryptolib
+    except ImportError:
+        try:
+            import ucryptolib as _cryptolib
+        except ImportError:
+            _cryptolib = None
+    if _cryptolib is not None:
+        BACKEND = "cryptolib"
+        _ctr = _ctr_cryptolib
+    else:
+        BACKEND = "pure"
+        _ctr = _ctr_pure
+
+
+def _subkeys(key):
+    if not isinstance(key, bytes) or len(key) != 32:
+        raise ValueError("a sealing key is 32 bytes")
+    return hmac_sha256(key, b"plugpay/aead/enc"), hmac_sha256(key, b"plugpay/aead/mac")
+
+
+def _mac(mac_key, nonce, aad, ciphertext):
+    return hmac_sha256(mac_key, bytes((VERSION,)) + nonce + len(aad).to_bytes(4, "big") + aad + ciphertext)
+
+
+def seal(key, plaintext, aad=b"", nonce=None):
+    """Encrypt and authenticate ``plaintext`` under a 32-byte key; ``aad`` is bound, not hidden."""
+    enc_key, mac_key = _subkeys(key)
+    if nonce is None:
+        nonce = urandom(NONCE_BYTES)
+    ciphertext = _ctr(enc_key, nonce, plaintext)
+    return bytes((VERSION,)) + nonce + ciphertext + _mac(mac_key, nonce, aad, ciphertext)
+
+
+def unseal(key, blob, aad=b""):
+    """Check and decrypt a sealed blob; raise ``AuthError`` on any tampering or truncation."""
+    enc_key, mac_key = _subkeys(key)
+    if not isinstance(blob, (bytes, bytearray)) or len(blob) < OVERHEAD:
+        raise AuthError("sealed data truncated")
+    blob = bytes(blob)
+    if blob[0] != VERSION:
+        raise AuthError("unknown sealed-data version %d" % blob[0])
+    nonce = blob[1 : 1 + NONCE_BYTES]
+    ciphertext = blob[1 + NONCE_BYTES : len(blob) - TAG_BYTES]
+    if not consteq(_mac(mac_key, nonce, aad, ciphertext), blob[len(blob) - TAG_BYTES :]):
+        raise AuthError("sealed data failed authentication (tampered, truncated or wrong key)")
+    return _ctr(enc_key, nonce, ciphertext)

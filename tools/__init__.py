@@ -1,0 +1,1 @@
+"""The ``plugpay`` command line and the host-side helpers behind it."""

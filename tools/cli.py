@@ -1,0 +1,78 @@
+"""The ``plugpay`` command line."""
+import argparse
+import sys
+
+
+def _demo(args):
+    from plugpay.tools import bench_crypto, selfcheck
+
+    print("plugpay demo")
+    print("The charging session (vehicle, charger, ledger, installments) is not built yet;")
+    print("until it is, the demo checks the protocol core across runtimes and benchmarks it.\n")
+    print("Protocol self-check (CPython and MicroPython):")
+    selfcheck.run()
+    print("\nCrypto benchmark (quick):")
+    report = bench_crypto.run(quick=True, with_micropython=not args.no_micropython)
+    print(bench_crypto.table(report))
+    return 0
+
+
+def _selfcheck(args):
+    from plugpay.tools import selfcheck
+
+    selfcheck.run()
+    print("all checks passed")
+    return 0
+
+
+def _bench(args):
+    if args.what == "crypto":
+        from plugpay.tools import bench_crypto
+
+        return bench_crypto.main(args)
+    raise SystemExit("unknown benchmark " + args.what)
+
+
+def parser():
+    p = argparse.ArgumentParser(
+        prog="plugpay",
+        description="Privacy-preserving pay-as-you-charge EV charging: device wallets, an ISO 15118-like "
+        "link over MQTT, and a PBFT ledger with RA-signed one-time accounts.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    d = sub.add_parser("demo", help="run the main job on the embedded defaults (see README)")
+    d.add_argument("--no-micropython", action="store_true", help="skip the MicroPython half of the benchmark")
+    d.set_defaults(func=_demo)
+
+    s = sub.add_parser("selfcheck", help="check that CPython and MicroPython agree on every wire structure")
+    s.set_defaults(func=_selfcheck)
+
+    b = sub.add_parser("bench", help="benchmarks that print figures beside a baseline measured in the same run")
+    b.add_argument("what", choices=["crypto"], help="crypto: key generation, sign, verify, 300 RA-signed accounts")
+    b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    b.add_argument("--quick", action="store_true", help="shorter timing loops (noisier figures)")
+    b.add_argument("--no-micropython", action="store_true", help="skip the MicroPython (WebAssembly) run")
+    b.set_defaults(func=_bench)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # one readable line for a user; tracebacks with PLUGPAY_DEBUG=1
+        import os
+
+        if os.environ.get("PLUGPAY_DEBUG"):
+            raise
+        print("plugpay: error: %s" % e, file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
