@@ -12,6 +12,9 @@ from pathlib import Path
 from plugpay.protocol import signing
 from plugpay.protocol.structures import Account
 
+# How much slower an ESP32 (Xtensa LX6, 240 MHz) runs the same MicroPython big-integer code
+# than the WebAssembly port on this machine: an estimate, derived in the README.
+ESP32_SLOWDOWN = (15, 25)
 PAPER = {"keygen_ms": 3.16, "sign_ms": 3.45, "accounts_300_ms": 1935.0}
 ACCOUNTS = 300
 
@@ -78,6 +81,7 @@ def micropython_figures(reps):
         "accounts_300_ms": rec["accounts_ms"] * ACCOUNTS / rec["accounts"],
         "heap_crypto_bytes": rec["heap_crypto_bytes"],
         "heap_table_bytes": rec["heap_table_bytes"],
+        "mulmod_us": rec["mulmod_us"],
         "heap_idle_bytes": rec["heap_idle_bytes"],
         "backend": rec["backend"],
     }
@@ -143,6 +147,12 @@ def table(report):
             "MicroPython heap: %d bytes for the protocol modules and tables once imported, of which %d for the"
             " precomputed tables (a bytes constant: 0 bytes of heap when frozen into a board's flash); %d bytes in use after the run"
             % (mp["heap_crypto_bytes"], mp["heap_table_bytes"], mp["heap_idle_bytes"])
+        )
+        lo, hi = ESP32_SLOWDOWN
+        lines.append(
+            "ESP32 estimate (240 MHz, no native module; %d-%dx the WebAssembly figures, see README): sign %.0f-%.0f ms,"
+            " verify %.0f-%.0f ms; a 256-bit a*b%%p costs %.1f us here"
+            % (lo, hi, mp["sign_ms"] * lo, mp["sign_ms"] * hi, mp["verify_ms"] * lo, mp["verify_ms"] * hi, mp["mulmod_us"])
         )
     lines.append(
         "300 accounts on %s: %.1f ms (target < 50 ms; paper 1,935 ms, %.0fx faster)"
