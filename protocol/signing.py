@@ -123,15 +123,14 @@ class _PythonEcdsa:
         self.encode = sigencode_string_canonize
         self.decode = sigdecode_string
 
+    def _key(self, secret):
+        return self.ecdsa.SigningKey.from_string(secret, curve=self.ecdsa.SECP256k1, hashfunc=self.sha256)
+
     def public_key(self, secret):
-        e = self.ecdsa
-        sk = e.SigningKey.from_string(secret, curve=e.SECP256k1, hashfunc=self.sha256)
-        return sk.get_verifying_key().to_string("compressed")
+        return self._key(secret).get_verifying_key().to_string("compressed")
 
     def sign(self, secret, digest):
-        e = self.ecdsa
-        sk = e.SigningKey.from_string(secret, curve=e.SECP256k1, hashfunc=self.sha256)
-        return sk.sign_digest_deterministic(digest, hashfunc=self.sha256, sigencode=self.encode)
+        return self._key(secret).sign_digest_deterministic(digest, hashfunc=self.sha256, sigencode=self.encode)
 
     def on_curve(self, pubkey):
         e = self.ecdsa
