@@ -76,10 +76,16 @@ except ImportError:
         _ctr = _ctr_pure
 
 
+_last = (None, None, None)  # the last key's subkeys: a wallet or the RA seals under one key
+
+
 def _subkeys(key):
+    global _last
     if not isinstance(key, bytes) or len(key) != 32:
         raise ValueError("a sealing key is 32 bytes")
-    return hmac_sha256(key, b"plugpay/aead/enc"), hmac_sha256(key, b"plugpay/aead/mac")
+    if _last[0] != key:
+        _last = (key, hmac_sha256(key, b"plugpay/aead/enc"), hmac_sha256(key, b"plugpay/aead/mac"))
+    return _last[1], _last[2]
 
 
 def _mac(mac_key, nonce, aad, ciphertext):

@@ -118,19 +118,28 @@ class ChannelState(Struct):
 
 class Htlc(Struct):
     """A hash-time-locked payment: the payee claims with r where H(r) = hashlock before
-    block height ``timeout``; after it the payer is refunded. Signed by the payer."""
+    block height ``timeout``; from it on the payer is refunded. Signed by the payer.
+
+    Payer and payee are whole RA-signed accounts, not addresses: the ledger pays the
+    amount out to one of them, and Gao et al. let money reach registered accounts only,
+    which the ledger checks when the HTLC is funded.
+    """
 
     NAME = "htlc"
     TAG = TAG_HTLC
     FIELDS = (
-        ("payer", HASH),
-        ("payee", HASH),
+        ("payer", Nested(Account)),
+        ("payee", Nested(Account)),
         ("amount", UInt()),
         ("hashlock", HASH),
         ("timeout", UInt()),
         ("payer_sig", Signature()),
     )
     UNSIGNED = 1
+
+    def digest(self):
+        """The HTLC id on the ledger."""
+        return sha256(self.encode())
 
 
 class MeterReading(Struct):

@@ -42,7 +42,7 @@ def samples():
     state = S.ChannelState(bytes(32), 7, 70_000, 14_000, receipt.digest(), b"", b"")
     state.sig_consumer = signing.sign(secret(32), state)
     state.sig_producer = signing.sign(secret(33), state)
-    htlc = S.Htlc(account(1).address(), account(2).address(), 10_000, hashlib.sha256(b"r").digest(), 1234, b"")
+    htlc = S.Htlc(account(1), account(2), 10_000, hashlib.sha256(b"r").digest(), 1234, b"")
     htlc.payer_sig = signing.sign(secret(1), htlc)
     msg = S.LinkMessage(bytes(16), 3, 12, [1, b"x", "y", [True, None]])
     return [account(1), transaction(), state, htlc, reading, receipt, msg]

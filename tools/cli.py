@@ -53,6 +53,10 @@ def parser():
     b.add_argument("--quick", action="store_true", help="shorter timing loops (noisier figures)")
     b.add_argument("--no-micropython", action="store_true", help="skip the MicroPython (WebAssembly) run")
     b.set_defaults(func=_bench)
+
+    from plugpay.tools import ra_cli
+
+    ra_cli.add_parser(sub)
     return p
 
 

@@ -79,3 +79,20 @@ def test_field_errors_are_named():
         raise AssertionError("account accepted as transaction")
     except DecodeError as e:
         assert "type tag" in e.reason
+
+
+def test_ledger_requests_round_trip():
+    from plugpay.protocol import ledger_ops as L
+
+    opened = L.ChannelOpen([S.TxInput(bytes(32), 0)], account(3), account(4), 1000, 10, 6, [], [bytes(64)])
+    assert opened.first_installment() == 100
+    faucet = L.Faucet(1, [S.TxOutput(account(5), 10)], bytes(64))
+    for obj in (opened, faucet):
+        raw = obj.encode()
+        back = L.decode_request(raw)
+        assert type(back) is type(obj) and back.encode() == raw
+    try:
+        L.decode_request(bytes.fromhex("83181f0180"))  # tag 31 is a Result, not a request
+        raise AssertionError("result accepted as a request")
+    except DecodeError:
+        pass

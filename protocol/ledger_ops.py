@@ -1,0 +1,430 @@
+"""Ledger requests and results: what a wallet submits to the PBFT ledger and what comes back.
+
+Every request is its own tagged structure (tags 16 and up; a Gao et al. ``Transaction``,
+tag 2, is a request too), so the ledger decodes one by peeking at the tag. Devices build
+these, so this module follows the portability rule of ``schema``.
+
+Operations that lock money (``ChannelOpen``, ``HtlcCreate``) are funded exactly like a
+transaction: Gao inputs with one witness each over the operation's signing digest, optional
+change outputs, and the difference between inputs and (locked amount + change) is a fee.
+Money that leaves a channel or an HTLC lands in new outputs whose transaction hash is
+derived from the channel or HTLC id (``channel_payout_txhash``, ``htlc_payout_txhash``), so
+a wallet knows where to find it without asking.
+"""
+from . import codec
+from .codec import DecodeError
+from .port import const, sha256
+from .schema import Any, ArrayOf, Bool, Bytes, Nested, Signature, Struct, Text, UInt
+from .structures import (
+    HASH,
+    MAX_TX_INPUTS,
+    MAX_TX_OUTPUTS,
+    Account,
+    ChannelState,
+    Htlc,
+    Transaction,
+    TxInput,
+    TxOutput,
+)
+
+TAG_FAUCET = const(16)
+TAG_CHANNEL_OPEN = const(17)
+TAG_CHANNEL_CLOSE = const(18)
+TAG_CHANNEL_DISPUTE = const(19)
+TAG_CHANNEL_SETTLE = const(20)
+TAG_HTLC_CREATE = const(21)
+TAG_HTLC_CLAIM = const(22)
+TAG_HTLC_REFUND = const(23)
+TAG_MARKET_REQUEST = const(24)
+TAG_MARKET_BID = const(25)
+TAG_MARKET_COMMIT = const(26)
+TAG_QUERY = const(30)
+TAG_RESULT = const(31)
+
+MAX_REQUEST_BYTES = const(8192)  # a 16-in/16-out channel open is about 4 KB
+MAX_DETAIL_BYTES = const(160)
+MAX_WINDOW = const(1000000)  # dispute window, in blocks
+MAX_INSTALLMENTS = const(100000)
+MAX_BIDS = const(64)  # per market request: bounds the state one request can grow
+PUBKEY = Bytes(33)
+
+# Reason codes of a ``Result``. Stable numbers: they are on the wire and in the state.
+OK = const(0)
+MALFORMED = const(1)
+TOO_LARGE = const(2)
+UNKNOWN_OP = const(3)
+DUPLICATE = const(4)
+DUPLICATE_INPUT = const(5)
+AMOUNT_OVERFLOW = const(6)
+ZERO_AMOUNT = const(7)
+UNKNOWN_RA_EPOCH = const(8)
+BAD_ACCOUNT_SIGNATURE = const(9)
+UNKNOWN_INPUT = const(10)
+BAD_INPUT_SIGNATURE = const(11)
+DOUBLE_SPEND = const(12)
+INPUTS_BELOW_OUTPUTS = const(13)
+NOT_FAUCET = const(14)
+CHANNEL_UNKNOWN = const(20)
+CHANNEL_CLOSED = const(21)
+CHANNEL_NOT_SIGNED = const(22)
+CHANNEL_BAD_SIGNATURE = const(23)
+CHANNEL_BAD_STATE = const(24)
+CHANNEL_OVERPAID = const(25)
+CHANNEL_STALE_STATE = const(26)
+CHANNEL_WINDOW_OVER = const(27)
+CHANNEL_NOT_CLOSING = const(28)
+CHANNEL_TOO_EARLY = const(29)
+HTLC_UNKNOWN = const(30)
+HTLC_NOT_OPEN = const(31)
+HTLC_BAD_SIGNATURE = const(32)
+HTLC_WRONG_PREIMAGE = const(33)
+HTLC_EXPIRED = const(34)
+HTLC_NOT_EXPIRED = const(35)
+MARKET_EXISTS = const(40)
+MARKET_UNKNOWN = const(41)
+MARKET_CLOSED = const(42)
+MARKET_BAD_SIGNATURE = const(43)
+MARKET_STALE_BID = const(44)
+MARKET_UNKNOWN_BID = const(45)
+MARKET_FULL = const(46)
+NOT_FOUND = const(50)
+
+REASONS = {
+    OK: "OK",
+    MALFORMED: "MALFORMED",
+    TOO_LARGE: "TOO_LARGE",
+    UNKNOWN_OP: "UNKNOWN_OP",
+    DUPLICATE: "DUPLICATE",
+    DUPLICATE_INPUT: "DUPLICATE_INPUT",
+    AMOUNT_OVERFLOW: "AMOUNT_OVERFLOW",
+    ZERO_AMOUNT: "ZERO_AMOUNT",
+    UNKNOWN_RA_EPOCH: "UNKNOWN_RA_EPOCH",
+    BAD_ACCOUNT_SIGNATURE: "BAD_ACCOUNT_SIGNATURE",
+    UNKNOWN_INPUT: "UNKNOWN_INPUT",
+    BAD_INPUT_SIGNATURE: "BAD_INPUT_SIGNATURE",
+    DOUBLE_SPEND: "DOUBLE_SPEND",
+    INPUTS_BELOW_OUTPUTS: "INPUTS_BELOW_OUTPUTS",
+    NOT_FAUCET: "NOT_FAUCET",
+    CHANNEL_UNKNOWN: "CHANNEL_UNKNOWN",
+    CHANNEL_CLOSED: "CHANNEL_CLOSED",
+    CHANNEL_NOT_SIGNED: "CHANNEL_NOT_SIGNED",
+    CHANNEL_BAD_SIGNATURE: "CHANNEL_BAD_SIGNATURE",
+    CHANNEL_BAD_STATE: "CHANNEL_BAD_STATE",
+    CHANNEL_OVERPAID: "CHANNEL_OVERPAID",
+    CHANNEL_STALE_STATE: "CHANNEL_STALE_STATE",
+    CHANNEL_WINDOW_OVER: "CHANNEL_WINDOW_OVER",
+    CHANNEL_NOT_CLOSING: "CHANNEL_NOT_CLOSING",
+    CHANNEL_TOO_EARLY: "CHANNEL_TOO_EARLY",
+    HTLC_UNKNOWN: "HTLC_UNKNOWN",
+    HTLC_NOT_OPEN: "HTLC_NOT_OPEN",
+    HTLC_BAD_SIGNATURE: "HTLC_BAD_SIGNATURE",
+    HTLC_WRONG_PREIMAGE: "HTLC_WRONG_PREIMAGE",
+    HTLC_EXPIRED: "HTLC_EXPIRED",
+    HTLC_NOT_EXPIRED: "HTLC_NOT_EXPIRED",
+    MARKET_EXISTS: "MARKET_EXISTS",
+    MARKET_UNKNOWN: "MARKET_UNKNOWN",
+    MARKET_CLOSED: "MARKET_CLOSED",
+    MARKET_BAD_SIGNATURE: "MARKET_BAD_SIGNATURE",
+    MARKET_STALE_BID: "MARKET_STALE_BID",
+    MARKET_UNKNOWN_BID: "MARKET_UNKNOWN_BID",
+    MARKET_FULL: "MARKET_FULL",
+    NOT_FOUND: "NOT_FOUND",
+}
+
+# Status of a channel, an HTLC or a market request, as ``query`` reports it.
+STATUS_OPEN = const(0)
+STATUS_CLOSING = const(1)  # a unilateral close is in its dispute window
+STATUS_CLOSED = const(2)
+STATUS_CLAIMED = const(3)
+STATUS_REFUNDED = const(4)
+STATUS_COMMITTED = const(5)
+
+# Market time windows: block heights, or unix minutes (coarse on purpose).
+WINDOW_HEIGHTS = const(0)
+WINDOW_UNIX_MINUTES = const(1)
+
+# ``Query.kind``
+QUERY_UTXO = const(1)  # key: txhash, index: output number
+QUERY_TX = const(2)  # key: txhash or other request id
+QUERY_CHANNEL = const(3)  # key: channel id
+QUERY_HTLC = const(4)  # key: HTLC id
+QUERY_MARKET = const(5)  # key: the request's one-time public key
+
+
+def reason_name(code):
+    return REASONS.get(code, "REASON_%d" % code)
+
+
+def _check_witnesses(op, path):
+    if len(op.witnesses) != len(op.inputs):
+        raise DecodeError(path + ".witnesses", "%d witnesses for %d inputs" % (len(op.witnesses), len(op.inputs)))
+
+
+def _payout_txhash(kind, ident):
+    return sha256(b"plugpay/" + kind + b"-payout/v1" + ident)
+
+
+def channel_payout_txhash(channel_id):
+    """Where a closed channel's payouts land: output 0 the producer's, 1 the consumer's
+    (an output that would be 0 is not created)."""
+    return _payout_txhash(b"channel", channel_id)
+
+
+def htlc_payout_txhash(htlc_id):
+    """Where a claimed or refunded HTLC's amount lands (output 0)."""
+    return _payout_txhash(b"htlc", htlc_id)
+
+
+class Faucet(Struct):
+    """Mints outputs on a test network, signed by the faucet key the ledger is configured
+    with. The nonce makes two otherwise equal mints two different requests."""
+
+    NAME = "faucet"
+    TAG = TAG_FAUCET
+    FIELDS = (
+        ("nonce", UInt()),
+        ("outputs", ArrayOf(Nested(TxOutput), MAX_TX_OUTPUTS, 1)),
+        ("faucet_sig", Signature()),
+    )
+    UNSIGNED = 1
+
+    def txhash(self):
+        return sha256(self.body())
+
+
+class ChannelOpen(Struct):
+    """Locks the consumer's collateral in a state channel (Unterweger et al., deposit).
+
+    The channel starts at seq 0 with the first of ``installments`` installments,
+    ``collateral // installments``, already the producer's: the producer never delivers
+    energy it has not been paid for. The id is the hash of the body, so the producer can
+    compute it from the open it was shown before the witnesses exist.
+    """
+
+    NAME = "channel_open"
+    TAG = TAG_CHANNEL_OPEN
+    FIELDS = (
+        ("inputs", ArrayOf(Nested(TxInput), MAX_TX_INPUTS, 1)),
+        ("consumer", Nested(Account)),  # refunds go here; its key signs channel states
+        ("producer", Nested(Account)),  # payouts go here; its key signs channel states
+        ("collateral", UInt()),
+        ("installments", UInt(MAX_INSTALLMENTS)),
+        ("window", UInt(MAX_WINDOW)),
+        ("change", ArrayOf(Nested(TxOutput), MAX_TX_OUTPUTS)),
+        ("witnesses", ArrayOf(Signature(), MAX_TX_INPUTS, 1)),
+    )
+    UNSIGNED = 1
+
+    def validate(self, path):
+        _check_witnesses(self, path)
+        if self.installments < 1 or self.installments > self.collateral:
+            raise DecodeError(path + ".installments", "must be 1..collateral")
+        if self.window < 1:
+            raise DecodeError(path + ".window", "a dispute window is at least one block")
+
+    def channel_id(self):
+        return sha256(self.body())
+
+    def first_installment(self):
+        return self.collateral // self.installments
+
+
+def opening_state(channel_id, first_installment):
+    """The implicit seq-0 state of a channel: valid on the ledger without signatures.
+
+    Off-chain states start at seq 1; a party with nothing newer closes with this one.
+    """
+    return ChannelState(channel_id, 0, first_installment, 0, bytes(32), b"", b"")
+
+
+class ChannelClose(Struct):
+    """Cooperative close: a fully signed state, and both parties' signatures on closing
+    with it. Pays out at once."""
+
+    NAME = "channel_close"
+    TAG = TAG_CHANNEL_CLOSE
+    FIELDS = (
+        ("state", Nested(ChannelState)),
+        ("sig_consumer", Signature()),
+        ("sig_producer", Signature()),
+    )
+    UNSIGNED = 2
+
+
+class ChannelDispute(Struct):
+    """Unilateral close by one party with its latest state: starts (or, with a higher seq,
+    overrides within) the dispute window. Signed by the closing party."""
+
+    NAME = "channel_dispute"
+    TAG = TAG_CHANNEL_DISPUTE
+    FIELDS = (
+        ("state", Nested(ChannelState)),
+        ("by_producer", Bool()),
+        ("closer_sig", Signature()),
+    )
+    UNSIGNED = 1
+
+
+class ChannelSettle(Struct):
+    """Pays out a unilaterally closed channel once its dispute window is over. Anyone may
+    send it: the payout is fixed by the ledger's state, not by the sender."""
+
+    NAME = "channel_settle"
+    TAG = TAG_CHANNEL_SETTLE
+    FIELDS = (("channel_id", HASH),)
+
+
+class HtlcCreate(Struct):
+    """Funds an HTLC (the payer-signed terms) with Gao inputs. The HTLC id is
+    ``htlc.digest()``: payer and payee know it before the funding exists."""
+
+    NAME = "htlc_create"
+    TAG = TAG_HTLC_CREATE
+    FIELDS = (
+        ("htlc", Nested(Htlc)),
+        ("inputs", ArrayOf(Nested(TxInput), MAX_TX_INPUTS, 1)),
+        ("change", ArrayOf(Nested(TxOutput), MAX_TX_OUTPUTS)),
+        ("witnesses", ArrayOf(Signature(), MAX_TX_INPUTS, 1)),
+    )
+    UNSIGNED = 1
+
+    def validate(self, path):
+        _check_witnesses(self, path)
+
+
+class HtlcClaim(Struct):
+    """The payee reveals r before the timeout; signed by the payee's key so nobody who
+    saw r first can race the claim."""
+
+    NAME = "htlc_claim"
+    TAG = TAG_HTLC_CLAIM
+    FIELDS = (("htlc_id", HASH), ("preimage", Bytes(32)), ("payee_sig", Signature()))
+    UNSIGNED = 1
+
+
+class HtlcRefund(Struct):
+    """The payer takes the amount back at or after the timeout height."""
+
+    NAME = "htlc_refund"
+    TAG = TAG_HTLC_REFUND
+    FIELDS = (("htlc_id", HASH), ("payer_sig", Signature()))
+    UNSIGNED = 1
+
+
+class MarketRequest(Struct):
+    """Exploration: a consumer asks for energy. The id is a one-time public key that signs
+    the request; the place is a coarse region name, never a position. Bids are taken
+    until block ``bid_deadline``."""
+
+    NAME = "market_request"
+    TAG = TAG_MARKET_REQUEST
+    FIELDS = (
+        ("request_key", PUBKEY),
+        ("region", Text(32)),
+        ("window_start", UInt()),
+        ("window_end", UInt()),
+        ("window_unit", UInt(WINDOW_UNIX_MINUTES)),
+        ("energy_wh", UInt()),
+        ("bid_deadline", UInt()),
+        ("sig", Signature()),
+    )
+    UNSIGNED = 1
+
+    def validate(self, path):
+        if self.window_start >= self.window_end:
+            raise DecodeError(path + ".window_end", "the window must end after it starts")
+        if self.energy_wh < 1:
+            raise DecodeError(path + ".energy_wh", "at least 1 Wh")
+
+
+class MarketBid(Struct):
+    """Bidding: a producer's offer under its own one-time key. A higher ``seq`` from the
+    same bidder replaces its earlier bid while the request is open."""
+
+    NAME = "market_bid"
+    TAG = TAG_MARKET_BID
+    FIELDS = (
+        ("request_key", PUBKEY),
+        ("bidder_key", PUBKEY),
+        ("unit_price", UInt()),
+        ("seq", UInt()),
+        ("sig", Signature()),
+    )
+    UNSIGNED = 1
+
+    def digest(self):
+        return sha256(self.encode())
+
+
+class MarketCommit(Struct):
+    """Evaluation: the requester picks a bid (by the digest of its current version) and
+    thereby closes the request. Signed by the request key."""
+
+    NAME = "market_commit"
+    TAG = TAG_MARKET_COMMIT
+    FIELDS = (("request_key", PUBKEY), ("bid_digest", HASH), ("sig", Signature()))
+    UNSIGNED = 1
+
+
+class Query(Struct):
+    """A read-only lookup, answered with a ``Result`` (``NOT_FOUND`` if there is none)
+    whose data is the record as a list:
+
+    - ``QUERY_UTXO``: account (encoded), amount, height, spent_by, spent_height (the last
+      two ``None`` while the output is unspent);
+    - ``QUERY_TX``: height, operation tag, the request's bytes;
+    - ``QUERY_CHANNEL``: consumer, producer (encoded accounts), collateral, installments,
+      window, status, seq, paid_to_producer, deadline, height opened;
+    - ``QUERY_HTLC``: payer, payee (encoded accounts), amount, hashlock, timeout, status,
+      height created;
+    - ``QUERY_MARKET``: region, window_start, window_end, window_unit, energy_wh,
+      bid_deadline, status, chosen bid digest (``b""`` until committed), bid count,
+      height, and the bids as ``[bidder_key, seq, unit_price, digest, height]``.
+    """
+
+    NAME = "ledger_query"
+    TAG = TAG_QUERY
+    FIELDS = (("kind", UInt(0xFF)), ("key", Bytes(min=32, max=33)), ("index", UInt(MAX_TX_OUTPUTS - 1)))
+
+
+class Result(Struct):
+    """The ledger's answer to one request: which request (SHA-256 of its bytes), whether
+    it was applied, why not (a reason code and a short text), and what it produced (a
+    txhash, a channel or HTLC id, a deadline, or a query's record)."""
+
+    NAME = "ledger_result"
+    TAG = TAG_RESULT
+    FIELDS = (
+        ("request_digest", HASH),
+        ("ok", Bool()),
+        ("reason", UInt(0xFFFF)),
+        ("detail", Text(MAX_DETAIL_BYTES)),
+        ("data", Any()),
+    )
+
+    def validate(self, path):
+        if self.ok != (self.reason == OK):
+            raise DecodeError(path + ".reason", "ok and reason disagree")
+
+
+OPS = dict(
+    (cls.TAG, cls)
+    for cls in (Transaction, Faucet, ChannelOpen, ChannelClose, ChannelDispute, ChannelSettle,
+                HtlcCreate, HtlcClaim, HtlcRefund, MarketRequest, MarketBid, MarketCommit)
+)
+
+
+class UnknownOp(DecodeError):
+    """Well-formed CBOR whose tag is no ledger operation."""
+
+
+def decode_request(data, max_bytes=MAX_REQUEST_BYTES):
+    """Decode a request of any operation by its leading tag, or raise ``DecodeError``."""
+    value = codec.loads(data, "request", max_bytes)
+    if not isinstance(value, list) or not value or type(value[0]) is not int:
+        raise DecodeError("request", "expected an array with a leading type tag")
+    cls = OPS.get(value[0])
+    if cls is None:
+        raise UnknownOp("request", "unknown operation tag %d" % value[0])
+    return cls.from_value(value)
+
