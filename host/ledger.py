@@ -64,6 +64,21 @@ def _pubkey(account):
     return account[5:38]
 
 
+def _key_bytes(key):
+    """A 33-byte public key given as bytes or, from a cluster's JSON config, as hex."""
+    key = bytes.fromhex(key) if isinstance(key, str) else bytes(key)
+    if not signing.valid_public_key(key):
+        raise ValueError("not a compressed secp256k1 public key: %s" % key.hex())
+    return key
+
+
+def _epoch_keys(ra_pubkeys):
+    """RA epoch -> public key; JSON configs give the epochs as strings and the keys as hex."""
+    if not ra_pubkeys:
+        raise ValueError("the ledger needs the RA's public key of at least one epoch")
+    return {int(epoch): _key_bytes(key) for epoch, key in dict(ra_pubkeys).items()}
+
+
 def _clip(text):
     """Cut a detail text to the ``Result`` limit without splitting a UTF-8 character."""
     return text.encode("utf-8")[: L.MAX_DETAIL_BYTES].decode("utf-8", "ignore")
@@ -196,8 +211,8 @@ class Ledger:
 
     def __init__(self, conn, ra_pubkeys, faucet_pubkey=None):
         self.conn = conn
-        self.ra_pubkeys = dict(ra_pubkeys)
-        self.faucet_pubkey = faucet_pubkey
+        self.ra_pubkeys = _epoch_keys(ra_pubkeys)
+        self.faucet_pubkey = _key_bytes(faucet_pubkey) if faucet_pubkey is not None else None
         self._verified = set()  # accounts whose RA signature verified: memory only
         self._digest_sum = 0
         self.utxos = _Table(self, "utxos", (("txhash", bytes), ("sn", int)), Utxo, True)

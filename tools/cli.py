@@ -54,8 +54,9 @@ def parser():
     b.add_argument("--no-micropython", action="store_true", help="skip the MicroPython (WebAssembly) run")
     b.set_defaults(func=_bench)
 
-    from plugpay.tools import ra_cli
+    from plugpay.tools import ledger_cli, ra_cli
 
+    ledger_cli.add_parser(sub)
     ra_cli.add_parser(sub)
     return p
 

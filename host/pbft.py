@@ -1,0 +1,754 @@
+"""PBFT (Castro & Liskov) as a sans-IO state machine.
+
+The engine never touches a socket, a thread or a clock: the replica process (``replica``)
+or a test feeds it authenticated messages (``receive``) and the current time (``tick``), and
+gets back a list of ``(destination, message)`` pairs to send. A destination is a replica id
+(``int``) or a client id (``str``, ``"name/lane"``). Keeping it pure is what lets
+``tests/test_pbft.py`` run four replicas, Byzantine ones included, in one process on a
+simulated clock, and the very same code run in the real replicas.
+
+The only thing the engine calls synchronously is its ``store`` (``replica.ChainStore``),
+which executes a committed batch as one hash-chained block in one SQLite transaction and
+serves blocks to lagging peers.
+
+Messages are CBOR lists (see ``plugpay.protocol.codec``); the sender of a replica message is
+the authenticated link it came in on, never a field inside it:
+
+==========  ==================================================  ========================
+kind        fields after the kind                               from
+==========  ==================================================  ========================
+``req``     ts, op                                              client
+``fwd``     client, ts, op (a backup relays a request)          replica
+``pp``      view, seq, batch ``[[client, ts, op], ...]``        primary
+``p``       view, seq, batch digest                             backup
+``c``       view, seq, batch digest                             replica
+``ck``      seq, block hash at seq                              replica
+``vc``      new view, stable seq, C, P, Q                       replica
+``nv``      view, ``[[sender, view-change digest], ...]``       new primary
+``st?``     (none): asks for ``st`` and the stable ``ck``       replica
+``st``      view, active, height                                replica
+``fetch``   first height wanted                                 replica
+``blocks``  ``[[height, prev, batch, results d., state d.]]``   replica
+``rep``     view, ts, result                                    replica, to a client
+==========  ==================================================  ========================
+
+Per-request work is kept to a dictionary lookup: cryptography happens per batch (one
+digest) and per message (the link MAC, in ``replica``), never per request.
+
+View changes follow the MAC-based variant of Castro's thesis: a VIEW-CHANGE carries the
+replica's checkpoints (C), its prepared certificates (P, with their batches) and what it
+pre-prepared (Q); the new primary picks a set S of at least 2f+1 of them and announces only
+which ones (sender and digest). Every backup received those same VIEW-CHANGEs over its own
+authenticated links, so it re-runs the deterministic ``decide`` on S and installs the
+result itself: nothing in a NEW-VIEW has to be taken on the primary's word.
+"""
+import collections
+import hashlib
+
+from plugpay.protocol import codec
+
+NULL_BATCH = []
+GENESIS = bytes(32)
+MAX_CLIENT_ID = 80
+MAX_TS = (1 << 63) - 1
+
+
+def digest(value):
+    """SHA-256 of the deterministic CBOR of ``value``: batch digests, block hashes."""
+    return hashlib.sha256(codec.dumps(value)).digest()
+
+
+def block_hash(height, prev, batch_digest, results_digest, state_digest):
+    """The hash that chains blocks: it covers the batch, its results and the app state."""
+    return digest([height, prev, batch_digest, results_digest, state_digest])
+
+
+class Config:
+    """Protocol parameters; every replica of a cluster must use the same values."""
+
+    def __init__(self, n=4, checkpoint_interval=32, watermark_window=None, max_batch=256,
+                 batch_timeout=0.002, max_inflight=4, request_timeout=1.0,
+                 view_change_timeout=1.0, status_interval=0.5, fetch_timeout=0.5,
+                 fetch_max_blocks=64, max_op_bytes=16384):
+        if n < 4 or (n - 1) % 3:
+            raise ValueError("n must be 3f+1 with f >= 1, got %r" % (n,))
+        self.n = n
+        self.f = (n - 1) // 3
+        self.checkpoint_interval = checkpoint_interval
+        self.watermark_window = watermark_window or 2 * checkpoint_interval
+        self.max_batch = max_batch
+        self.batch_timeout = batch_timeout
+        self.max_inflight = max_inflight
+        self.request_timeout = request_timeout
+        self.view_change_timeout = view_change_timeout
+        self.status_interval = status_interval
+        self.fetch_timeout = fetch_timeout
+        self.fetch_max_blocks = fetch_max_blocks
+        self.max_op_bytes = max_op_bytes
+
+    @classmethod
+    def from_dict(cls, d):
+        """Build from a cluster config's ``pbft`` section (unknown keys are an error)."""
+        return cls(**d)
+
+
+# ---- validation of untrusted messages: shapes only, before any state is touched ----------
+
+def _is_uint(x):
+    return type(x) is int and 0 <= x <= MAX_TS
+
+
+def _is_digest(x):
+    return type(x) is bytes and len(x) == 32
+
+
+def _is_client(x):
+    return type(x) is str and 0 < len(x) <= MAX_CLIENT_ID
+
+
+def _is_list(x, max_len):
+    return type(x) is list and len(x) <= max_len
+
+
+class Engine:
+    """One replica's PBFT state. ``receive``/``tick`` return messages to send."""
+
+    def __init__(self, replica_id, config, store, now=0.0):
+        self.id = replica_id
+        self.cfg = config
+        self.n, self.f = config.n, config.f
+        self.store = store
+        self.view = 0
+        self.active = True
+        self.last_exec = store.height
+        k = config.checkpoint_interval
+        base = self.last_exec - self.last_exec % k
+        self.stable = (base, store.block_hash(base))
+        self.own_ckpts = {base: self.stable[1]}
+        self.seq = self.last_exec
+        self.pps = {}           # (view, seq) -> (digest, batch) accepted pre-prepares
+        self.votes = {}         # (kind, view, seq) -> {sender: digest}, kind "p" or "c"
+        self.sent_commit = set()
+        self.committed = {}     # seq -> batch, committed-local and not yet executed
+        self.pset = {}          # seq -> (view, digest, batch): highest prepared certificate
+        self.qset = {}          # seq -> {digest: highest view pre-prepared}
+        self.ckpts = {}         # seq -> {sender: digest} within the watermarks
+        self.far_ckpts = {}     # sender -> (seq, digest) above the watermarks (we lag)
+        self.pending = {}       # (client, ts) -> op: requests this replica waits to execute
+        self.queue = []         # primary: requests not yet in a batch
+        self.queue_since = None
+        self.proposed = set()   # primary: (client, ts) in a batch not yet executed
+        self.req_deadline = None
+        self.vcs = {}           # view -> {sender: (digest, view-change message)}
+        self.vc_deadline = None
+        self.vc_timeout = config.view_change_timeout
+        self.nv = None          # (view, ids) of a NEW-VIEW waiting for its VIEW-CHANGEs
+        self.my_vc = None       # our latest VIEW-CHANGE, re-sent until a new view is installed
+        self.my_nv = None       # our latest NEW-VIEW as primary, re-sent to laggards
+        self.peer_status = {}   # sender -> (view, active, height)
+        self.fetch = None       # {"deadline": t, "chains": {sender: [(hash, record)]}}
+        self.status_at = now
+        self.stats = collections.Counter()
+
+    # ---- small helpers ---------------------------------------------------------------
+
+    def primary(self, view=None):
+        return (self.view if view is None else view) % self.n
+
+    def is_primary(self):
+        return self.primary() == self.id
+
+    def _broadcast(self, msg, out):
+        for r in range(self.n):
+            if r != self.id:
+                out.append((r, msg))
+
+    def _in_window(self, seq):
+        return self.stable[0] < seq <= self.stable[0] + self.cfg.watermark_window
+
+    def _valid_batch(self, batch):
+        if not _is_list(batch, self.cfg.max_batch):
+            return False
+        for item in batch:
+            if not (type(item) is list and len(item) == 3 and _is_client(item[0])
+                    and _is_uint(item[1]) and type(item[2]) is bytes
+                    and len(item[2]) <= self.cfg.max_op_bytes):
+                return False
+        return True
+
+    def next_deadline(self):
+        """The earliest time at which ``tick`` has something to do (or None)."""
+        times = [self.req_deadline, self.vc_deadline, self.status_at]
+        if self.queue and self._pipeline_open():
+            times.append(self.queue_since + self.cfg.batch_timeout)
+        if self.fetch is not None:
+            times.append(self.fetch["deadline"])
+        return min(t for t in times if t is not None)
+
+    # ---- entry points -----------------------------------------------------------------
+
+    def receive(self, sender, msg, now):
+        """Handle one authenticated message; malformed ones are counted and dropped."""
+        out = []
+        handler = None
+        if type(msg) is list and msg and type(msg[0]) is str:
+            if type(sender) is str:
+                handler = Engine._on_request if msg[0] == "req" else None
+            elif type(sender) is int and 0 <= sender < self.n and sender != self.id:
+                handler = self._handlers.get(msg[0])
+        if handler is None or not handler(self, sender, msg, now, out):
+            self.stats["malformed"] += 1
+        return out
+
+    def tick(self, now):
+        """Fire whatever timers are due at ``now``."""
+        out = []
+        if self.req_deadline is not None and now >= self.req_deadline:
+            self.req_deadline = None
+            if self.pending and self.active:
+                self.stats["request_timeouts"] += 1
+                self._start_view_change(self.view + 1, now, out)
+        if self.vc_deadline is not None and now >= self.vc_deadline and not self.active:
+            self.vc_timeout *= 2
+            self._start_view_change(self.view + 1, now, out)
+        if self.fetch is not None and now >= self.fetch["deadline"]:
+            self._request_blocks(now, out)
+        if now >= self.status_at:
+            self.status_at = now + self.cfg.status_interval
+            self._broadcast(["st?"], out)
+            if not self.active:  # messages get lost on reconnects: keep asking
+                self._broadcast(self.my_vc, out)
+        self._propose(now, out)
+        return out
+
+    # ---- requests and batching ----------------------------------------------------------
+
+    def _on_request(self, sender, msg, now, out):
+        if len(msg) != 3 or not _is_uint(msg[1]) or type(msg[2]) is not bytes \
+                or len(msg[2]) > self.cfg.max_op_bytes or not _is_client(sender):
+            return False
+        self._admit(sender, msg[1], msg[2], now, out, from_client=True)
+        return True
+
+    def _on_fwd(self, sender, msg, now, out):
+        if len(msg) != 4 or not _is_client(msg[1]) or not _is_uint(msg[2]) \
+                or type(msg[3]) is not bytes or len(msg[3]) > self.cfg.max_op_bytes:
+            return False
+        self._admit(msg[1], msg[2], msg[3], now, out, from_client=False)
+        return True
+
+    def _admit(self, client, ts, op, now, out, from_client):
+        """A request reaches this replica: answer a replay from the cache, else queue it."""
+        last = self.store.last_reply(client)
+        if last is not None and ts <= last[0]:
+            if ts == last[0]:
+                self.stats["replayed_requests"] += 1
+                out.append((client, ["rep", self.view, ts, last[1]]))
+            return
+        key = (client, ts)
+        if key not in self.pending:
+            self.pending[key] = op
+            if self.active and self.is_primary():
+                self._enqueue(client, ts, op, now)
+        if self.active and not self.is_primary() and from_client:
+            out.append((self.primary(), ["fwd", client, ts, op]))
+        if from_client and self.req_deadline is None:
+            self.req_deadline = now + self.cfg.request_timeout
+        self._propose(now, out)
+
+    def _enqueue(self, client, ts, op, now):
+        if (client, ts) in self.proposed:
+            return
+        if not self.queue:
+            self.queue_since = now
+        self.queue.append([client, ts, op])
+        self.proposed.add((client, ts))
+
+    def _pipeline_open(self):
+        """May this replica, as primary, send another batch now?"""
+        return self.active and self.is_primary() and self.seq - self.last_exec < self.cfg.max_inflight \
+            and self._in_window(self.seq + 1)
+
+    def _propose(self, now, out):
+        """Primary: cut batches while the pipeline and the watermark window allow."""
+        cfg = self.cfg
+        while self.queue and self._pipeline_open() \
+                and (len(self.queue) >= cfg.max_batch or now >= self.queue_since + cfg.batch_timeout):
+            batch, self.queue = self.queue[:cfg.max_batch], self.queue[cfg.max_batch:]
+            self.queue_since = now
+            self.seq += 1
+            d = digest(batch)
+            self.pps[(self.view, self.seq)] = (d, batch)
+            self._note_preprepared(self.seq, self.view, d)
+            self.stats["batches_proposed"] += 1
+            self._broadcast(["pp", self.view, self.seq, batch], out)
+            self._check_prepared(self.view, self.seq, now, out)
+
+    # ---- normal case ------------------------------------------------------------------
+
+    def _note_preprepared(self, seq, view, d):
+        q = self.qset.setdefault(seq, {})
+        if q.get(d, -1) < view:
+            q[d] = view
+
+    def _on_preprepare(self, sender, msg, now, out):
+        if len(msg) != 4 or not _is_uint(msg[1]) or not _is_uint(msg[2]) \
+                or not self._valid_batch(msg[3]):
+            return False
+        view, seq, batch = msg[1], msg[2], msg[3]
+        if view != self.view or not self.active or sender != self.primary() \
+                or not self._in_window(seq):
+            return True
+        d = digest(batch)
+        have = self.pps.get((view, seq))
+        if have is not None:
+            if have[0] != d:  # the primary equivocates: proof enough to replace it
+                self.stats["equivocations"] += 1
+                self._start_view_change(view + 1, now, out)
+            return True
+        self.pps[(view, seq)] = (d, batch)
+        self._note_preprepared(seq, view, d)
+        self._vote("p", view, seq, d, self.id)
+        self._broadcast(["p", view, seq, d], out)
+        self._check_prepared(view, seq, now, out)
+        return True
+
+    def _on_vote(self, sender, msg, now, out):
+        if len(msg) != 4 or not _is_uint(msg[1]) or not _is_uint(msg[2]) or not _is_digest(msg[3]):
+            return False
+        kind, view, seq, d = msg
+        if not (self.view <= view <= self.view + 2) or not self._in_window(seq):
+            return True
+        if kind == "p" and sender == self.primary(view):
+            return True  # the primary's pre-prepare stands for its prepare
+        self._vote(kind, view, seq, d, sender)
+        if view == self.view and self.active:
+            self._check_prepared(view, seq, now, out)
+        return True
+
+    def _vote(self, kind, view, seq, d, sender):
+        self.votes.setdefault((kind, view, seq), {})[sender] = d
+
+    def _count(self, kind, view, seq, d):
+        return sum(1 for x in self.votes.get((kind, view, seq), {}).values() if x == d)
+
+    def _check_prepared(self, view, seq, now, out):
+        pp = self.pps.get((view, seq))
+        if pp is None:
+            return
+        d, batch = pp
+        if (view, seq) not in self.sent_commit:
+            if self._count("p", view, seq, d) < 2 * self.f:
+                return
+            have = self.pset.get(seq)
+            if have is None or have[0] <= view:
+                self.pset[seq] = (view, d, batch)
+            self.sent_commit.add((view, seq))
+            self._vote("c", view, seq, d, self.id)
+            self._broadcast(["c", view, seq, d], out)
+        if seq > self.last_exec and seq not in self.committed \
+                and self._count("c", view, seq, d) >= 2 * self.f + 1:
+            self.committed[seq] = batch
+            self._execute_ready(now, out)
+
+    def _execute_ready(self, now, out):
+        executed = False
+        while self.last_exec + 1 in self.committed:
+            seq = self.last_exec + 1
+            batch = self.committed.pop(seq)
+            for client, ts, result in self.store.execute(seq, batch):
+                out.append((client, ["rep", self.view, ts, result]))
+            self._after_block(seq, batch, now, out)
+            executed = True
+        if executed:
+            self.req_deadline = now + self.cfg.request_timeout if self.pending else None
+            self._propose(now, out)
+
+    def _after_block(self, seq, batch, now, out):
+        """Bookkeeping shared by consensus execution and state transfer."""
+        self.last_exec = seq
+        self.seq = max(self.seq, seq)
+        self.stats["blocks"] += 1
+        self.stats["requests"] += len(batch)
+        for client, ts, _ in batch:
+            self.pending.pop((client, ts), None)
+            self.proposed.discard((client, ts))
+        if seq % self.cfg.checkpoint_interval == 0:
+            d = self.store.head_hash
+            self.own_ckpts[seq] = d
+            self._broadcast(["ck", seq, d], out)
+            self._record_checkpoint(self.id, seq, d, now, out)
+
+    # ---- checkpoints and garbage collection -----------------------------------------------
+
+    def _on_checkpoint(self, sender, msg, now, out):
+        if len(msg) != 3 or not _is_uint(msg[1]) or not _is_digest(msg[2]) \
+                or msg[1] % self.cfg.checkpoint_interval:
+            return False
+        self._record_checkpoint(sender, msg[1], msg[2], now, out)
+        return True
+
+    def _record_checkpoint(self, sender, seq, d, now, out):
+        if seq <= self.stable[0]:
+            return
+        quorum = 2 * self.f + 1
+        if seq <= self.stable[0] + self.cfg.watermark_window:
+            votes = self.ckpts.setdefault(seq, {})
+            votes[sender] = d
+            if sum(1 for x in votes.values() if x == d) >= quorum:
+                self._make_stable(seq, d, now, out)
+            return
+        # Far above our window: we lag. Keep only each sender's latest claim (bounded memory).
+        if self.far_ckpts.get(sender, (-1,))[0] < seq:
+            self.far_ckpts[sender] = (seq, d)
+            if sum(1 for c in self.far_ckpts.values() if c == (seq, d)) >= quorum:
+                self._make_stable(seq, d, now, out)
+
+    def _make_stable(self, seq, d, now, out):
+        """2f+1 replicas vouch for block ``seq``: collect garbage below it, fetch if behind."""
+        own = self.own_ckpts.get(seq)
+        if own is not None and own != d:
+            self.stats["checkpoint_mismatch"] += 1
+        self.stable = (seq, d)
+        self.stats["stable_checkpoints"] += 1
+        self.pps = {k: v for k, v in self.pps.items() if k[1] > seq}
+        self.votes = {k: v for k, v in self.votes.items() if k[2] > seq}
+        self.sent_commit = {k for k in self.sent_commit if k[1] > seq}
+        self.committed = {k: v for k, v in self.committed.items() if k > seq}
+        self.pset = {k: v for k, v in self.pset.items() if k > seq}
+        self.qset = {k: v for k, v in self.qset.items() if k > seq}
+        self.ckpts = {k: v for k, v in self.ckpts.items() if k > seq}
+        self.own_ckpts = {k: v for k, v in self.own_ckpts.items() if k >= seq}
+        self.far_ckpts = {k: v for k, v in self.far_ckpts.items() if v[0] > seq}
+        self.seq = max(self.seq, seq)
+        if self.last_exec < seq:
+            self._start_fetch(now, out)
+        self._propose(now, out)
+
+    # ---- view change ----------------------------------------------------------------------
+
+    def _start_view_change(self, view, now, out):
+        if view < self.view or (view == self.view and not self.active):
+            return
+        self.stats["view_changes"] += 1
+        self.view = view
+        self.active = False
+        self.req_deadline = None
+        self.vc_deadline = None
+        self.queue, self.proposed = [], set()
+        stable_seq = self.stable[0]
+        ckpts = dict(self.own_ckpts)
+        ckpts[stable_seq] = self.stable[1]
+        c = [[s, d] for s, d in sorted(ckpts.items()) if s >= stable_seq]
+        p = [[s, v, d, b] for s, (v, d, b) in sorted(self.pset.items()) if s > stable_seq]
+        q = [[s, v, d] for s, dv in sorted(self.qset.items()) if s > stable_seq
+             for d, v in sorted(dv.items())]
+        vc = self.my_vc = ["vc", view, stable_seq, c, p, q]
+        self._broadcast(vc, out)
+        self._record_view_change(self.id, vc, now, out)
+
+    def _valid_view_change(self, msg):
+        window = self.cfg.watermark_window
+        if len(msg) != 6 or not _is_uint(msg[1]) or not _is_uint(msg[2]):
+            return False
+        c, p, q = msg[3], msg[4], msg[5]
+        if not (_is_list(c, window) and _is_list(p, window) and _is_list(q, 4 * window)):
+            return False
+        for e in c:
+            if not (type(e) is list and len(e) == 2 and _is_uint(e[0]) and _is_digest(e[1])):
+                return False
+        seen = set()
+        for e in p:
+            if not (type(e) is list and len(e) == 4 and _is_uint(e[0]) and _is_uint(e[1])
+                    and _is_digest(e[2]) and self._valid_batch(e[3]) and e[0] not in seen
+                    and digest(e[3]) == e[2]):
+                return False
+            seen.add(e[0])
+        for e in q:
+            if not (type(e) is list and len(e) == 3 and _is_uint(e[0]) and _is_uint(e[1])
+                    and _is_digest(e[2])):
+                return False
+        return True
+
+    def _on_view_change(self, sender, msg, now, out):
+        if not self._valid_view_change(msg):
+            return False
+        self._record_view_change(sender, msg, now, out)
+        return True
+
+    def _record_view_change(self, sender, vc, now, out):
+        view = vc[1]
+        if self.my_nv is not None and self.my_nv[1] == view and sender != self.id:
+            out.append((sender, self.my_nv))  # it missed our NEW-VIEW
+        if view < self.view or (view == self.view and self.active) or view > self.view + self.n:
+            return
+        self.vcs.setdefault(view, {})[sender] = (digest(vc), vc)
+        # Join rule: f+1 others want a later view, so at least one honest replica does.
+        if view > self.view or self.active:
+            wanting = {}
+            for v, by in self.vcs.items():
+                if v > self.view or (v == self.view and self.active):
+                    for s in by:
+                        if s != self.id:
+                            wanting[s] = min(v, wanting.get(s, v))
+            if len(wanting) >= self.f + 1:
+                self._start_view_change(min(wanting.values()), now, out)
+        if self.active or view != self.view:
+            return
+        if self.vc_deadline is None and len(self.vcs[view]) >= 2 * self.f + 1:
+            self.vc_deadline = now + self.vc_timeout
+        if self.is_primary():
+            by = self.vcs[view]
+            decision = decide({s: m for s, (_, m) in by.items()}, self.f, self.cfg.watermark_window)
+            if decision is not None:
+                self.my_nv = ["nv", view, [[s, by[s][0]] for s in sorted(by)]]
+                self._broadcast(self.my_nv, out)
+                self._install(view, decision, now, out)
+                return
+        self._try_new_view(now, out)
+
+    def _on_new_view(self, sender, msg, now, out):
+        if len(msg) != 3 or not _is_uint(msg[1]) or not _is_list(msg[2], self.n):
+            return False
+        for e in msg[2]:
+            if not (type(e) is list and len(e) == 2 and type(e[0]) is int
+                    and 0 <= e[0] < self.n and _is_digest(e[1])):
+                return False
+        view = msg[1]
+        if sender != self.primary(view) or view < self.view or (view == self.view and self.active):
+            return True
+        self.nv = (view, msg[2])
+        self._try_new_view(now, out)
+        return True
+
+    def _try_new_view(self, now, out):
+        """Install a NEW-VIEW once we hold every VIEW-CHANGE it names, re-deciding ourselves."""
+        if self.nv is None:
+            return
+        view, ids = self.nv
+        if view < self.view or (view == self.view and self.active):
+            self.nv = None
+            return
+        have = self.vcs.get(view, {})
+        chosen = {}
+        for s, d in ids:
+            if s not in have or have[s][0] != d:
+                return  # wait: that VIEW-CHANGE has not reached us (yet)
+            chosen[s] = have[s][1]
+        decision = decide(chosen, self.f, self.cfg.watermark_window) if len(chosen) == len(ids) else None
+        if decision is None:
+            self.stats["bad_new_views"] += 1
+            self.nv = None
+            return
+        self._install(view, decision, now, out)
+
+    def _install(self, view, decision, now, out):
+        (ck_seq, ck_digest), chosen = decision
+        self.stats["new_views"] += 1
+        self.view = view
+        self.active = True
+        self.nv = None
+        self.vc_deadline = None
+        self.vc_timeout = self.cfg.view_change_timeout
+        self.vcs = {v: m for v, m in self.vcs.items() if v > view}
+        self.pps = {k: v for k, v in self.pps.items() if k[0] >= view}
+        self.votes = {k: v for k, v in self.votes.items() if k[1] >= view}
+        self.sent_commit = {k for k in self.sent_commit if k[0] >= view}
+        if ck_seq > self.stable[0]:
+            self._make_stable(ck_seq, ck_digest, now, out)
+        primary = self.is_primary()
+        reissued = set()
+        for seq, d, batch in chosen:
+            self.pps[(view, seq)] = (d, batch)
+            self._note_preprepared(seq, view, d)
+            reissued.update((c, ts) for c, ts, _ in batch)
+            if not primary:
+                self._vote("p", view, seq, d, self.id)
+                self._broadcast(["p", view, seq, d], out)
+        self.seq = max([ck_seq, self.last_exec] + [s for s, _, _ in chosen])
+        self.queue, self.proposed = [], set(reissued)
+        for (client, ts), op in self.pending.items():
+            if primary:
+                self._enqueue(client, ts, op, now)
+            elif (client, ts) not in reissued:
+                out.append((self.primary(), ["fwd", client, ts, op]))
+        self.req_deadline = now + self.cfg.request_timeout if self.pending else None
+        for seq, _, _ in chosen:
+            self._check_prepared(view, seq, now, out)
+        self._propose(now, out)
+
+    # ---- status, catch-up and state transfer --------------------------------------------------
+
+    def _on_status_query(self, sender, msg, now, out):
+        if len(msg) != 1:
+            return False
+        out.append((sender, ["st", self.view, self.active, self.last_exec]))
+        if self.stable[0] > 0:
+            out.append((sender, ["ck", self.stable[0], self.stable[1]]))
+        return True
+
+    def _on_status(self, sender, msg, now, out):
+        if len(msg) != 4 or not _is_uint(msg[1]) or type(msg[2]) is not bool or not _is_uint(msg[3]):
+            return False
+        self.peer_status[sender] = (msg[1], msg[2], msg[3])
+        # f+1 peers at least this high: at least one honest one is, so it is real.
+        views = sorted((v for v, active, _ in self.peer_status.values() if active), reverse=True)
+        if len(views) > self.f and views[self.f] > self.view:
+            self._adopt_view(views[self.f], now, out)
+        if self._peers_height() > self.last_exec:
+            self._start_fetch(now, out)
+        return True
+
+    def _peers_height(self):
+        heights = sorted((h for _, _, h in self.peer_status.values()), reverse=True)
+        return heights[self.f] if len(heights) > self.f else 0
+
+    def _adopt_view(self, view, now, out):
+        """Rejoin a view we slept through (restart, partition); blocks come by state transfer."""
+        self.stats["views_adopted"] += 1
+        self.view = view
+        self.active = True
+        self.nv = None
+        self.vc_deadline = None
+        self.vcs = {v: m for v, m in self.vcs.items() if v > view}
+        self.seq = max(self.seq, self._peers_height())
+        self.queue, self.proposed = [], set()
+        for (client, ts), op in self.pending.items():
+            if self.is_primary():
+                self._enqueue(client, ts, op, now)
+            else:
+                out.append((self.primary(), ["fwd", client, ts, op]))
+        self.req_deadline = now + self.cfg.request_timeout if self.pending else None
+
+    def _start_fetch(self, now, out):
+        if self.fetch is None:
+            self._request_blocks(now, out)
+
+    def _request_blocks(self, now, out):
+        self.fetch = {"deadline": now + self.cfg.fetch_timeout, "chains": {}}
+        self.stats["fetch_rounds"] += 1
+        self._broadcast(["fetch", self.last_exec + 1], out)
+
+    def _on_fetch(self, sender, msg, now, out):
+        if len(msg) != 2 or not _is_uint(msg[1]) or msg[1] == 0:
+            return False
+        if msg[1] <= self.store.height:
+            out.append((sender, ["blocks", self.store.blocks(msg[1], self.cfg.fetch_max_blocks)]))
+        return True
+
+    def _on_blocks(self, sender, msg, now, out):
+        if len(msg) != 2 or not _is_list(msg[1], self.cfg.fetch_max_blocks):
+            return False
+        chain = []
+        for r in msg[1]:
+            if not (type(r) is list and len(r) == 5 and _is_uint(r[0]) and _is_digest(r[1])
+                    and self._valid_batch(r[2]) and _is_digest(r[3]) and _is_digest(r[4])):
+                return False
+            if chain and (r[0] != chain[-1][1][0] + 1 or r[1] != chain[-1][0]):
+                return False  # not a hash chain
+            chain.append((block_hash(r[0], r[1], digest(r[2]), r[3], r[4]), r))
+        if self.fetch is not None:
+            self.fetch["chains"][sender] = chain
+            self._advance_fetch(now, out)
+        return True
+
+    def _advance_fetch(self, now, out):
+        """Apply fetched blocks that are certified: by the stable checkpoint's hash chain,
+        or by f+1 peers serving the same block (at least one of them honest)."""
+        chains = self.fetch["chains"]
+        progressed = False
+        while True:
+            nxt = self.last_exec + 1
+            chains = {s: [x for x in c if x[1][0] >= nxt] for s, c in chains.items()}
+            chains = {s: c for s, c in chains.items() if c and c[0][1][1] == self.store.head_hash}
+            accepted = []
+            st_seq, st_digest = self.stable
+            for c in chains.values():
+                if st_seq >= nxt and len(c) > st_seq - nxt and c[st_seq - nxt][0] == st_digest:
+                    accepted = c[:st_seq - nxt + 1]
+                    break
+            if not accepted:
+                votes = collections.Counter(c[0][0] for c in chains.values())
+                for s, c in chains.items():
+                    if votes[c[0][0]] >= self.f + 1:
+                        accepted = c[:1]
+                        break
+            if not accepted:
+                break
+            for h, record in accepted:
+                if not self.store.apply_block(record, h):
+                    self.stats["bad_blocks"] += 1
+                    self.fetch["chains"] = {}
+                    return
+                self.stats["blocks_fetched"] += 1
+                self._after_block(record[0], record[2], now, out)
+            progressed = True
+        self.fetch["chains"] = chains
+        if self.last_exec >= max(self.stable[0], self._peers_height()):
+            self.fetch = None
+        elif progressed:
+            self._request_blocks(now, out)
+        if progressed:
+            self.committed = {k: v for k, v in self.committed.items() if k > self.last_exec}
+            self.req_deadline = now + self.cfg.request_timeout if self.pending else None
+            self._execute_ready(now, out)
+
+    _handlers = {
+        "fwd": _on_fwd,
+        "pp": _on_preprepare,
+        "p": _on_vote,
+        "c": _on_vote,
+        "ck": _on_checkpoint,
+        "vc": _on_view_change,
+        "nv": _on_new_view,
+        "st?": _on_status_query,
+        "st": _on_status,
+        "fetch": _on_fetch,
+        "blocks": _on_blocks,
+    }
+
+
+def decide(vcs, f, window):
+    """The new view's starting checkpoint and re-issued batches, from VIEW-CHANGEs ``vcs``
+    (sender -> message), or None if they do not settle it yet. Deterministic: the new
+    primary and every backup compute it from the same set.
+
+    Castro's rules: the checkpoint is the highest one that f+1 replicas hold and that no
+    more than f claim to be below; for each later sequence number, a batch prepared in view
+    v is chosen if 2f+1 replicas prepared nothing that contradicts it (A1) and f+1
+    pre-prepared it in view v or later (A2); a null batch if 2f+1 prepared nothing there.
+    """
+    msgs = list(vcs.values())
+    if len(msgs) < 2 * f + 1:
+        return None
+    checkpoint = None
+    for seq, d in sorted({(c[0], c[1]) for m in msgs for c in m[3]}, reverse=True):
+        if sum(1 for m in msgs if m[2] <= seq) >= 2 * f + 1 and \
+                sum(1 for m in msgs if [seq, d] in m[3]) >= f + 1:
+            checkpoint = (seq, d)
+            break
+    if checkpoint is None:
+        return None
+    low = checkpoint[0]
+    prepared = [{e[0]: e for e in m[4]} for m in msgs]
+    preprepared = [{(e[0], e[2]): e[1] for e in m[5]} for m in msgs]
+    top = max([e[0] for m in msgs for e in m[4] if low < e[0] <= low + window] or [low])
+    chosen = []
+    for seq in range(low + 1, top + 1):
+        candidates = sorted({(e[1], e[2]) for p in prepared for e in p.values() if e[0] == seq},
+                            reverse=True)
+        pick = None
+        for view, d in candidates:
+            a1 = sum(1 for m, p in zip(msgs, prepared) if m[2] < seq and (
+                seq not in p or p[seq][1] < view or (p[seq][1] == view and p[seq][2] == d)))
+            a2 = sum(1 for q in preprepared if q.get((seq, d), -1) >= view)
+            if a1 >= 2 * f + 1 and a2 >= f + 1:
+                batch = next(p[seq][3] for p in prepared if seq in p and p[seq][2] == d)
+                pick = (seq, d, batch)
+                break
+        if pick is None:
+            if sum(1 for m, p in zip(msgs, prepared) if m[2] < seq and seq not in p) < 2 * f + 1:
+                return None
+            pick = (seq, digest(NULL_BATCH), NULL_BATCH)
+        chosen.append(pick)
+    return checkpoint, chosen

@@ -1,0 +1,361 @@
+"""The PBFT engine, four replicas in one process on a simulated clock.
+
+Every replica is a real ``pbft.Engine`` over a real ``ChainStore`` and ``KvApp`` on an
+in-memory SQLite database; the network is a seeded event queue (per-link FIFO like TCP,
+with optional loss, duplication and Byzantine rewriting). Every message crosses the wire
+codec, so what the engines see is what a socket would deliver. Every test ends with
+``assert_safe``: no two honest replicas executed different blocks at the same height.
+"""
+import collections
+import heapq
+import random
+import sqlite3
+
+from hypothesis import given, settings, strategies as st
+
+from plugpay.host import pbft
+from plugpay.host.kvapp import KvApp
+from plugpay.host.replica import ChainStore
+from plugpay.protocol import codec
+
+FAST = dict(checkpoint_interval=4, max_batch=8, batch_timeout=0.002, request_timeout=0.5,
+            view_change_timeout=0.5, status_interval=0.25, fetch_timeout=0.2, fetch_max_blocks=8)
+
+
+def add(name, delta=1):
+    return codec.dumps(["add", name, delta])
+
+
+class Net:
+    """A simulated cluster: engines, a network, and clients that retransmit like ours."""
+
+    def __init__(self, n=4, seed=0, drop=0.0, dup=0.0, delay=(0.0005, 0.003), **cfg):
+        self.cfg = pbft.Config(n=n, **dict(FAST, **cfg))
+        self.n, self.f = n, self.cfg.f
+        self.rng = random.Random(seed)
+        self.drop, self.dup, self.delay = drop, dup, delay
+        self.now = 0.0
+        self.events = []
+        self.counter = 0
+        self.link_free = {}
+        self.down = set()
+        self.byzantine = {}        # replica -> fn(dst, msg) -> [msgs]
+        self.stores, self.engines = [], []
+        for i in range(n):
+            conn = sqlite3.connect(":memory:")
+            store = ChainStore(conn, KvApp(conn))
+            self.stores.append(store)
+            self.engines.append(pbft.Engine(i, self.cfg, store, now=0.0))
+        self.outstanding = {}      # (client, ts) -> [op, votes {replica: result}, next retry]
+        self.results = {}          # (client, ts) -> accepted result
+        self.client_ts = collections.Counter()
+
+    # -- network
+
+    def _emit(self, src, out):
+        for dst, msg in out:
+            for m in (self.byzantine[src](dst, msg) if src in self.byzantine else [msg]):
+                if type(dst) is str:
+                    self._reply(src, dst, m)
+                else:
+                    self._send(src, dst, m)
+
+    def _send(self, src, dst, msg):
+        if self.rng.random() < self.drop:
+            return
+        copies = 2 if self.rng.random() < self.dup else 1
+        for _ in range(copies):
+            t = max(self.now + self.rng.uniform(*self.delay), self.link_free.get((src, dst), 0.0))
+            self.link_free[(src, dst)] = t
+            self._push(t, ("msg", src, dst, codec.dumps(msg)))
+
+    def _push(self, t, event):
+        self.counter += 1
+        heapq.heappush(self.events, (t, self.counter, event))
+
+    def _reply(self, src, client, msg):
+        entry = self.outstanding.get((client, msg[2]))
+        if entry is None:
+            return
+        entry[1][src] = msg[3]
+        if sum(1 for r in entry[1].values() if r == msg[3]) >= self.f + 1:
+            self.results[(client, msg[2])] = msg[3]
+            del self.outstanding[(client, msg[2])]
+
+    # -- clients
+
+    def submit(self, client, op, to=None):
+        """Send a request as a client would: to the primary of view 0, later to all."""
+        self.client_ts[client] += 1
+        ts = self.client_ts[client]
+        self.outstanding[(client, ts)] = [op, {}, self.now + 0.3]
+        targets = [0] if to is None else to
+        for r in targets:
+            self._push(self.now + 0.001, ("req", client, r, (ts, op)))
+        return (client, ts)
+
+    def _retransmit(self):
+        for (client, ts), entry in list(self.outstanding.items()):
+            if self.now >= entry[2]:
+                entry[2] = self.now + 0.3
+                for r in range(self.n):
+                    self._push(self.now + 0.001, ("req", client, r, (ts, entry[0])))
+
+    # -- driving
+
+    def run(self, until, done=lambda: False, max_steps=300_000):
+        """Advance simulated time to ``until`` (or until ``done()``), bounded in steps."""
+        for _ in range(max_steps):
+            if done():
+                return True
+            live = [i for i in range(self.n) if i not in self.down]
+            deadline = min(self.engines[i].next_deadline() for i in live)
+            t_event = self.events[0][0] if self.events else float("inf")
+            t = min(deadline, t_event, self.now + 0.05)
+            if t > until:
+                self.now = until
+                return done()
+            self.now = max(self.now, t)
+            if t_event <= deadline and self.events and self.events[0][0] <= self.now:
+                _, _, ev = heapq.heappop(self.events)
+                self._deliver(ev)
+            else:
+                for i in live:
+                    if self.engines[i].next_deadline() <= self.now:
+                        self._emit(i, self.engines[i].tick(self.now))
+            self._retransmit()
+        raise AssertionError("simulation did not settle within %d steps" % max_steps)
+
+    def _deliver(self, ev):
+        kind, src, dst, payload = ev
+        if kind == "req":
+            if dst not in self.down:
+                ts, op = payload
+                self._emit(dst, self.engines[dst].receive(src, ["req", ts, op], self.now))
+            return
+        if dst in self.down or src in self.down:
+            return
+        msg = codec.loads(payload, max_bytes=1 << 24)
+        self._emit(dst, self.engines[dst].receive(src, msg, self.now))
+
+    def wait(self, keys, until):
+        return self.run(until, lambda: all(k in self.results for k in keys))
+
+    # -- observations
+
+    def heights(self):
+        return [s.height for s in self.stores]
+
+    def chain(self, i):
+        return dict(self.stores[i].conn.execute("SELECT height, hash FROM blocks"))
+
+    def counter_value(self, i, name):
+        return codec.loads(self.stores[i].app.query(codec.dumps(["counter", name])))[1]
+
+
+def assert_safe(net, honest=None):
+    """No two honest replicas hold different blocks at the same height."""
+    honest = range(net.n) if honest is None else honest
+    chains = [net.chain(i) for i in honest]
+    for a in chains:
+        for b in chains:
+            for h in a.keys() & b.keys():
+                assert a[h] == b[h], "fork at height %d" % h
+    for i in honest:
+        c = chains[list(honest).index(i)]
+        for h in c:
+            assert h == 1 or h - 1 in c
+
+
+def test_normal_case_commits_and_replies_with_f_plus_1():
+    net = Net()
+    keys = [net.submit("alice/0", add("c", 5))]
+    assert net.wait(keys, 2.0)
+    assert codec.loads(net.results[keys[0]]) == ["ok", 5]
+    net.run(net.now + 0.1)
+    assert net.heights() == [1, 1, 1, 1]
+    assert all(net.counter_value(i, "c") == 5 for i in range(4))
+    assert len({s.head_hash for s in net.stores}) == 1
+    assert_safe(net)
+
+
+def test_batching_cuts_few_blocks_of_at_most_max_batch():
+    net = Net()
+    keys = [net.submit("load/%d" % lane, add("c")) for lane in range(50)]
+    assert net.wait(keys, 3.0)
+    net.run(net.now + 0.1)
+    sizes = [len(codec.loads(b)) for (b,) in net.stores[1].conn.execute("SELECT batch FROM blocks")]
+    assert sum(sizes) == 50 and max(sizes) <= net.cfg.max_batch and len(sizes) < 15
+    assert net.counter_value(2, "c") == 50
+    assert_safe(net)
+
+
+def test_client_accepts_f_plus_1_matching_results_despite_a_lying_replica():
+    net = Net()
+
+    def lie(dst, msg):
+        if type(dst) is str:
+            return [["rep", msg[1], msg[2], codec.dumps(["ok", 666])]]
+        return [msg]
+
+    net.byzantine[3] = lie
+    keys = [net.submit("bob/0", add("c", 2)) for _ in range(3)]
+    assert net.wait(keys, 3.0)
+    assert sorted(codec.loads(net.results[k])[1] for k in keys) == [2, 4, 6]
+    assert_safe(net)
+
+
+def test_replayed_request_gets_the_cached_reply_and_is_never_executed_twice():
+    net = Net()
+    key = net.submit("carol/0", add("c", 7))
+    assert net.wait([key], 2.0)
+    net.run(net.now + 0.1)
+    height = net.heights()
+    # The same (client, ts) again, to everyone, several times: answered from the cache.
+    for _ in range(3):
+        for r in range(4):
+            net._emit(r, net.engines[r].receive("carol/0", ["req", key[1], add("c", 7)], net.now))
+    net.run(net.now + 0.5)
+    assert net.heights() == height
+    assert all(net.counter_value(i, "c") == 7 for i in range(4))
+    assert all(e.stats["replayed_requests"] == 3 for e in net.engines)
+    assert_safe(net)
+
+
+def test_duplicates_inside_a_block_run_once_and_stale_requests_not_at_all():
+    """What a Byzantine primary could propose: the store still executes each request once."""
+    conn = sqlite3.connect(":memory:")
+    store = ChainStore(conn, KvApp(conn))
+    replies = store.execute(1, [["x/0", 5, add("d")], ["x/0", 5, add("d")], ["x/0", 4, add("d")]])
+    assert replies == [("x/0", 5, codec.dumps(["ok", 1]))]
+    replies = store.execute(2, [["x/0", 5, add("d")], ["x/0", 3, add("d")], ["x/0", 6, add("d", 10)]])
+    assert replies == [("x/0", 5, codec.dumps(["ok", 1])), ("x/0", 6, codec.dumps(["ok", 11]))]
+    assert codec.loads(store.app.query(codec.dumps(["counter", "d"]))) == ["ok", 11]
+    assert store.last_reply("x/0") == (6, codec.dumps(["ok", 11]))
+
+
+def test_checkpoints_become_stable_and_collect_garbage():
+    net = Net()
+    for i in range(30):
+        key = net.submit("eve/0", add("c"))
+        assert net.wait([key], net.now + 2.0)
+    net.run(net.now + 0.5)
+    for e in net.engines:
+        assert e.stable[0] >= 28 - 28 % 4 and e.stable[0] % 4 == 0
+        assert e.stable[1] == net.stores[e.id].block_hash(e.stable[0])
+        assert all(seq > e.stable[0] for _, seq in e.pps)
+        assert all(key[2] > e.stable[0] for key in e.votes)
+        assert all(seq > e.stable[0] for seq in e.pset)
+        assert len(e.pps) <= e.cfg.watermark_window
+    assert_safe(net)
+
+
+def test_silent_primary_is_replaced_and_the_cluster_progresses():
+    net = Net()
+    key = net.submit("frank/0", add("c"))
+    assert net.wait([key], 2.0)
+    net.byzantine[0] = lambda dst, msg: []
+    keys = [net.submit("frank/%d" % lane, add("c")) for lane in range(1, 4)]
+    assert net.wait(keys, 8.0)
+    assert all(net.engines[i].view >= 1 and net.engines[i].active for i in (1, 2, 3))
+    assert all(codec.loads(net.results[k])[0] == "ok" for k in keys)
+    net.run(net.now + 0.2)
+    assert all(net.counter_value(i, "c") == 4 for i in (1, 2, 3))
+    assert_safe(net, honest=[1, 2, 3])
+
+
+def test_crashed_primary_mid_load_loses_nothing_committed():
+    net = Net()
+    keys = [net.submit("gus/%d" % lane, add("c")) for lane in range(20)]
+    net.run(0.004)
+    net.down.add(0)
+    assert net.wait(keys, 10.0)
+    net.run(net.now + 0.3)
+    assert all(net.counter_value(i, "c") == 20 for i in (1, 2, 3))
+    assert_safe(net)
+
+
+def test_equivocating_primary_causes_no_divergence_and_is_replaced():
+    net = Net()
+
+    def equivocate(dst, msg):
+        if msg[0] == "pp" and msg[1] == 0:
+            batch = msg[3] + [["mallory/%d" % dst, 1, add("evil", dst)]]
+            return [["pp", msg[1], msg[2], batch]]
+        return [msg]
+
+    net.byzantine[0] = equivocate
+    keys = [net.submit("hank/%d" % lane, add("c")) for lane in range(3)]
+    assert net.wait(keys, 10.0)
+    net.run(net.now + 0.3)
+    assert all(net.engines[i].view >= 1 for i in (1, 2, 3))
+    assert all(net.counter_value(i, "evil") == 0 for i in (1, 2, 3))
+    assert all(net.counter_value(i, "c") == 3 for i in (1, 2, 3))
+    assert_safe(net, honest=[1, 2, 3])
+
+
+def test_backup_sending_wrong_digests_is_outvoted():
+    net = Net()
+
+    def corrupt(dst, msg):
+        if msg[0] in ("p", "c", "ck"):
+            return [msg[:-1] + [bytes(32)]]
+        return [msg]
+
+    net.byzantine[2] = corrupt
+    keys = [net.submit("ivy/%d" % lane, add("c")) for lane in range(10)]
+    assert net.wait(keys, 3.0)
+    net.run(net.now + 0.2)
+    assert all(e.view == 0 for e in net.engines)
+    assert all(net.counter_value(i, "c") == 10 for i in (0, 1, 3))
+    assert_safe(net, honest=[0, 1, 3])
+
+
+def test_lagging_replica_catches_up_by_state_transfer():
+    net = Net()
+    net.down.add(3)
+    for i in range(25):
+        key = net.submit("jo/0", add("c"))
+        assert net.wait([key], net.now + 2.0)
+    assert net.stores[3].height == 0
+    net.down.discard(3)
+    net.run(net.now + 3.0, lambda: net.stores[3].height == net.stores[0].height)
+    assert net.stores[3].height == net.stores[0].height == 25
+    assert net.stores[3].head_hash == net.stores[0].head_hash
+    assert net.engines[3].stats["blocks_fetched"] > 0
+    # It takes part again: with replica 0 gone, 1, 2 and 3 still reach a quorum.
+    net.down.add(0)
+    key = net.submit("jo/1", add("c"))
+    assert net.wait([key], net.now + 8.0)
+    assert_safe(net)
+
+
+def test_malformed_and_misrouted_messages_are_counted_not_fatal():
+    net = Net()
+    e = net.engines[1]
+    junk = [[], ["pp"], ["pp", 0, 1, [[1, 2, 3]]], ["p", 0, 1, b"short"], ["vc", 1, 0, [], [[1, 0, bytes(32), []]], []],
+            ["zz"], "text", ["blocks", [[1, 2, 3, 4, 5]]], ["nv", 1, [[9, bytes(32)]]]]
+    for m in junk:
+        assert e.receive(2, m, 0.0) == []
+    assert e.receive(1, ["st?"], 0.0) == []         # from itself
+    assert e.receive("x/0", ["p", 0, 1, bytes(32)], 0.0) == []  # a client speaking replica
+    assert e.stats["malformed"] == len(junk) + 2
+    key = net.submit("kim/0", add("c"))
+    assert net.wait([key], 2.0)
+    assert_safe(net)
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**32), drop=st.floats(0, 0.15), dup=st.floats(0, 0.2),
+       slow=st.floats(0.001, 0.05))
+def test_random_loss_delay_and_duplication_never_fork(seed, drop, dup, slow):
+    net = Net(seed=seed, drop=drop, dup=dup, delay=(0.0005, slow))
+    keys = [net.submit("p%d/0" % c, add("c")) for c in range(6)]
+    net.run(1.0)
+    keys += [net.submit("p%d/1" % c, add("c")) for c in range(6)]
+    net.run(6.0, lambda: all(k in net.results for k in keys))
+    assert_safe(net)
+    for k, result in net.results.items():
+        assert codec.loads(result)[0] == "ok"
+    if drop == 0:
+        assert all(k in net.results for k in keys)

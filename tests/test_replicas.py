@@ -1,0 +1,173 @@
+"""Real replica processes over real TCP on 127.0.0.1, with the kvapp application.
+
+Each test gets its own four-process cluster on ports that were free at run time; the
+fixture stops every process, even when the test fails. Timeouts are shortened so a view
+change takes well under a second.
+"""
+import asyncio
+import sqlite3
+import time
+
+import pytest
+
+from plugpay.host import cluster
+from plugpay.host.client import Client
+from plugpay.protocol import codec
+
+FAST = {"checkpoint_interval": 8, "request_timeout": 0.5, "view_change_timeout": 0.5,
+        "status_interval": 0.2, "fetch_timeout": 0.3}
+
+
+@pytest.fixture
+def local(tmp_path):
+    path = cluster.generate(str(tmp_path), pbft=FAST)
+    with cluster.LocalCluster(path, stop_grace=3.0) as lc:
+        lc.start_all()
+        lc.wait_listening()
+        yield lc
+
+
+def add(name, delta=1):
+    return codec.dumps(["add", name, delta])
+
+
+def db_state(lc, i):
+    """(height, head hash, app digest, counter c) read straight from replica i's database."""
+    conn = sqlite3.connect("file:%s?mode=ro" % lc.db_path(i), uri=True)
+    try:
+        height, head = conn.execute("SELECT height, hash FROM blocks ORDER BY height DESC LIMIT 1").fetchone() \
+            or (0, None)
+        app = conn.execute("SELECT digest FROM kv_meta").fetchone()[0]
+        row = conn.execute("SELECT value FROM counters WHERE name = 'c'").fetchone()
+        return height, head, app, row[0] if row else 0
+    finally:
+        conn.close()
+
+
+def wait_same_state(lc, replicas, timeout=10.0):
+    """Poll the databases until ``replicas`` agree on height, head and app digest."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = [db_state(lc, i) for i in replicas]
+        if len(set(states)) == 1 and states[0][0] > 0:
+            return states[0]
+        if time.monotonic() > deadline:
+            raise AssertionError("replicas never converged: %r" % (states,))
+        time.sleep(0.1)
+
+
+async def confirm(client, count, name="c"):
+    return [codec.loads(r) for r in await asyncio.gather(*[client.submit(add(name)) for _ in range(count)])]
+
+
+def run(lc, body, lanes=8):
+    async def main():
+        async with Client(lc.config, lc.secrets, lanes=lanes) as client:
+            return await body(client)
+    return asyncio.run(main())
+
+
+def test_four_replicas_commit_a_clients_requests(local):
+    async def body(client):
+        results = await confirm(client, 40)
+        answer = codec.loads(await client.query(codec.dumps(["counter", "c"])))
+        return results, answer, await client.status()
+
+    results, answer, status = run(local, body)
+    assert sorted(r[1] for r in results) == list(range(1, 41))
+    assert answer == ["ok", 40]
+    assert all(s is not None and s[1] == 0 for s in status)
+    height, _, _, counter = wait_same_state(local, range(4))
+    assert counter == 40 and height >= 1
+
+
+def test_killed_backup_is_not_needed_and_catches_up_after_restart(local):
+    async def phase(client):
+        return await confirm(client, 30)
+
+    run(local, phase)
+    local.kill(3)
+    results = run(local, phase)
+    assert sorted(r[1] for r in results) == list(range(31, 61))
+    behind = db_state(local, 3)
+    local.start(3)
+    state = wait_same_state(local, range(4))
+    assert state[3] == 60 and behind[0] < state[0]
+
+
+def test_killed_primary_is_replaced_by_a_view_change(local):
+    run(local, lambda client: confirm(client, 5))
+    local.kill(0)
+    started = time.monotonic()
+    results = run(local, lambda client: confirm(client, 10))
+    elapsed = time.monotonic() - started
+    assert sorted(r[1] for r in results) == list(range(6, 16))
+    assert elapsed < 8, elapsed
+    views = [s[1] for s in run(local, lambda client: client.status()) if s is not None]
+    assert len(views) == 3 and min(views) >= 1
+    wait_same_state(local, (1, 2, 3))
+
+
+def test_kill_9_mid_load_then_restart_loses_no_committed_request(local):
+    """The primary dies under load; afterwards every replica's database holds every result
+    a client was given, and they all agree."""
+    confirmed = []
+
+    async def load(client):
+        async def worker(k):
+            for i in range(400):
+                try:
+                    await client.submit(codec.dumps(["put", "k%d-%d" % (k, i), b"v"]), timeout=8)
+                except TimeoutError:
+                    continue
+                confirmed.append("k%d-%d" % (k, i))
+                await client.submit(add("c"), timeout=8)
+
+        async def killer():
+            await asyncio.sleep(0.8)
+            local.kill(0)
+            await asyncio.sleep(1.5)
+            local.start(0)
+
+        tasks = [asyncio.ensure_future(worker(k)) for k in range(12)]
+        await asyncio.sleep(0.8)
+        await killer()
+        await asyncio.sleep(1.0)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    run(local, load, lanes=12)
+    assert len(confirmed) > 100
+    wait_same_state(local, range(4), timeout=15)
+    for i in range(4):
+        conn = sqlite3.connect("file:%s?mode=ro" % local.db_path(i), uri=True)
+        stored = {k for (k,) in conn.execute("SELECT key FROM kv")}
+        conn.close()
+        missing = set(confirmed) - stored
+        assert not missing, "replica %d lost %d confirmed puts" % (i, len(missing))
+
+
+def test_garbage_unauthenticated_and_oversized_frames_are_dropped_and_counted(local):
+    import socket
+    import struct
+
+    host, port = cluster.address(local.config, 1)
+    attempts = [
+        b"\x00\x00\x00\x05hello",                                  # shorter than a MAC
+        struct.pack(">I", 1 << 30) + b"x" * 64,                    # oversized
+        struct.pack(">I", 40) + bytes(32) + codec.dumps(["hello", "intruder"]),  # wrong MAC
+        struct.pack(">I", 40) + bytes(32) + b"\xff" * 8,           # not CBOR
+        struct.pack(">I", 40) + bytes(32) + codec.dumps(["hello", "replica:1"]),  # itself
+    ]
+    for data in attempts:
+        with socket.create_connection((host, port), timeout=2) as s:
+            s.recv(100)  # the nonce frame
+            s.sendall(data)
+            s.settimeout(2)
+            assert s.recv(100) == b""  # the replica hangs up
+    results = run(local, lambda client: confirm(client, 3))
+    assert sorted(r[1] for r in results) == [1, 2, 3]
+    status = run(local, lambda client: client.status())
+    assert status[1][6] >= len(attempts)
+    assert local.running() == [0, 1, 2, 3]

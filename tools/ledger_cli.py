@@ -1,0 +1,259 @@
+"""``plugpay ledger …``: run, inspect and measure the PBFT ledger replicas.
+
+``add_parser(subparsers)`` registers the ``ledger`` command on the ``plugpay`` parser:
+
+* ``ledger up``: a local cluster on loopback (default n=4) in one command; prints where
+  the config, databases and logs live, and stops every replica cleanly on Ctrl-C.
+* ``ledger replica --id N --config FILE``: one replica alone, for clusters spanning
+  several machines (copy ``cluster.json`` and, with mode 0600, the secrets file).
+* ``ledger status``: per replica its height, view, last stable checkpoint, pending
+  requests and dropped frames, or that it is unreachable.
+* ``ledger bench``: confirmed requests/s and latency p50/p99 at an offered rate and at
+  saturation, on a throw-away local cluster. It prints figures and never fails on a slow
+  machine.
+"""
+import asyncio
+import json
+import os
+import signal
+import tempfile
+import time
+
+APPS = {"kv": "plugpay.host.kvapp:KvApp", "ledger": "plugpay.host.ledger:Ledger"}
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("ledger", help="run, inspect and measure the PBFT ledger replicas")
+    sub = p.add_subparsers(dest="ledger_command", metavar="SUBCOMMAND")
+    sub.required = True
+
+    up = sub.add_parser("up", help="start a local cluster on loopback until Ctrl-C")
+    up.add_argument("--dir", default="plugpay-ledger", help="cluster directory (default: ./plugpay-ledger)")
+    up.add_argument("-n", type=int, default=4, help="number of replicas, 3f+1 (default 4)")
+    up.add_argument("--app", default="ledger", help="ledger (the payment ledger), kv (a key/value store for smoke "
+                    "tests) or module:Class (default ledger)")
+    up.add_argument("--ra-dir", help="the RA directory (`plugpay ra init`) whose epoch public keys the ledger "
+                    "trusts for account signatures; required for the ledger app")
+    up.add_argument("--faucet-pubkey", help="hex public key allowed to mint test funds (default: no faucet)")
+    up.add_argument("--base-port", type=int, help="ports base..base+n-1 (default: free ones)")
+    up.add_argument("--duration", type=float, help="stop after this many seconds instead of waiting for Ctrl-C")
+    up.set_defaults(func=_up)
+
+    rep = sub.add_parser("replica", help="run one replica of a cluster in the foreground")
+    rep.add_argument("--id", type=int, required=True)
+    rep.add_argument("--config", required=True, help="cluster.json (secrets file beside it)")
+    rep.set_defaults(func=_replica)
+
+    st = sub.add_parser("status", help="per-replica height, view, checkpoint, pending, reachability")
+    st.add_argument("--config", default=os.path.join("plugpay-ledger", "cluster.json"))
+    st.add_argument("--timeout", type=float, default=2.0)
+    st.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    st.set_defaults(func=_status)
+
+    b = sub.add_parser("bench", help="confirmed requests/s and latency on a throw-away local cluster (kv app)")
+    b.add_argument("--rate", type=float, default=300.0, help="offered requests/s for the first run (default 300)")
+    b.add_argument("--duration", type=float, default=5.0, help="seconds per run (default 5)")
+    b.add_argument("--lanes", type=int, default=256, help="concurrent requests at saturation (default 256)")
+    b.add_argument("--sync", choices=["FULL", "NORMAL"], default="FULL", help="SQLite synchronous (default FULL)")
+    b.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    b.set_defaults(func=_bench)
+    return p
+
+
+def _app_spec(name):
+    if name in APPS:
+        return APPS[name]
+    if ":" not in name:
+        raise ValueError("--app must be one of %s or module:Class, got %r" % (", ".join(APPS), name))
+    return name
+
+
+def _app_options(args):
+    """The ledger's options in the JSON form the replicas read from cluster.json."""
+    if _app_spec(args.app) != APPS["ledger"]:
+        return {}
+    if not args.ra_dir:
+        raise ValueError("the ledger app needs --ra-dir (the RA directory from `plugpay ra init`)")
+    from plugpay.host import ra
+    from plugpay.protocol import signing
+
+    options = {"ra_pubkeys": {str(epoch): pubkey.hex() for epoch, pubkey, _ in ra.public_epochs(args.ra_dir)}}
+    if args.faucet_pubkey:
+        if not signing.valid_public_key(bytes.fromhex(args.faucet_pubkey)):
+            raise ValueError("--faucet-pubkey is not a compressed secp256k1 public key")
+        options["faucet_pubkey"] = args.faucet_pubkey
+    return options
+
+
+def _up(args):
+    from plugpay.host import cluster
+
+    config_path = os.path.join(args.dir, "cluster.json")
+    if os.path.exists(config_path):
+        print("using the existing cluster in %s" % os.path.abspath(args.dir))
+    else:
+        ports = list(range(args.base_port, args.base_port + args.n)) if args.base_port else None
+        cluster.generate(args.dir, n=args.n, ports=ports, app=_app_spec(args.app), app_options=_app_options(args))
+        print("created a new cluster in %s" % os.path.abspath(args.dir))
+    stopping = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    previous_int = signal.getsignal(signal.SIGINT)
+    try:
+        with cluster.LocalCluster(config_path) as lc:
+            lc.start_all()
+            lc.wait_listening()
+            print("config:  %s (secrets beside it, mode 0600)" % lc.config_path)
+            print("data:    %s" % lc.config["data_dir"])
+            for i in range(lc.config["n"]):
+                host, port = cluster.address(lc.config, i)
+                print("replica %d: %s:%d  db %s  log %s" % (i, host, port, lc.db_path(i), lc.log_path(i)))
+            print("app: %s. Ctrl-C stops the cluster; `plugpay ledger status --config %s` inspects it."
+                  % (lc.config["app"], config_path), flush=True)
+            deadline = None if args.duration is None else time.monotonic() + args.duration
+            reported = set()
+            try:
+                while not stopping and (deadline is None or time.monotonic() < deadline):
+                    for i, proc in lc.procs.items():
+                        if proc.poll() is not None and i not in reported:
+                            reported.add(i)
+                            print("replica %d exited with %s; see %s" % (i, proc.returncode, lc.log_path(i)),
+                                  flush=True)
+                    time.sleep(0.2)
+            except KeyboardInterrupt:
+                pass
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan replicas
+            print("stopping replicas %s" % lc.running(), flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
+    print("stopped", flush=True)
+    return 0
+
+
+def _replica(args):
+    import logging
+
+    from plugpay.host import replica
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    replica.serve(args.id, args.config)
+    return 0
+
+
+def _status(args):
+    from plugpay.host import cluster
+    from plugpay.host.client import Client
+
+    config, secrets = cluster.load(args.config)
+
+    async def ask():
+        client = Client(config, secrets)
+        await client.start(wait_for=config["n"], timeout=args.timeout / 2)
+        try:
+            return await client.status(args.timeout / 2)
+        finally:
+            await client.close()
+
+    rows = asyncio.run(ask())
+    if args.json:
+        keys = ["id", "view", "active", "height", "stable_checkpoint", "pending", "dropped"]
+        print(json.dumps([dict(zip(keys, r), reachable=True) if r else {"id": i, "reachable": False}
+                          for i, r in enumerate(rows)]))
+        return 0
+    print("%-8s %-22s %8s %6s %10s %8s %8s  %s" % ("replica", "address", "height", "view", "checkpoint",
+                                                 "pending", "dropped", "state"))
+    for i, r in enumerate(rows):
+        addr = "%s:%d" % cluster.address(config, i)
+        if r is None:
+            print("%-8d %-22s %8s %6s %10s %8s %8s  %s" % (i, addr, "-", "-", "-", "-", "-", "unreachable"))
+        else:
+            state = "primary" if r[1] % config["n"] == i else "backup"
+            if not r[2]:
+                state = "view change"
+            print("%-8d %-22s %8d %6d %10d %8d %8d  %s" % (i, addr, r[3], r[1], r[4], r[5], r[6], state))
+    return 0 if all(rows) else 1
+
+
+def _percentile(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p / 100.0 * len(values)))] if values else float("nan")
+
+
+async def _offered(client, op, rate, duration):
+    """Open loop: a request every 1/rate s regardless of replies (no coordinated omission)."""
+    loop = asyncio.get_running_loop()
+    latencies, tasks = [], []
+    start = loop.time()
+
+    async def one(at):
+        await asyncio.sleep(max(0.0, at - loop.time()))
+        await client.submit(op, timeout=30)
+        latencies.append(loop.time() - at)
+
+    for i in range(int(rate * duration)):
+        tasks.append(loop.create_task(one(start + i / rate)))
+    await asyncio.gather(*tasks)
+    return latencies, loop.time() - start
+
+
+async def _saturated(client, op, lanes, duration):
+    """Closed loop: ``lanes`` requests always outstanding."""
+    loop = asyncio.get_running_loop()
+    latencies = []
+    end = loop.time() + duration
+
+    async def worker():
+        while loop.time() < end:
+            t = loop.time()
+            await client.submit(op, timeout=30)
+            latencies.append(loop.time() - t)
+
+    start = loop.time()
+    await asyncio.gather(*[worker() for _ in range(lanes)])
+    return latencies, loop.time() - start
+
+
+def _bench(args):
+    from plugpay.host import cluster
+    from plugpay.host.client import Client
+    from plugpay.protocol import codec
+
+    op = codec.dumps(["add", "bench", 1])
+    with tempfile.TemporaryDirectory(prefix="plugpay-bench-") as d:
+        path = cluster.generate(d, sqlite_synchronous=args.sync)
+        with cluster.LocalCluster(path) as lc:
+            lc.start_all()
+            lc.wait_listening()
+            config, secrets = lc.config, lc.secrets
+
+            async def measure():
+                client = Client(config, secrets, lanes=max(args.lanes, int(args.rate * 2)))
+                await client.start(wait_for=config["n"])
+                try:
+                    await _saturated(client, op, 16, 0.5)  # warm-up
+                    runs = {}
+                    for name, coro in (("offered_%d" % args.rate, _offered(client, op, args.rate, args.duration)),
+                                       ("saturation_%d_lanes" % args.lanes,
+                                        _saturated(client, op, args.lanes, args.duration))):
+                        lat, elapsed = await coro
+                        runs[name] = {"confirmed": len(lat), "seconds": round(elapsed, 2),
+                                      "confirmed_per_s": round(len(lat) / elapsed, 1),
+                                      "p50_ms": round(_percentile(lat, 50) * 1e3, 2),
+                                      "p99_ms": round(_percentile(lat, 99) * 1e3, 2)}
+                    return runs, await client.status()
+                finally:
+                    await client.close()
+
+            runs, status = asyncio.run(measure())
+    report = {"replicas": config["n"], "app": "kv", "sqlite_synchronous": args.sync, "cpus": os.cpu_count(),
+              "runs": runs, "blocks": [s[3] if s else None for s in status]}
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print("ledger bench: %d replica processes + 1 client process on %d CPUs, kv app, SQLite %s"
+          % (config["n"], os.cpu_count(), args.sync))
+    print("%-26s %10s %14s %9s %9s" % ("run", "confirmed", "confirmed/s", "p50 ms", "p99 ms"))
+    for name, r in runs.items():
+        print("%-26s %10d %14.1f %9.2f %9.2f" % (name, r["confirmed"], r["confirmed_per_s"], r["p50_ms"], r["p99_ms"]))
+    print("blocks per replica: %s" % report["blocks"])
+    return 0
