@@ -35,3 +35,14 @@ def test_bench_crypto_json_has_the_figures_to_plot():
             assert row[key] > 0, (name, key)
     assert report["backends"]["micropython-pure"]["heap_table_bytes"] > 0
     assert report["protocol_mpy_bytes"] == sum(report["protocol_mpy_files"].values()) > 0
+
+
+def test_bench_ledger_json_confirms_real_transactions():
+    out = run("bench", "ledger", "--json", "--seconds", "1", "--rate", "100", "--lanes", "16")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    for key in ("tps", "p50_ms", "p99_ms", "tx_bytes", "ceiling_tps", "replicas"):
+        assert key in report
+    assert report["replicas"] == 4 and report["tx_bytes"] < 450
+    assert report["offered_confirmed"] == 100 and report["rejected"] == 0
+    assert report["tps"] > 0 and report["ceiling_tps"] > 0

@@ -26,7 +26,11 @@ def _selfcheck(args):
 
 
 def _bench(args):
-    from plugpay.tools import bench_crypto  # the only benchmark so far: argparse checks the name
+    if args.what == "ledger":
+        from plugpay.tools import bench_ledger
+
+        return bench_ledger.main(args)
+    from plugpay.tools import bench_crypto
 
     return bench_crypto.main(args)
 
@@ -48,10 +52,15 @@ def parser():
     s.set_defaults(func=_selfcheck)
 
     b = sub.add_parser("bench", help="benchmarks that print figures beside a baseline measured in the same run")
-    b.add_argument("what", choices=["crypto"], help="crypto: key generation, sign, verify, 300 RA-signed accounts")
+    b.add_argument("what", choices=["crypto", "ledger"],
+                   help="crypto: key generation, sign, verify, 300 RA-signed accounts; "
+                   "ledger: real transactions through four replica processes")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     b.add_argument("--quick", action="store_true", help="shorter timing loops (noisier figures)")
-    b.add_argument("--no-micropython", action="store_true", help="skip the MicroPython (WebAssembly) run")
+    b.add_argument("--no-micropython", action="store_true", help="crypto: skip the MicroPython (WebAssembly) run")
+    b.add_argument("--seconds", type=float, default=5.0, help="ledger: seconds per run (default 5)")
+    b.add_argument("--rate", type=float, default=300.0, help="ledger: offered tx/s for the latency run (default 300)")
+    b.add_argument("--lanes", type=int, default=64, help="ledger: transactions in flight at saturation (default 64)")
     b.set_defaults(func=_bench)
 
     from plugpay.tools import ledger_cli, ra_cli

@@ -13,6 +13,7 @@
   machine.
 """
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -174,49 +175,11 @@ def _status(args):
     return 0 if all(rows) else 1
 
 
-def _percentile(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(p / 100.0 * len(values)))] if values else float("nan")
-
-
-async def _offered(client, op, rate, duration):
-    """Open loop: a request every 1/rate s regardless of replies (no coordinated omission)."""
-    loop = asyncio.get_running_loop()
-    latencies, tasks = [], []
-    start = loop.time()
-
-    async def one(at):
-        await asyncio.sleep(max(0.0, at - loop.time()))
-        await client.submit(op, timeout=30)
-        latencies.append(loop.time() - at)
-
-    for i in range(int(rate * duration)):
-        tasks.append(loop.create_task(one(start + i / rate)))
-    await asyncio.gather(*tasks)
-    return latencies, loop.time() - start
-
-
-async def _saturated(client, op, lanes, duration):
-    """Closed loop: ``lanes`` requests always outstanding."""
-    loop = asyncio.get_running_loop()
-    latencies = []
-    end = loop.time() + duration
-
-    async def worker():
-        while loop.time() < end:
-            t = loop.time()
-            await client.submit(op, timeout=30)
-            latencies.append(loop.time() - t)
-
-    start = loop.time()
-    await asyncio.gather(*[worker() for _ in range(lanes)])
-    return latencies, loop.time() - start
-
-
 def _bench(args):
     from plugpay.host import cluster
     from plugpay.host.client import Client
     from plugpay.protocol import codec
+    from plugpay.tools import load
 
     op = codec.dumps(["add", "bench", 1])
     with tempfile.TemporaryDirectory(prefix="plugpay-bench-") as d:
@@ -230,16 +193,17 @@ def _bench(args):
                 client = Client(config, secrets, lanes=max(args.lanes, int(args.rate * 2)))
                 await client.start(wait_for=config["n"])
                 try:
-                    await _saturated(client, op, 16, 0.5)  # warm-up
+                    await load.saturated(client, itertools.repeat(op), 16, 0.5)  # warm-up
                     runs = {}
-                    for name, coro in (("offered_%d" % args.rate, _offered(client, op, args.rate, args.duration)),
+                    for name, coro in (("offered_%d" % args.rate,
+                                        load.offered(client, [op] * int(args.rate * args.duration), args.rate)),
                                        ("saturation_%d_lanes" % args.lanes,
-                                        _saturated(client, op, args.lanes, args.duration))):
-                        lat, elapsed = await coro
+                                        load.saturated(client, itertools.repeat(op), args.lanes, args.duration))):
+                        lat, elapsed, _ = await coro
                         runs[name] = {"confirmed": len(lat), "seconds": round(elapsed, 2),
                                       "confirmed_per_s": round(len(lat) / elapsed, 1),
-                                      "p50_ms": round(_percentile(lat, 50) * 1e3, 2),
-                                      "p99_ms": round(_percentile(lat, 99) * 1e3, 2)}
+                                      "p50_ms": round(load.percentile(lat, 50) * 1e3, 2),
+                                      "p99_ms": round(load.percentile(lat, 99) * 1e3, 2)}
                     return runs, await client.status()
                 finally:
                     await client.close()
