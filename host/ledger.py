@@ -64,6 +64,20 @@ def _pubkey(account):
     return account[5:38]
 
 
+def _key_cbor(key):
+    """``codec.dumps(list(key))``, written directly for the common keys: a 32-byte id,
+    or a 32-byte txhash and an output number below 24."""
+    if len(key) == 2:
+        first, sn = key
+        if type(first) is bytes and len(first) == 32 and type(sn) is int and 0 <= sn < 24:
+            return b"\x82\x58\x20" + first + bytes((sn,))
+    elif len(key) == 1:
+        first = key[0]
+        if type(first) is bytes and len(first) == 32:
+            return b"\x81\x58\x20" + first
+    return codec.dumps(list(key))
+
+
 def _key_bytes(key):
     """A 33-byte public key given as bytes or, from a cluster's JSON config, as hex."""
     key = bytes.fromhex(key) if isinstance(key, str) else bytes(key)
@@ -88,7 +102,11 @@ class _Table:
     """One state table: key columns plus a CBOR ``data`` column, each row a digest entry.
 
     ``cached`` tables keep every row decoded in ``rows``; the others are looked up in
-    SQLite. Writes keep SQLite, the cache and the ledger's digest in step.
+    SQLite. Writes are staged in ``pending`` (key -> [data at the last flush or None, data
+    now or None, record now or None]) and reach SQLite and the ledger's digest at
+    ``flush``, one ``executemany`` per kind of statement: a row written several times in
+    a block (the totals) costs one statement and two digest terms, and a row inserted and
+    deleted in one block none. Reads see the staged writes.
     """
 
     def __init__(self, ledger, name, keys, record, cached):
@@ -99,6 +117,7 @@ class _Table:
         self.cached = cached
         self.rows = {}
         self.blobs = {}  # cached tables: the stored data, so a delete need not re-encode
+        self.pending = {}
         self.prefix = codec.dumps(name)
         sql_type = {bytes: "BLOB", int: "INTEGER", str: "TEXT"}
         cols = ", ".join(k for k, _ in keys)
@@ -116,14 +135,15 @@ class _Table:
 
     def term(self, key, blob):
         """The digest term of a row: SHAKE-256 of name, key and data, each self-delimiting."""
-        entry = self.prefix + codec.dumps(list(key)) + blob
+        entry = self.prefix + _key_cbor(key) + blob
         return int.from_bytes(hashlib.shake_256(entry).digest(ENTRY_BYTES), "big")
 
     def _decode(self, blob):
         return self.record(*codec.loads(blob, self.name))
 
     def load(self):
-        """Re-read the cache; return the digest terms of every row."""
+        """Drop staged writes, re-read the cache; return the digest terms of every row."""
+        self.pending = {}
         total = 0
         rows, blobs = {}, {}
         n = len(self.keys)
@@ -139,42 +159,80 @@ class _Table:
     def get(self, key):
         if self.cached:
             return self.rows.get(key)
+        staged = self.pending.get(key)
+        if staged is not None:
+            return staged[2]
         row = self.ledger.conn.execute(self.sql_get, key).fetchone()
         return None if row is None else self._decode(row[0])
 
     def with_prefix(self, first):
         """Rows whose first key column is ``first``, in key order: [(key, record)]."""
+        self.flush()
         n = len(self.keys)
         return [(tuple(r[:n]), self._decode(r[n])) for r in self.ledger.conn.execute(self.sql_prefix, (first,))]
 
-    def insert(self, key, value):
-        blob = codec.dumps(list(value))
-        self.ledger.conn.execute(self.sql_insert, key + (blob,))
-        self.ledger._digest_sum += self.term(key, blob)
+    def _stage(self, key, old_blob, blob, value):
+        staged = self.pending.get(key)
+        if staged is None:
+            self.pending[key] = [old_blob, blob, value]
+        else:
+            staged[1] = blob
+            staged[2] = value
         if self.cached:
-            self.rows[key] = value
-            self.blobs[key] = blob
+            if blob is None:
+                del self.rows[key]
+                del self.blobs[key]
+            else:
+                self.rows[key] = value
+                self.blobs[key] = blob
+
+    def insert(self, key, value):
+        self._stage(key, None, codec.dumps(list(value)), value)
 
     def _old_blob(self, key, old):
-        return self.blobs[key] if self.cached else codec.dumps(list(old))
+        if self.cached:
+            return self.blobs[key]
+        staged = self.pending.get(key)
+        return staged[1] if staged is not None else codec.dumps(list(old))
 
     def update(self, key, old, new):
-        blob = codec.dumps(list(new))
-        self.ledger.conn.execute(self.sql_update, (blob,) + key)
-        self.ledger._digest_sum += self.term(key, blob) - self.term(key, self._old_blob(key, old))
-        if self.cached:
-            self.rows[key] = new
-            self.blobs[key] = blob
+        self._stage(key, self._old_blob(key, old), codec.dumps(list(new)), new)
 
     def delete(self, key, old):
-        self.ledger.conn.execute(self.sql_delete, key)
-        self.ledger._digest_sum -= self.term(key, self._old_blob(key, old))
-        if self.cached:
-            del self.rows[key]
-            del self.blobs[key]
+        self._stage(key, self._old_blob(key, old), None, None)
+
+    def flush(self):
+        """Write the staged rows to SQLite and their terms to the digest."""
+        pending = self.pending
+        if not pending:
+            return
+        self.pending = {}
+        term = self.term
+        inserts, updates, deletes = [], [], []
+        change = 0
+        for key, (before, after, _) in pending.items():
+            if before is None:
+                if after is not None:
+                    inserts.append(key + (after,))
+                    change += term(key, after)
+            elif after is None:
+                deletes.append(key)
+                change -= term(key, before)
+            elif after != before:
+                updates.append((after,) + key)
+                change += term(key, after) - term(key, before)
+        conn = self.ledger.conn
+        if deletes:
+            conn.executemany(self.sql_delete, deletes)
+        if updates:
+            conn.executemany(self.sql_update, updates)
+        if inserts:
+            conn.executemany(self.sql_insert, inserts)
+        self.ledger._digest_sum += change
 
     def scan(self):
         """Every row as ``[key..., data]``, in key order (SQLite orders blobs by memcmp)."""
+        self.flush()
         return [list(r) for r in self.ledger.conn.execute(self.sql_scan)]
 
     def check_rows(self, rows, path):
@@ -259,14 +317,23 @@ class Ledger:
         """Drop the caches and rebuild them, and the digest, from the connection."""
         self._digest_sum = sum(table.load() for table in self.tables)
 
+    def flush(self):
+        """Write every table's staged rows to the connection (``execute`` ends with it)."""
+        for table in self.tables:
+            table.flush()
+
     def state_digest(self):
+        self.flush()
         return sha256(b"plugpay/ledger-state/v1" + (self._digest_sum % (1 << (8 * ENTRY_BYTES))).to_bytes(ENTRY_BYTES, "big"))
 
     def execute(self, height, requests):
         """Apply a block's requests in order; one encoded ``Result`` per request."""
         if type(height) is not int or height < 0:
             raise ValueError("height must be a non-negative int")
-        return [self._execute_one(height, raw).encode() for raw in requests]
+        try:
+            return [self._execute_one(height, raw).encode() for raw in requests]
+        finally:
+            self.flush()
 
     def snapshot(self):
         """The whole state as deterministic CBOR: ``[version, [[table, rows]...]]``."""
@@ -290,6 +357,7 @@ class Ledger:
                 raise DecodeError("snapshot." + table.name, "expected [name, rows]")
             table.check_rows(entry[1], "snapshot." + table.name)
         for table, (_, rows) in zip(self.tables, tables):
+            table.pending = {}
             self.conn.execute(table.sql_clear)
             self.conn.executemany(table.sql_insert, rows)
         self.reload()
@@ -462,7 +530,7 @@ class Ledger:
     def _transaction(self, tx, raw, height):
         """Gao et al.'s payment. Its price field (unit price, total) is information for the
         parties and auditors; the ledger checks amounts only, and burns the fee."""
-        body = tx.body()  # encoded once: it gives both the txhash and the signing digest
+        body = tx.body_from(raw)  # cut from the request: gives the txhash and the signing digest
         txhash = sha256(body)
         self._require_new(txhash)
         found, fee = self._check_funding(tx, sha256(tx.domain() + body), tx.outputs, 0, ())
@@ -492,7 +560,7 @@ class Ledger:
     # -- state channels ----------------------------------------------------------------
 
     def _channel_open(self, op, raw, height):
-        body = op.body()
+        body = op.body_from(raw)
         channel_id = sha256(body)  # = op.channel_id()
         self._require_new(channel_id)
         accounts = ((op.consumer, "consumer"), (op.producer, "producer"))

@@ -238,6 +238,22 @@ class Struct(Record):
         """The signed part: ``[tag, version, fields...]`` without the trailing unsigned fields."""
         return codec.dumps(self.to_value(signed=False))
 
+    def body_from(self, data):
+        """``body()`` without re-encoding, from ``data``: the exact bytes this structure was
+        decoded from (``decode`` checked they are its one deterministic encoding). The body
+        is the same array head with the unsigned fields left out of its count, then the same
+        item bytes up to the first unsigned field. Falls back to ``body()`` if ``data`` does
+        not start with the expected one-byte array head."""
+        k = self.UNSIGNED
+        fields = self.FIELDS
+        n = 2 + len(fields)
+        if not k or n >= 24 or len(data) < 1 or data[0] != 0x80 + n:
+            return self.body()
+        tail = 0
+        for name, ftype in fields[len(fields) - k:]:
+            tail += len(codec.dumps(ftype.dump(getattr(self, name))))
+        return bytes([0x80 + n - k]) + bytes(data[1:len(data) - tail])
+
     def domain(self):
         return ("plugpay/" + self.NAME + "/v" + str(self.VERSION)).encode()
 

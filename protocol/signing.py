@@ -23,6 +23,7 @@ from .port import sha256, urandom
 N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 HALF_N = N >> 1
 P = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFC2F
+MAX_PARSED_KEYS = 4096  # the coincurve backend's cache of parsed public keys
 
 
 class _Native:
@@ -73,6 +74,10 @@ class _Coincurve:
         self.lib = lib
         self.ctx = GLOBAL_CONTEXT.ctx
         self.nonce_fn = lib.secp256k1_nonce_function_rfc6979
+        # Parsed public keys (libsecp256k1's 64-byte internal form) by their 33 bytes, so a
+        # key that verifies again (an RA or faucet key, an account's key) skips the parse
+        # (a square root). Only keys that parsed are kept; cleared when it reaches the bound.
+        self.keys = {}
 
     def public_key(self, secret):
         ffi, lib, ctx = self.ffi, self.lib, self.ctx
@@ -97,13 +102,26 @@ class _Coincurve:
     def on_curve(self, pubkey):
         return bool(self.lib.secp256k1_ec_pubkey_parse(self.ctx, self.ffi.new("secp256k1_pubkey *"), pubkey, len(pubkey)))
 
+    def parsed_key(self, pubkey):
+        """The parsed key, from the cache or parsed now; None for a key off the curve."""
+        keys = self.keys
+        pk = keys.get(pubkey)
+        if pk is None:
+            pk = self.ffi.new("secp256k1_pubkey *")
+            if not self.lib.secp256k1_ec_pubkey_parse(self.ctx, pk, pubkey, len(pubkey)):
+                return None
+            if len(keys) >= MAX_PARSED_KEYS:
+                keys.clear()
+            keys[pubkey] = pk
+        return pk
+
     def verify(self, pubkey, digest, sig):
         ffi, lib, ctx = self.ffi, self.lib, self.ctx
         s = ffi.new("secp256k1_ecdsa_signature *")
-        pk = ffi.new("secp256k1_pubkey *")
         if not lib.secp256k1_ecdsa_signature_parse_compact(ctx, s, sig):
             return False
-        if not lib.secp256k1_ec_pubkey_parse(ctx, pk, pubkey, len(pubkey)):
+        pk = self.parsed_key(pubkey)
+        if pk is None:
             return False
         return bool(lib.secp256k1_ecdsa_verify(ctx, s, digest, pk))
 

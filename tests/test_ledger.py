@@ -545,3 +545,58 @@ def test_random_interleavings_conserve_money_and_agree(tmp_path_factory, data):
     digest = ledger.state_digest()
     ledger.reload()
     assert ledger.state_digest() == digest
+
+
+# -- staged writes and the digest key encoding ---------------------------------------------
+
+def test_staged_writes_within_one_block_match_a_recomputed_digest(tmp_path):
+    """Outputs created and spent in the same block, a double spend of an output spent
+    earlier in the block, a replay within the block and the burnt total updated several
+    times: the staged (coalesced) writes give the same tables and digest as a reload."""
+    ledger = H.open_ledger(tmp_path / "ledger.db")
+    (a,) = mint(ledger, [(A, 1000)])
+    tx1 = H.transaction([a], [(B, 900)])
+    (b,) = H.coins(tx1.txhash(), [(B, 900)])
+    tx2 = H.transaction([b], [(C, 800)])
+    (c,) = H.coins(tx2.txhash(), [(C, 800)])
+    tx3 = H.transaction([c], [(D, 700)])
+    again = H.transaction([b], [(D, 100)])
+    results = H.run(ledger, 2, tx1, tx2, tx3, again, tx1)
+    assert H.reasons(results) == ["OK", "OK", "OK", "DOUBLE_SPEND", "DUPLICATE"]
+    assert ledger.utxos.pending == {} and ledger.spent.pending == {}
+    # a's output is spent; b and c were created and spent inside the block
+    assert H.query(ledger, L.QUERY_UTXO, b.txhash, 0).data[3] == tx2.txhash()
+    assert ledger._total("burnt") == 300
+    digest, snap = ledger.state_digest(), ledger.snapshot()
+    ledger.reload()
+    assert ledger.state_digest() == digest and ledger.snapshot() == snap
+    assert H.conserved(ledger)
+
+
+def test_execute_flushes_even_when_a_request_raises(tmp_path, monkeypatch):
+    ledger = H.open_ledger(tmp_path / "ledger.db")
+    (a,) = mint(ledger, [(A, 1000)])
+    boom = H.faucet([(B, 5)], nonce=1)
+    real = ledger._handlers[L.TAG_FAUCET]
+
+    def faucet_then_fail(op, raw, height):
+        real(op, raw, height)
+        raise RuntimeError("boom")
+
+    ledger._handlers[L.TAG_FAUCET] = faucet_then_fail
+    with pytest.raises(RuntimeError):
+        ledger.execute(2, [H.transaction([a], [(C, 10)]).encode(), boom.encode()])
+    assert all(t.pending == {} for t in ledger.tables)
+    ledger.conn.rollback()
+    ledger.reload()
+    assert H.conserved(ledger) and ledger.supply()["minted"] == 1000
+
+
+@pytest.mark.parametrize("key", [
+    (b"\x00" * 32, 0), (b"\xff" * 32, 23), (b"\x01" * 32, 24), (b"\x01" * 32, 1 << 40),
+    (b"\x02" * 31, 3), (b"\x03" * 32,), (b"\x03" * 33,), (b"",), ("burnt",), ("minted",),
+    (b"\x04" * 32, b"\x05" * 33), (b"\x04" * 32, True),
+])
+def test_digest_key_encoding_is_the_codec_encoding(key):
+    from plugpay.host.ledger import _key_cbor
+    assert _key_cbor(key) == codec.dumps(list(key))

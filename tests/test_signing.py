@@ -228,3 +228,30 @@ def test_message_digest_is_domain_separated():
     assert digest == hashlib.sha256(b"plugpay/test/v1payload").digest()
     assert digest != signing.message_digest(b"plugpay/other/v1", b"payload")
     assert signing.verify_digest(signing.public_key(secret), digest, signing.sign_digest(secret, digest))
+
+
+@pytest.mark.skipif("coincurve" not in signing.available(), reason="coincurve backend only")
+def test_coincurve_parsed_key_cache_is_bounded_and_never_holds_a_bad_key(monkeypatch):
+    backend = signing._load("coincurve")
+    monkeypatch.setattr(signing, "_backend", backend)
+    monkeypatch.setattr(signing, "MAX_PARSED_KEYS", 3)
+    monkeypatch.setattr(backend, "keys", {})
+    digest = hashlib.sha256(b"cache").digest()
+    secrets = [hashlib.sha256(b"cache key %d" % i).digest() for i in range(5)]
+    keys = [signing.public_key(s) for s in secrets]
+    sigs = [signing.sign_digest(s, digest) for s in secrets]
+    # a well-formed key whose x has no point on the curve (x = 5: 5**3 + 7 is no square mod p)
+    off_curve = b"\x02" + (5).to_bytes(32, "big")
+    assert not signing.valid_public_key(off_curve)
+    for _ in range(2):
+        assert not signing.verify_digest(off_curve, digest, sigs[0])
+    assert off_curve not in backend.keys
+    for i in range(3):
+        assert signing.verify_digest(keys[i], digest, sigs[i])
+        assert signing.verify_digest(keys[i], digest, sigs[i])  # the second from the cache
+    assert set(backend.keys) == set(keys[:3])
+    assert not signing.verify_digest(keys[0], digest, sigs[1])  # a cached key, a wrong signature
+    assert signing.verify_digest(keys[3], digest, sigs[3])  # full: cleared, then the new key
+    assert set(backend.keys) == {keys[3]}
+    assert not signing.verify_digest(keys[4], digest, sigs[3]) and signing.verify_digest(keys[4], digest, sigs[4])
+    assert len(backend.keys) <= 3

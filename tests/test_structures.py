@@ -197,3 +197,19 @@ def test_random_bytes_never_crash_any_structure(data):
             cls.decode(data)
         except DecodeError:
             pass
+
+
+def test_body_from_the_decoded_bytes_is_the_body():
+    from plugpay.protocol import ledger_ops as L
+    structs = [transaction(n_in, n_out) for n_in, n_out in ((1, 1), (2, 2), (16, 16), (3, 1))]
+    structs += [account(5), L.Faucet(3, [S.TxOutput(account(6), 7)], b"")]
+    for struct in structs:
+        data = struct.encode()
+        decoded = type(struct).decode(data)
+        assert decoded.body_from(data) == struct.body()
+        assert decoded.body_from(memoryview(data)) == struct.body()
+    unsigned = S.Transaction([S.TxInput(bytes(32), 0)], S.Price(1, 2), [S.TxOutput(account(7), 3)], [b""])
+    assert unsigned.body_from(unsigned.encode()) == unsigned.body()
+    # bytes that do not start with the structure's array head: falls back to encoding
+    tx = transaction()
+    assert tx.body_from(b"") == tx.body() and tx.body_from(b"\x80") == tx.body()
