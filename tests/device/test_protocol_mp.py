@@ -96,3 +96,12 @@ def test_ledger_requests_round_trip():
         raise AssertionError("result accepted as a request")
     except DecodeError:
         pass
+
+
+def test_body_sliced_from_the_decoded_bytes():
+    tx = S.Transaction([S.TxInput(bytes(32), 0), S.TxInput(bytes([1]) * 32, 1)], S.Price(35, 500000),
+                       [S.TxOutput(account(1), 300000)], [bytes([7]) * 64, bytes([8]) * 64])
+    raw = tx.encode()
+    back = S.Transaction.decode(raw)
+    assert back.body_from(raw) == back.body() == tx.body()
+    assert back.body_from(memoryview(raw)) == tx.body()
