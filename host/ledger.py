@@ -456,14 +456,18 @@ class Ledger:
             raise Reject(L.AMOUNT_OVERFLOW, "the outputs sum to more than 2**64-1")
         return total
 
-    def _check_funding(self, op, digest, outputs, locked, accounts):
+    def _check_funding(self, op, digest, outputs, locked, accounts, ident=None):
         """Gao et al.'s verification of anything paid for with inputs, in the paper's order:
         (1) format: no input twice, amounts non-zero and their sum within 64 bits;
         (2) every account named (outputs, plus ``accounts``) is RA-signed;
         (3) every input refers to an output that exists, and its witness verifies with
             that output's key over ``digest`` (``op``'s signing digest);
         (4) no input is spent already; (5) inputs cover outputs plus ``locked``.
-        Returns the outputs to spend and the fee. Writes nothing."""
+        Returns the outputs to spend and the fee. Writes nothing.
+
+        ``ident``, for an operation whose id hashes its inputs, moves the replay check
+        to step (4): confirming it spent those inputs, so while they are all unspent it
+        cannot have been confirmed, and the common case needs no lookup of the id."""
         seen = set()
         for i, inp in enumerate(op.inputs):
             key = (inp.pre_txhash, inp.pre_sn)
@@ -486,6 +490,8 @@ class Ledger:
             found.append((key, source))
         for i, (key, source) in enumerate(found):
             if isinstance(source, Spent):
+                if ident is not None:
+                    self._require_new(ident)
                 raise Reject(L.DOUBLE_SPEND, "inputs[%d] was spent by %s" % (i, source.spent_by.hex()))
         total_in = sum(source.amount for _, source in found)
         if total_in < total_out:
@@ -532,8 +538,7 @@ class Ledger:
         parties and auditors; the ledger checks amounts only, and burns the fee."""
         body = tx.body_from(raw)  # cut from the request: gives the txhash and the signing digest
         txhash = sha256(body)
-        self._require_new(txhash)
-        found, fee = self._check_funding(tx, sha256(tx.domain() + body), tx.outputs, 0, ())
+        found, fee = self._check_funding(tx, sha256(tx.domain() + body), tx.outputs, 0, (), txhash)
         self._spend(found, txhash, height)
         self._create_outputs(txhash, tx.outputs, height)
         self._add_total("burnt", fee)
@@ -562,9 +567,9 @@ class Ledger:
     def _channel_open(self, op, raw, height):
         body = op.body_from(raw)
         channel_id = sha256(body)  # = op.channel_id()
-        self._require_new(channel_id)
         accounts = ((op.consumer, "consumer"), (op.producer, "producer"))
-        found, fee = self._check_funding(op, sha256(op.domain() + body), op.change, op.collateral, accounts)
+        found, fee = self._check_funding(op, sha256(op.domain() + body), op.change, op.collateral, accounts,
+                                         channel_id)
         self._spend(found, channel_id, height)
         self._create_outputs(channel_id, op.change, height)
         self._add_total("burnt", fee)

@@ -87,15 +87,29 @@ def execute_cost_ms(funds, count, synchronous, block=50):
     return took * 1000 / len(txs)
 
 
+def verify_cost_ms(count=2000):
+    """The floor under the execute cost: the four ECDSA verifications a 2-in/2-out
+    transaction needs (two witnesses, two new accounts' RA signatures), nothing else."""
+    secret = signing.new_secret()
+    pubkey = signing.public_key(secret)
+    digest = bytes(32)
+    sig = signing.sign_digest(secret, digest)
+    start = time.perf_counter()
+    for _ in range(count):
+        signing.verify_digest(pubkey, digest, sig)
+    return 4 * (time.perf_counter() - start) * 1000 / count
+
+
 def ok(result):
     return L.Result.decode(result).ok
 
 
-def run(seconds=5.0, rate=300.0, lanes=64, synchronous="FULL", progress=print):
+def run(seconds=5.0, rate=300.0, lanes=256, synchronous="FULL", progress=print):
     funds = Funds()
     cores = os.cpu_count() or 1
     progress("  measuring one replica's execute cost (the ceiling) ...")
     cost_ms = execute_cost_ms(funds, 1000, synchronous)
+    verify_ms = verify_cost_ms()
     n = 4
     ceiling = cores * 1000.0 / (n * cost_ms)
     offered_count = int(rate * seconds)
@@ -144,6 +158,8 @@ def run(seconds=5.0, rate=300.0, lanes=64, synchronous="FULL", progress=print):
         "execute_ms_per_tx": cost_ms,
         "ceiling_tps": ceiling,
         "ceiling_ratio": tps / ceiling,
+        "verify_ms_per_tx": verify_ms,
+        "verify_bound_tps": cores * 1000.0 / (n * verify_ms),
         "sqlite_synchronous": synchronous,
         "paper": PAPER,
     }
@@ -161,6 +177,8 @@ def table(r):
         "%-44s %12.3f %14s" % ("one replica's execute cost, ms per tx", r["execute_ms_per_tx"], "-"),
         "%-44s %12.0f %14s" % ("ceiling tx/s (cores / (replicas x cost))", r["ceiling_tps"], "-"),
         "%-44s %11.0f%% %14s" % ("throughput / ceiling", 100 * r["ceiling_ratio"], "-"),
+        "%-44s %12.3f %14s" % ("of which 4 ECDSA verifications, ms per tx", r["verify_ms_per_tx"], "-"),
+        "%-44s %12.0f %14s" % ("bound if verifying were all a replica did", r["verify_bound_tps"], "-"),
         "rejected during the runs: %d (expected 0)" % r["rejected"],
     ])
 

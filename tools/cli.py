@@ -60,7 +60,9 @@ def parser():
     b.add_argument("--no-micropython", action="store_true", help="crypto: skip the MicroPython (WebAssembly) run")
     b.add_argument("--seconds", type=float, default=5.0, help="ledger: seconds per run (default 5)")
     b.add_argument("--rate", type=float, default=300.0, help="ledger: offered tx/s for the latency run (default 300)")
-    b.add_argument("--lanes", type=int, default=64, help="ledger: transactions in flight at saturation (default 64)")
+    b.add_argument("--lanes", type=int, default=256,
+                   help="ledger: transactions in flight at saturation (default 256: enough that the"
+                   " next batch is agreed while the previous one executes)")
     b.set_defaults(func=_bench)
 
     from plugpay.tools import ledger_cli, ra_cli

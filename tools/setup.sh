@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up plugpay on a fresh Debian/Ubuntu machine, idempotently: the Debian packages it
-# needs, a virtualenv in .venv with the project and its test tools, and the pinned
-# MicroPython WebAssembly port (npm) that runs device code in the tests and benchmarks.
+# needs (Node.js and npm, python3-venv, Mosquitto), a virtualenv in .venv with the project
+# and its test tools, and the pinned MicroPython WebAssembly port (npm) that runs device
+# code in the tests and benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,9 @@ apt_need=()
 command -v node >/dev/null 2>&1 || apt_need+=(nodejs)
 command -v npm >/dev/null 2>&1 || apt_need+=(npm)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || apt_need+=(python3-venv)
+# Mosquitto is the production MQTT broker; the tests run the gateway against it as well as
+# against the embedded amqtt broker.
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_need+=(mosquitto)
 if [ ${#apt_need[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${apt_need[*]}"
   sudo_cmd=""
