@@ -137,12 +137,15 @@ def load(config_path):
 
 class LocalCluster:
     """Replica processes of one config on this machine; a context manager that always
-    stops every process it started."""
+    stops every process it started. ``commands`` maps a replica id to the command line to
+    run instead of the real replica (tests start faulty replicas this way); ``--id`` and
+    ``--config`` are appended to it."""
 
-    def __init__(self, config_path, stop_grace=5.0):
+    def __init__(self, config_path, stop_grace=5.0, commands=None):
         self.config_path = os.path.abspath(config_path)
         self.config, self.secrets = load(self.config_path)
         self.stop_grace = stop_grace
+        self.commands = commands or {}
         self.procs = {}
 
     def log_path(self, i):
@@ -156,8 +159,9 @@ class LocalCluster:
             raise RuntimeError("replica %d is already running" % i)
         os.makedirs(self.config["data_dir"], exist_ok=True)
         with open(self.log_path(i), "ab") as log:
+            command = self.commands.get(i, [sys.executable, "-m", "plugpay.host.replica"])
             self.procs[i] = subprocess.Popen(
-                [sys.executable, "-m", "plugpay.host.replica", "--id", str(i), "--config", self.config_path],
+                list(command) + ["--id", str(i), "--config", self.config_path],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def start_all(self):

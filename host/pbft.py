@@ -75,7 +75,15 @@ class Config:
         self.n = n
         self.f = (n - 1) // 3
         self.checkpoint_interval = checkpoint_interval
-        self.watermark_window = watermark_window or 2 * checkpoint_interval
+        # A backup's stable checkpoint may trail the primary's by a whole interval (its
+        # checkpoint votes arrive after the primary's next pre-prepares), and the primary
+        # keeps max_inflight batches beyond what it executed: a window smaller than this
+        # makes honest backups drop pre-prepares, which only a view change recovers.
+        least = 2 * checkpoint_interval + max_inflight
+        if watermark_window is not None and watermark_window < least:
+            raise ValueError("watermark_window must be at least 2 x checkpoint_interval + max_inflight (%d), got %d"
+                             % (least, watermark_window))
+        self.watermark_window = watermark_window or least
         self.max_batch = max_batch
         self.batch_timeout = batch_timeout
         self.max_inflight = max_inflight

@@ -18,9 +18,10 @@ module only gives it durable storage, a clock and a network:
 
 Frame: 4-byte big-endian length, then a 32-byte MAC, then the CBOR payload. Replica-to-
 replica payloads are ``["m", [message, ...]]`` on the sender's outgoing connection; clients
-send ``["reqs", [[lane, ts, op], ...]]``, ``["query", id, op]`` or ``["status"]`` and get
-``["reps", view, [[lane, ts, result], ...]]``, ``["answer", id, result]`` or
-``["status", [...]]`` back on the same connection.
+send ``["reqs", [[lane, ts, op], ...]]``, ``["query", id, op]``, ``["block", id, height]`` or
+``["status"]`` and get ``["reps", view, [[lane, ts, result], ...]]``, ``["answer", id, result]``
+(a block answer is the stored block record, or None) or ``["status", [...]]`` back on the same
+connection.
 """
 import argparse
 import asyncio
@@ -457,6 +458,11 @@ class Replica:
                     self.dropped["malformed"] += 1
         elif kind == "query" and len(msg) == 3 and type(msg[2]) is bytes:
             self._write((writer, link), ["answer", msg[1], self.store.app.query(msg[2])])
+        elif kind == "block" and len(msg) == 3 and type(msg[2]) is int:
+            # [height, prev, batch, results digest, state digest], None above our tip.
+            height = msg[2]
+            record = self.store.blocks(height, 1)[0] if 1 <= height <= self.store.height else None
+            self._write((writer, link), ["answer", msg[1], record])
         elif kind == "status" and len(msg) == 1:
             self._write((writer, link), ["status", self.status()])
         else:
@@ -498,10 +504,11 @@ class Replica:
                      self.engine.last_exec, dict(self.engine.stats), dict(self.dropped))
 
 
-def serve(replica_id, config_path):
-    """Run one replica in this process until SIGTERM or SIGINT."""
+def serve(replica_id, config_path, make_replica=Replica):
+    """Run one replica in this process until SIGTERM or SIGINT. ``make_replica(id, config,
+    secrets)`` builds it: tests pass a subclass that injects a Byzantine fault."""
     config, secrets = cluster.load(config_path)
-    replica = Replica(replica_id, config, secrets)
+    replica = make_replica(replica_id, config, secrets)
 
     async def main():
         stop = asyncio.Event()

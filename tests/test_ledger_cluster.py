@@ -11,6 +11,7 @@ from plugpay.host.ledger import Ledger
 from plugpay.protocol import ledger_ops as L
 
 import ledger_helpers as H
+from cluster_checks import assert_chains_agree
 
 FAST = {"checkpoint_interval": 8, "request_timeout": 0.5, "view_change_timeout": 0.5,
         "status_interval": 0.2, "fetch_timeout": 0.3}
@@ -24,6 +25,7 @@ def ledger_cluster(tmp_path):
         lc.start_all()
         lc.wait_listening()
         yield lc
+    assert_chains_agree(lc, range(lc.config["n"]))  # every run: no replica forked
 
 
 def submit_all(lc, ops):

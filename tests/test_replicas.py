@@ -14,6 +14,8 @@ from plugpay.host import cluster
 from plugpay.host.client import Client
 from plugpay.protocol import codec
 
+from cluster_checks import assert_chains_agree
+
 FAST = {"checkpoint_interval": 8, "request_timeout": 0.5, "view_change_timeout": 0.5,
         "status_interval": 0.2, "fetch_timeout": 0.3}
 
@@ -25,6 +27,7 @@ def local(tmp_path):
         lc.start_all()
         lc.wait_listening()
         yield lc
+    assert_chains_agree(lc, range(lc.config["n"]))  # every run: no replica forked
 
 
 def add(name, delta=1):
