@@ -30,7 +30,7 @@ from plugpay.protocol.port import collect, const, hmac_sha256, urandom
 from plugpay.protocol.structures import Account
 
 from .devicekey import PIN_ROUNDS, sealing_key
-from .records import ABRecord
+from .records import SLOTS, ABRecord
 
 SEED_MAGIC = b"PPW"
 SEED_VERSION = const(1)
@@ -89,7 +89,8 @@ class Keystore:
         # The seed is written last: it is what makes a keystore exist. Whatever an
         # interrupted create left behind was never used (nothing is handed out without a
         # seed), so it is cleared.
-        ks.counters.remove()
+        for suffix in SLOTS:
+            storage.remove("counters" + suffix)
         storage.replace("keys", _key_header())
         ks._save()
         storage.replace("seed", header + aead.seal(key, seed, header))

@@ -88,6 +88,9 @@ class ABRecord:
         self.seq, self.slot = seq, slot
 
     def remove(self):
-        for suffix in SLOTS:
-            self.storage.remove(self.name + suffix)
+        """Delete both copies, the older first: a cut in between leaves the newest."""
+        if self.seq is None:
+            self.load()
+        for slot in (1 - self.slot, self.slot):
+            self.storage.remove(self.name + SLOTS[slot])
         self.seq, self.slot = 0, 1

@@ -42,10 +42,16 @@ def _ctr_cryptolib(key, nonce, data):
     return _xor(data, _cryptolib.aes(key, 1).encrypt(blocks))  # mode 1: ECB
 
 
+_round_keys = (None, None)  # the last key's expansion: a wallet seals many records under one
+
+
 def _ctr_pure(key, nonce, data):
+    global _round_keys
     from . import aes as _aes  # loaded only on platforms that need it
 
-    rk = _aes.expand_key(key)
+    if _round_keys[0] != key:
+        _round_keys = (key, _aes.expand_key(key))
+    rk = _round_keys[1]
     blocks = _counter_blocks(nonce, (len(data) + 15) // 16)
     stream = bytearray()
     for i in range(0, len(blocks), 16):

@@ -65,10 +65,11 @@ def parser():
                    " next batch is agreed while the previous one executes)")
     b.set_defaults(func=_bench)
 
-    from plugpay.tools import ledger_cli, ra_cli
+    from plugpay.tools import ledger_cli, ra_cli, wallet_cli
 
     ledger_cli.add_parser(sub)
     ra_cli.add_parser(sub)
+    wallet_cli.add_parser(sub)
     return p
 
 

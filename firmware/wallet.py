@@ -1,0 +1,416 @@
+"""The wallet a vehicle or charger role uses: keys, coins, channels and HTLC series in one folder.
+
+Files in the wallet's ``Storage`` (every write goes through it):
+
+* ``seed``, ``keys``, ``counters.{a,b}``: the keystore (``keystore``);
+* ``profile.{a,b}``: the RA public keys the wallet was provisioned with and its identity id;
+* ``books.{a,b}``: coins and signed spends (``books``);
+* ``ch-*.{a,b}``: one record per open channel (``channels``);
+* ``ht-*.{a,b}``: one record per HTLC series (``htlcs``).
+
+Everything is sans-IO: requests come out as bytes for the caller to send (to the ledger
+through the gateway, to the RA, to the peer over the link) and answers go in as bytes.
+
+A record that cannot be used (no copy authenticates, or an authentic copy that is
+malformed) is reported by ``status``/``check`` and never used or overwritten; the rest of
+the wallet keeps working. Only the keystore and the profile are needed to open at all.
+
+After a reboot ``open`` finishes what a power cut may have interrupted between two writes
+of one operation: a channel whose payout is already in the book is removed, an HTLC
+whose payout is in the book gets its final state. Then the caller re-sends
+``pending_requests()``.
+"""
+from plugpay.protocol import ledger_ops as L
+from plugpay.protocol import ra_messages as ra
+from plugpay.protocol import signing
+from plugpay.protocol.codec import DecodeError
+from plugpay.protocol.port import collect
+from plugpay.protocol.schema import ArrayOf, Bytes, Nested, Record, Struct, UInt
+
+from .bookkeeping import TAG_PROFILE, WalletError, load_payload, strict
+from .books import Books, check_account
+from .channels import CONSUMER, PRODUCER, Channel
+from .channels import load_all as load_channels
+from .htlcs import NEW, PAYEE, PAYER, HtlcSeries
+from .htlcs import load_all as load_series
+from .keystore import Keystore, KeystoreError
+from .records import ABRecord
+
+MAX_RA_KEYS = 16
+
+
+class RaKey(Record):
+    NAME = "ra_key"
+    FIELDS = (("epoch", UInt(0xFFFFFFFF)), ("pubkey", Bytes(33)))
+
+
+class Profile(Struct):
+    """What the wallet was provisioned with: the identity id the RA registered in person
+    (``b""`` until known) and the RA public key of each epoch it accepts."""
+
+    NAME = "wallet_profile"
+    TAG = TAG_PROFILE
+    FIELDS = (("identity_id", Bytes(max=ra.IDENTITY_ID_BYTES)), ("ra_keys", ArrayOf(Nested(RaKey), MAX_RA_KEYS, 1)))
+
+    def validate(self, path):
+        if len(self.identity_id) not in (0, ra.IDENTITY_ID_BYTES):
+            raise DecodeError(path + ".identity_id", "an identity id is %d bytes" % ra.IDENTITY_ID_BYTES)
+
+
+def _profile(ra_pubkeys, identity_id):
+    if not isinstance(ra_pubkeys, dict) or not 1 <= len(ra_pubkeys) <= MAX_RA_KEYS:
+        raise WalletError("give 1..%d RA public keys as {epoch: pubkey}" % MAX_RA_KEYS)
+    keys = []
+    for epoch in sorted(ra_pubkeys):
+        pubkey = ra_pubkeys[epoch]
+        if type(epoch) is not int or not signing.valid_public_key(pubkey):
+            raise WalletError("RA key of epoch %r is not a compressed secp256k1 public key" % (epoch,))
+        keys.append(RaKey(epoch, pubkey))
+    if identity_id is None:
+        identity_id = b""
+    if not isinstance(identity_id, bytes) or len(identity_id) not in (0, ra.IDENTITY_ID_BYTES):
+        raise WalletError("an identity id is %d bytes" % ra.IDENTITY_ID_BYTES)
+    return Profile(identity_id, keys)
+
+
+def _hex(ident):
+    return ident.hex() if isinstance(ident, bytes) else repr(ident)
+
+
+def _final_refusal(data, nonce):
+    """True if ``data`` is the RA's refusal of the request with ``nonce``, other than
+    UNAVAILABLE (which a retry of the same request may get past)."""
+    try:
+        reply = ra.decode_reply(data)
+    except DecodeError:
+        return False
+    return isinstance(reply, ra.RegistrationError) and reply.nonce == nonce and reply.code != ra.UNAVAILABLE
+
+
+class Wallet:
+    """Open with ``Wallet.create`` (provisioning) or ``Wallet.open`` (every boot)."""
+
+    def __init__(self, storage, keystore, profile_record, profile):
+        self.storage = storage
+        self.keystore = keystore
+        self.profile_record = profile_record
+        self.profile = profile
+        self.ra_pubkeys = dict((k.epoch, k.pubkey) for k in profile.ra_keys)
+        self.books = None
+        self.channels = {}
+        self.htlcs = {}
+        self.broken = []  # [(record name, why it cannot be used)]
+
+    # -- creating and opening ----------------------------------------------------------
+
+    @classmethod
+    def create(cls, storage, device_key, ra_pubkeys, identity_id=None, pin=None):
+        """A new wallet: keystore (fresh seed) and profile. An interrupted create (a seed
+        but no profile, nothing handed out yet) is completed."""
+        profile = _profile(ra_pubkeys, identity_id)
+        if storage.exists("seed"):
+            keystore = Keystore.open(storage, device_key, pin)
+            record = ABRecord(storage, "profile", keystore.state_key)
+            if record.load() is not None or keystore.reserved or keystore.requested:
+                raise WalletError("a wallet exists here already: refusing to replace it")
+        else:
+            keystore = Keystore.create(storage, device_key, pin)
+            record = ABRecord(storage, "profile", keystore.state_key)
+        record.store(profile.encode())
+        return cls._open(storage, keystore, record, profile)
+
+    @classmethod
+    def open(cls, storage, device_key, pin=None):
+        """Open the wallet in ``storage``. A wrong device key or PIN, a missing or
+        tampered seed, keys file or profile raise (``KeystoreError``, ``RecordCorrupt``,
+        ``WalletError``); any other unusable record is reported in ``broken``."""
+        keystore = Keystore.open(storage, device_key, pin)
+        record = ABRecord(storage, "profile", keystore.state_key)
+        profile = load_payload(record, Profile)
+        if profile is None:
+            raise WalletError("a keystore without a wallet profile: run wallet init again")
+        return cls._open(storage, keystore, record, profile)
+
+    @classmethod
+    def _open(cls, storage, keystore, record, profile):
+        w = cls(storage, keystore, record, profile)
+        try:
+            w.books = Books.open(storage, keystore, w.ra_pubkeys)
+        except ValueError as e:  # RecordCorrupt, WalletError
+            w.broken.append(("books", str(e)))
+        w.channels, broken = load_channels(storage, keystore)
+        w.broken.extend(broken)
+        w.htlcs, broken = load_series(storage, keystore)
+        w.broken.extend(broken)
+        collect()
+        if w.books is not None:
+            w._reconcile()
+        return w
+
+    @staticmethod
+    def _keep(objects, key, obj):
+        """One object per record: a record shown again keeps the object already in use,
+        since two objects storing one A/B record could overwrite its newer copy."""
+        return objects.setdefault(key, obj)
+
+    def _reconcile(self):
+        """Finish operations a power cut cut between their two writes (see the module doc)."""
+        for channel_id in list(self.channels):
+            channel = self.channels[channel_id]
+            if self.books.knows(*channel.payout()):
+                channel.remove()
+                del self.channels[channel_id]
+        for series in self.htlcs.values():
+            series.reconcile(self.books)
+
+    # -- reading -------------------------------------------------------------------------
+
+    @property
+    def identity_id(self):
+        return self.profile.identity_id or None
+
+    def device_pubkey(self):
+        """The long-term key the RA registers in person with the owner's identity."""
+        return signing.public_key(self.keystore.device_secret())
+
+    def _books(self):
+        if self.books is None:
+            raise WalletError("the book record cannot be used: %s" % dict(self.broken).get("books"))
+        return self.books
+
+    def channel(self, channel_id):
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            raise WalletError("no usable channel %s" % _hex(channel_id))
+        return channel
+
+    def series(self, series_id):
+        series = self.htlcs.get(series_id)
+        if series is None:
+            raise WalletError("no usable HTLC series %s" % _hex(series_id))
+        return series
+
+    def problems(self):
+        """What is wrong but does not stop the wallet: unusable records, records read from
+        their older copy, key records failing their MAC, coins the ledger disagrees on."""
+        out = ["%s: %s" % b for b in self.broken]
+        records = [self.keystore.counters, self.profile_record]
+        if self.books is not None:
+            records.append(self.books.record)
+        records.extend(c.record for c in self.channels.values())
+        records.extend(s.record for s in self.htlcs.values())
+        for record in records:
+            for name, why in record.problems:
+                out.append("%s %s (the other copy was used)" % (name, why))
+        out.extend("%s: %s" % p for p in self.keystore.problems if p[0] == "keys")
+        if self.books is not None:
+            for lost in self.books.lost:
+                c = lost.coin
+                out.append("coin %s:%d (%d) is out of use: the ledger said %s" % (
+                    c.txhash.hex(), c.sn, c.amount, L.reason_name(lost.reason)))
+        return out
+
+    def status(self):
+        """A summary for a screen or a log (a dict of plain values)."""
+        ks = self.keystore
+        books = self.books
+        channels = [self.channels[k].summary() for k in sorted(self.channels)]
+        series = [self.htlcs[k].summary() for k in sorted(self.htlcs)]
+        return {
+            "balance": None if books is None else books.balance(),
+            "coins": None if books is None else len(books.coins),
+            "locked": None if books is None else books.locked(),
+            "incoming": None if books is None else books.incoming(),
+            "pending_requests": None if books is None else len(books.spends),
+            "keys": {"available": ks.available(), "reserved": ks.reserved, "capacity": ks.capacity(),
+                     "registration_pending": ks.pending is not None},
+            "identity": None if self.identity_id is None else self.identity_id.hex(),
+            "channels": channels,
+            "htlc_series": series,
+            "problems": self.problems(),
+        }
+
+    def check(self):
+        """Integrity: the keystore walk, every record, every invariant. Returns
+        ``{"ok": bool, "problems": [...], "keys": keystore report}``."""
+        keys = self.keystore.check()
+        problems = self.problems()
+        if keys["bad_mac"]:
+            problems.append("keys: %d key records fail their MAC" % keys["bad_mac"])
+        if keys["torn_tail_bytes"]:
+            problems.append("keys: a torn record of %d bytes at the end" % keys["torn_tail_bytes"])
+        if self.books is not None:
+            problems.extend(self.books.check())
+        owners = {}
+        for channel in self.channels.values():
+            problems.extend(channel.check())
+            index = channel.rec.my_index
+            if index in owners:
+                problems.append("key %d is in two channels" % index)
+            owners[index] = channel.channel_id
+            collect()
+        for series in self.htlcs.values():
+            problems.extend(series.check())
+            collect()
+        return {"ok": not problems, "problems": problems, "keys": keys}
+
+    # -- keys and registration ---------------------------------------------------------
+
+    def set_identity(self, identity_id):
+        """Store the identity id the RA gave the owner (after ``device_pubkey`` was
+        registered in person)."""
+        profile = _profile(self.ra_pubkeys, identity_id)
+        self.profile_record.store(profile.encode())
+        self.profile = profile
+
+    def new_account(self):
+        """A fresh one-time account to be paid at: ``(key index, Account)``; the key is
+        marked used on flash before this returns."""
+        return self.keystore.reserve()
+
+    def needs_refill(self, threshold):
+        return self.keystore.available() < threshold
+
+    def refill_request(self, count):
+        """The registration request for ``count`` keys (bytes for the RA), or the one in
+        flight again after a reboot."""
+        if self.keystore.pending is not None:
+            return self.keystore.pending_request()
+        if self.identity_id is None:
+            raise WalletError("no identity yet: register device_pubkey() with the RA, then set_identity")
+        return self.keystore.registration_request(self.identity_id, count)
+
+    def refill_reply(self, data):
+        """The RA's reply: stores the verified keys, returns how many. The RA's refusal of
+        the request in flight (other than UNAVAILABLE: retry it) abandons it, its indices
+        becoming gaps, so the next refill asks afresh; a reply that fails any check stores
+        nothing. Refusals raise ``KeystoreError``."""
+        try:
+            return self.keystore.registration_reply(data, self.ra_pubkeys)
+        except KeystoreError:
+            pending = self.keystore.pending
+            if pending is not None and _final_refusal(data, pending[2]):
+                self.keystore.abandon_registration()
+            raise
+
+    # -- coins ---------------------------------------------------------------------------
+
+    def receive(self, txhash, sn, index, amount):
+        """A coin paid to my key ``index``; False if the book knew it."""
+        return self._books().receive(txhash, sn, index, amount)
+
+    def pay(self, payees, fee=0, unit_price=0):
+        """A signed payment (``[(Account, amount)]``), stored before its bytes are returned."""
+        return self._books().pay(payees, fee, unit_price).request
+
+    def split(self, parts, amount, fee=0):
+        return self._books().split(parts, amount, fee).request
+
+    def pending_requests(self):
+        """Every signed request still waiting for the ledger: send (again) after a reboot."""
+        return self._books().pending_requests()
+
+    def handle_result(self, data):
+        """The ledger's ``Result`` for one of ``pending_requests()``: "confirmed", "refused"
+        or "lost" (see ``books``). A confirmed channel open becomes a channel record, an
+        HTLC create moves its series; these are written before the book, so a power cut in
+        between is repaired by re-sending the request (the ledger answers DUPLICATE)."""
+        books = self._books()
+        result = strict(L.Result, data, "ledger result")
+        spend = books.find(result.request_digest)
+        if spend is None:
+            raise WalletError("no pending request of this wallet has digest %s" % result.request_digest.hex())
+        confirmed = books.confirmed(spend, result)
+        if spend.kind == L.TAG_CHANNEL_OPEN and confirmed:
+            channel = Channel.create(self.storage, self.keystore, CONSUMER, L.ChannelOpen.decode(spend.request),
+                                     spend.meta)
+            self._keep(self.channels, channel.channel_id, channel)
+        elif spend.kind == L.TAG_HTLC_CREATE:
+            series = self.htlcs.get(spend.meta[0])
+            if series is not None:
+                series.created(spend.meta[1], confirmed)
+        return books.settle(spend, result)
+
+    # -- channels ------------------------------------------------------------------------
+
+    def open_channel(self, producer, collateral, installments, window, fee=0):
+        """Consumer: a signed ``ChannelOpen`` to the producer's account: ``(channel id,
+        bytes)``. The channel record is written when the ledger confirms the open."""
+        spend = self._books().fund_channel_open(producer, collateral, installments, window, fee)
+        return spend.ident, spend.request
+
+    def accept_channel(self, data, my_index, collateral, installments, window):
+        """Producer: record the channel of the ``ChannelOpen`` the consumer showed, after
+        checking it pays my account of key ``my_index`` on the agreed terms."""
+        op = strict(L.ChannelOpen, data, "channel open")
+        if type(my_index) is not int or not 0 <= my_index < self.keystore.reserved:
+            raise WalletError("key %r was never handed out" % (my_index,))
+        if op.producer.encode() != self.keystore.account(my_index).encode():
+            raise WalletError("the open pays another producer account")
+        if (op.collateral, op.installments, op.window) != (collateral, installments, window):
+            raise WalletError("the open's terms %d/%d/%d are not the agreed %r/%r/%r" % (
+                op.collateral, op.installments, op.window, collateral, installments, window))
+        check_account(self.ra_pubkeys, op.consumer, "consumer")
+        channel_id = op.channel_id()
+        for other in self.channels.values():
+            if other.rec.my_index == my_index and other.channel_id != channel_id:
+                raise WalletError("key %d is in channel %s already" % (my_index, other.channel_id.hex()))
+        channel = Channel.create(self.storage, self.keystore, PRODUCER, op, my_index)
+        return self._keep(self.channels, channel_id, channel)
+
+    def finish_channel(self, channel_id, data):
+        """The ledger's answer to ``channel(channel_id).query()`` once it is closed: the
+        payout goes into the book, the record goes away. Returns my payout."""
+        amount = self.channel(channel_id).finish(data, self._books())
+        del self.channels[channel_id]
+        return amount
+
+    # -- HTLC series ---------------------------------------------------------------------
+
+    def start_htlcs(self, payee, amount, count, timeout):
+        """Payer: a series of ``count`` HTLCs of ``amount`` to ``payee`` under a fresh key."""
+        check_account(self.ra_pubkeys, payee, "payee")
+        if type(count) is not int or type(amount) is not int or type(timeout) is not int \
+                or count < 1 or amount < 1 or timeout < 1:
+            raise WalletError("count, amount and timeout must be positive integers")
+        index, _ = self.keystore.reserve()
+        series = HtlcSeries.start(self.storage, self.keystore, index, payee, amount, count, timeout)
+        self.htlcs[series.series_id] = series
+        return series
+
+    def fund_htlc(self, series_id, i, fee=0):
+        """Payer: the signed ``HtlcCreate`` of HTLC ``i`` (bytes). Refused while one is
+        pending or once it was funded: the same HTLC id funded twice would make the
+        ledger's DUPLICATE ambiguous."""
+        series = self.series(series_id)
+        books = self._books()
+        if series.role != PAYER:
+            raise WalletError("only the payer funds HTLCs")
+        if type(i) is not int or not 0 <= i < series.count():
+            raise WalletError("no HTLC %r in a series of %d" % (i, series.count()))
+        if series.state(i) != NEW or books.spend_with_meta([series_id, i]) is not None:
+            raise WalletError("HTLC %d is funded already" % i)
+        return books.fund_htlc(series.htlc(i), fee, [series_id, i]).request
+
+    def accept_htlcs(self, terms, my_index):
+        """Payee: the payer's signed terms for a series paying my key ``my_index``."""
+        if type(my_index) is not int or not 0 <= my_index < self.keystore.reserved:
+            raise WalletError("key %r was never handed out" % (my_index,))
+        series = HtlcSeries.accept(self.storage, self.keystore, self.ra_pubkeys, my_index, terms)
+        return self._keep(self.htlcs, series.series_id, series)
+
+    def settle_htlc(self, series_id, i, data):
+        """The ledger's result for my ``refund(i)`` (payer) or ``claim(i)`` (payee)."""
+        series = self.series(series_id)
+        if series.role == PAYEE:
+            return series.claimed(i, data, self._books())
+        return series.refunded(i, data, self._books())
+
+    def forget_series(self, series_id):
+        """Remove a series once nothing in it is mine to reveal, refund or claim."""
+        series = self.series(series_id)
+        if not series.done() or (self.books is not None and any(
+                isinstance(s.meta, list) and s.meta[:1] == [series_id] for s in self.books.spends)):
+            raise WalletError("the series still holds money of mine")
+        series.remove()
+        del self.htlcs[series_id]
