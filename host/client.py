@@ -22,6 +22,15 @@ from plugpay.host.replica import FrameError, client_handshake, read_body, tune_s
 from plugpay.protocol import codec
 
 
+class NoQuorum(TimeoutError):
+    """No f+1 matching answers in time. ``answers`` maps each replica that did answer to
+    its (unverified) answer, so a caller can name the silent ones and see disagreement."""
+
+    def __init__(self, kind, answers):
+        TimeoutError.__init__(self, "no f+1 matching answers to %s" % kind)
+        self.answers = answers
+
+
 class Client:
     """Async PBFT client; use ``async with Client(config, secrets) as c: await c.submit(op)``."""
 
@@ -206,14 +215,28 @@ class Client:
 
     async def query(self, op, timeout=5.0):
         """A read-only application query, accepted on f+1 matching answers."""
+        return await self._ask("query", op, timeout)
+
+    async def block(self, height, timeout=5.0):
+        """Block ``height`` as ``[height, prev, batch, results digest, state digest]``
+        (``ChainStore.blocks``), or None for a height f+1 replicas have not reached;
+        accepted on f+1 matching answers. The caller checks the record's shape."""
+        return await self._ask("block", height, timeout)
+
+    async def _ask(self, kind, arg, timeout):
+        """Send ``[kind, id, arg]`` to every replica; the answer f+1 of them agree on, or
+        ``NoQuorum`` after ``timeout`` seconds."""
         self.next_query += 1
         qid = self.next_query
         future = self.loop.create_future()
         self.answers[qid] = (future, {})
         try:
             for r in range(self.n):
-                self._write(r, ["query", qid, op])
-            return await asyncio.wait_for(future, timeout)
+                self._write(r, [kind, qid, arg])
+            try:
+                return await asyncio.wait_for(future, timeout)
+            except asyncio.TimeoutError:
+                raise NoQuorum(kind, dict(self.answers[qid][1])) from None
         finally:
             del self.answers[qid]
 

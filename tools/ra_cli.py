@@ -14,7 +14,8 @@ from plugpay.host import ra
 from plugpay.protocol import ra_messages as msg
 
 
-def _unlock(args, confirm=False):
+def unlock_from_args(args, confirm=False):
+    """The ``Unlock`` that ``--key-file`` or ``--passphrase-env`` name, else a prompt."""
     if args.key_file and args.passphrase_env:
         raise ra.KeyStoreError("give either --key-file or --passphrase-env, not both")
     if args.key_file:
@@ -53,7 +54,7 @@ def _init(args):
     if args.key_file and not args.passphrase_env and not os.path.exists(args.key_file):
         ra.create_key_file(args.key_file)
         print("created key file %s (32 random bytes, mode 0600): keep it off this machine" % args.key_file)
-    vault = ra.init(args.dir, _unlock(args, confirm=True))
+    vault = ra.init(args.dir, unlock_from_args(args, confirm=True))
     print("RA initialised in %s" % args.dir)
     print("epoch 0 public key: %s" % vault.public_key.hex())
     return 0
@@ -61,14 +62,14 @@ def _init(args):
 
 def _register_identity(args):
     fields = {"name": args.name, "licence": args.licence, "vehicle_id": args.vehicle_id}
-    with ra.RegistrationAuthority.open(args.dir, _unlock(args)) as authority:
+    with ra.RegistrationAuthority.open(args.dir, unlock_from_args(args)) as authority:
         identity_id = authority.register_identity(fields, _hex_arg(args.device_pubkey, "device_pubkey"))
     print(identity_id.hex())
     return 0
 
 
 def _disable_identity(args):
-    with ra.RegistrationAuthority.open(args.dir, _unlock(args)) as authority:
+    with ra.RegistrationAuthority.open(args.dir, unlock_from_args(args)) as authority:
         authority.set_identity_enabled(_hex_arg(args.identity_id, "identity id"), args.enable)
     print("identity %s %s" % (args.identity_id, "enabled" if args.enable else "disabled"))
     return 0
@@ -76,7 +77,7 @@ def _disable_identity(args):
 
 def _sign(args):
     request = _read_input(args.request)
-    with ra.RegistrationAuthority.open(args.dir, _unlock(args)) as authority:
+    with ra.RegistrationAuthority.open(args.dir, unlock_from_args(args)) as authority:
         response = authority.handle(request)
     with open(args.out, "wb") as f:
         f.write(response)
@@ -90,11 +91,17 @@ def _sign(args):
 
 def _audit(args):
     items = [_read_input(path) for path in args.tx]
-    with ra.RegistrationAuthority.open(args.dir, _unlock(args)) as authority:
+    with ra.RegistrationAuthority.open(args.dir, unlock_from_args(args)) as authority:
         found = authority.audit(items)
     if not found:
         print("no accounts found in %s" % ", ".join(args.tx))
         return 1
+    print_audit(found)
+    return 0
+
+
+def print_audit(found):
+    """The table of ``RegistrationAuthority.audit``: one row per account address."""
     rows = [("address", "identity", "name", "licence", "vehicle id", "status")]
     for address, identity in found.items():
         if identity is None:
@@ -103,11 +110,10 @@ def _audit(args):
             status = "enabled" if identity.enabled else "disabled"
             rows.append((address.hex(), identity.identity_id.hex(), identity.name, identity.licence, identity.vehicle_id, status))
     _table(rows)
-    return 0
 
 
 def _rotate(args):
-    vault = ra.rotate(args.dir, _unlock(args))
+    vault = ra.rotate(args.dir, unlock_from_args(args))
     print("epoch %d is now signing, public key %s" % (vault.epoch, vault.public_key.hex()))
     print("epoch %d's signing key is destroyed; its public key is kept to verify its accounts" % (vault.epoch - 1))
     return 0
@@ -136,6 +142,12 @@ def _table(rows):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
+def add_unlock_options(parser):
+    """The RA key's unlock options, read by ``unlock_from_args``."""
+    parser.add_argument("--key-file", help="unlock with this 32-byte key file")
+    parser.add_argument("--passphrase-env", metavar="NAME", help="unlock with the passphrase in environment variable NAME")
+
+
 def add_parser(subparsers):
     """Register ``ra`` and its commands on the ``plugpay`` command line."""
     p = subparsers.add_parser("ra", help="the Registration Authority: keys, identities, batch signing, audit")
@@ -146,8 +158,7 @@ def add_parser(subparsers):
         c = sub.add_parser(name, help=help)
         c.add_argument("--dir", required=True, help="the RA directory (key file and certificate repository)")
         if unlock:
-            c.add_argument("--key-file", help="unlock with this 32-byte key file")
-            c.add_argument("--passphrase-env", metavar="NAME", help="unlock with the passphrase in environment variable NAME")
+            add_unlock_options(c)
         c.set_defaults(func=func)
         return c
 
