@@ -38,6 +38,7 @@ TAG_HTLC_REFUND = const(23)
 TAG_MARKET_REQUEST = const(24)
 TAG_MARKET_BID = const(25)
 TAG_MARKET_COMMIT = const(26)
+TAG_FAUCET_REQUEST = const(27)
 TAG_QUERY = const(30)
 TAG_RESULT = const(31)
 
@@ -46,6 +47,7 @@ MAX_DETAIL_BYTES = const(160)
 MAX_WINDOW = const(1000000)  # dispute window, in blocks
 MAX_INSTALLMENTS = const(100000)
 MAX_BIDS = const(64)  # per market request: bounds the state one request can grow
+MAX_FAUCET_OUTPUTS = const(8)
 PUBKEY = Bytes(33)
 
 # Reason codes of a ``Result``. Stable numbers: they are on the wire and in the state.
@@ -88,6 +90,7 @@ MARKET_STALE_BID = const(44)
 MARKET_UNKNOWN_BID = const(45)
 MARKET_FULL = const(46)
 NOT_FOUND = const(50)
+FAUCET_LIMIT = const(51)  # the gateway's faucet mints at most its limit per request
 
 REASONS = {
     OK: "OK",
@@ -129,6 +132,7 @@ REASONS = {
     MARKET_UNKNOWN_BID: "MARKET_UNKNOWN_BID",
     MARKET_FULL: "MARKET_FULL",
     NOT_FOUND: "NOT_FOUND",
+    FAUCET_LIMIT: "FAUCET_LIMIT",
 }
 
 # Status of a channel, an HTLC or a market request, as ``query`` reports it.
@@ -190,6 +194,19 @@ class Faucet(Struct):
 
     def txhash(self):
         return sha256(self.body())
+
+
+class FaucetRequest(Struct):
+    """A device asking the test network's faucet for money, sent to the gateway (which
+    holds the faucet key, checks the request against its limit and submits a signed
+    ``Faucet`` with the same nonce and outputs). Not a ledger operation itself."""
+
+    NAME = "faucet_request"
+    TAG = TAG_FAUCET_REQUEST
+    FIELDS = (
+        ("nonce", UInt()),
+        ("outputs", ArrayOf(Nested(TxOutput), MAX_FAUCET_OUTPUTS, 1)),
+    )
 
 
 class ChannelOpen(Struct):

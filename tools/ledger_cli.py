@@ -8,6 +8,8 @@
   several machines (copy ``cluster.json`` and, with mode 0600, the secrets file).
 * ``ledger status``: per replica its height, view, last stable checkpoint, pending
   requests and dropped frames, or that it is unreachable.
+* ``ledger tx``, ``ledger block``, ``ledger audit``: a confirmed request, a block, or the
+  RA's names for the accounts in them, read from the cluster (``ledger_inspect``).
 * ``ledger bench``: confirmed requests/s and latency p50/p99 at an offered rate and at
   saturation, on a throw-away local cluster. It prints figures and never fails on a slow
   machine.
@@ -24,19 +26,31 @@ APPS = {"kv": "plugpay.host.kvapp:KvApp", "ledger": "plugpay.host.ledger:Ledger"
 
 
 def add_parser(subparsers):
+    from plugpay.tools import ra_cli
+
     p = subparsers.add_parser("ledger", help="run, inspect and measure the PBFT ledger replicas")
     sub = p.add_subparsers(dest="ledger_command", metavar="SUBCOMMAND")
     sub.required = True
 
-    up = sub.add_parser("up", help="start a local cluster on loopback until Ctrl-C")
+    up = sub.add_parser("up", help="start a local cluster on loopback, an MQTT broker and the gateway, until Ctrl-C")
     up.add_argument("--dir", default="plugpay-ledger", help="cluster directory (default: ./plugpay-ledger)")
     up.add_argument("-n", type=int, default=4, help="number of replicas, 3f+1 (default 4)")
     up.add_argument("--app", default="ledger", help="ledger (the payment ledger), kv (a key/value store for smoke "
                     "tests) or module:Class (default ledger)")
     up.add_argument("--ra-dir", help="the RA directory (`plugpay ra init`) whose epoch public keys the ledger "
-                    "trusts for account signatures; required for the ledger app")
-    up.add_argument("--faucet-pubkey", help="hex public key allowed to mint test funds (default: no faucet)")
+                    "trusts for account signatures; required for the ledger app. With --key-file or "
+                    "--passphrase-env (the RA's unlock) the gateway also serves RA registration over MQTT")
+    ra_cli.add_unlock_options(up)
+    up.add_argument("--faucet-pubkey", help="hex public key allowed to mint test funds (default: a new faucet key "
+                    "in DIR/faucet.key, used by the gateway)")
+    up.add_argument("--faucet-max", type=int, default=1000000,
+                    help="most the gateway's faucet mints for one request, in the smallest unit (default 1000000)")
     up.add_argument("--base-port", type=int, help="ports base..base+n-1 (default: free ones)")
+    up.add_argument("--mqtt-host", default="127.0.0.1", help="embedded MQTT broker address (default 127.0.0.1)")
+    up.add_argument("--mqtt-port", type=int, default=1883, help="embedded MQTT broker port (default 1883)")
+    up.add_argument("--broker", metavar="URL", help="use this broker (mqtt://host:port, e.g. Mosquitto) instead of "
+                    "starting the embedded one")
+    up.add_argument("--no-gateway", action="store_true", help="run the replicas only: no MQTT broker, no gateway")
     up.add_argument("--duration", type=float, help="stop after this many seconds instead of waiting for Ctrl-C")
     up.set_defaults(func=_up)
 
@@ -50,6 +64,47 @@ def add_parser(subparsers):
     st.add_argument("--timeout", type=float, default=2.0)
     st.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     st.set_defaults(func=_status)
+
+    from plugpay.tools import ledger_inspect
+
+    cluster_json = os.path.join("plugpay-ledger", "cluster.json")
+    tx = sub.add_parser("tx", help="show one confirmed request (a transaction, mint, channel or HTLC operation)",
+                        description="Look a confirmed request up by its txhash or id and show it: the block it is "
+                        "in, its operation and fields; for a transaction its inputs (with the amount and owner "
+                        "address of each output spent), outputs (address, RA epoch, amount) and fee. Every record "
+                        "is accepted on f+1 matching replica answers. Exit code 2 on bad input or when not found.")
+    tx.add_argument("txhash", help="txhash, channel id, HTLC id or request digest (64 hex digits)")
+    tx.add_argument("--config", default=cluster_json, help="cluster.json (default: %(default)s)")
+    tx.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for f+1 answers (default 3)")
+    tx.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    tx.set_defaults(func=ledger_inspect.tx_command)
+
+    blk = sub.add_parser("block", help="show a block header and one line per request in it",
+                         description="Show block HEIGHT (-1 or --last: the newest block that f+1 replicas hold): "
+                         "height, hash (recomputed from the contents), prev, results and state digests, and per "
+                         "request its client, timestamp, operation, txhash/digest and result (OK, DUPLICATE, "
+                         "MALFORMED..., or REJECTED when the ledger kept no reason). Accepted on f+1 matching "
+                         "replica answers. Exit code 2 on bad input or a height beyond the tip.")
+    blk.add_argument("height", type=int, nargs="?", help="block height, from 1; -1 for the newest")
+    blk.add_argument("--last", action="store_true", help="the newest block")
+    blk.add_argument("--config", default=cluster_json, help="cluster.json (default: %(default)s)")
+    blk.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for f+1 answers (default 3)")
+    blk.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    blk.set_defaults(func=ledger_inspect.block_command)
+
+    au = sub.add_parser("audit", help="let the RA name the identities behind the accounts of ledger requests",
+                        description="Fetch requests (--tx) or whole blocks (--blocks) from the cluster on f+1 "
+                        "matching answers, with the outputs their inputs spend, and let the RA (unlocked as for "
+                        "`plugpay ra audit`) name the identity behind every account in them: payees, payers, "
+                        "channel parties, HTLC payer and payee. Exit code 2 on bad input.")
+    au.add_argument("--config", default=cluster_json, help="cluster.json (default: %(default)s)")
+    au.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for f+1 answers (default 3)")
+    au.add_argument("--dir", required=True, help="the RA directory (key file and certificate repository)")
+    ra_cli.add_unlock_options(au)
+    which = au.add_mutually_exclusive_group(required=True)
+    which.add_argument("--tx", nargs="+", metavar="TXHASH", help="txhashes or request ids (64 hex digits each)")
+    which.add_argument("--blocks", metavar="A:B", help="blocks A to B inclusive; A: means up to the newest")
+    au.set_defaults(func=ledger_inspect.audit_command)
 
     b = sub.add_parser("bench", help="confirmed requests/s and latency on a throw-away local cluster (kv app)")
     b.add_argument("--rate", type=float, default=300.0, help="offered requests/s for the first run (default 300)")
@@ -87,15 +142,22 @@ def _app_options(args):
 
 
 def _up(args):
-    from plugpay.host import cluster
+    from plugpay.host import broker, cluster
 
+    if args.no_gateway and args.broker:
+        raise ValueError("--broker and --no-gateway exclude each other")
+    external = broker.parse_url(args.broker) if args.broker else None  # a bad URL fails before anything starts
     config_path = os.path.join(args.dir, "cluster.json")
     if os.path.exists(config_path):
         print("using the existing cluster in %s" % os.path.abspath(args.dir))
     else:
         ports = list(range(args.base_port, args.base_port + args.n)) if args.base_port else None
-        cluster.generate(args.dir, n=args.n, ports=ports, app=_app_spec(args.app), app_options=_app_options(args))
+        options = _app_options(args)
+        if _app_spec(args.app) == APPS["ledger"] and not args.faucet_pubkey:
+            options["faucet_pubkey"] = _faucet_pubkey(args.dir).hex()
+        cluster.generate(args.dir, n=args.n, ports=ports, app=_app_spec(args.app), app_options=options)
         print("created a new cluster in %s" % os.path.abspath(args.dir))
+    gateway = None if args.no_gateway else _gateway_options(args, cluster.load(config_path)[0])
     stopping = []
     previous = signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     previous_int = signal.getsignal(signal.SIGINT)
@@ -110,16 +172,8 @@ def _up(args):
                 print("replica %d: %s:%d  db %s  log %s" % (i, host, port, lc.db_path(i), lc.log_path(i)))
             print("app: %s. Ctrl-C stops the cluster; `plugpay ledger status --config %s` inspects it."
                   % (lc.config["app"], config_path), flush=True)
-            deadline = None if args.duration is None else time.monotonic() + args.duration
-            reported = set()
             try:
-                while not stopping and (deadline is None or time.monotonic() < deadline):
-                    for i, proc in lc.procs.items():
-                        if proc.poll() is not None and i not in reported:
-                            reported.add(i)
-                            print("replica %d exited with %s; see %s" % (i, proc.returncode, lc.log_path(i)),
-                                  flush=True)
-                    time.sleep(0.2)
+                asyncio.run(_serve(args, lc, gateway, external, stopping))
             except KeyboardInterrupt:
                 pass
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan replicas
@@ -129,6 +183,101 @@ def _up(args):
         signal.signal(signal.SIGINT, previous_int)
     print("stopped", flush=True)
     return 0
+
+
+def _faucet_pubkey(directory):
+    """The public key of the cluster's faucet key (``DIR/faucet.key``), created if missing."""
+    from plugpay.host import faucet
+    from plugpay.protocol import signing
+
+    path = os.path.join(directory, faucet.KEY_FILE)
+    if os.path.exists(path):
+        return signing.public_key(faucet.load_key(path))
+    os.makedirs(directory, exist_ok=True)
+    pubkey = faucet.create_key(path)
+    print("created the faucet key %s (mode 0600)" % os.path.abspath(path))
+    return pubkey
+
+
+def _gateway_options(args, config):
+    """What the gateway serves besides the ledger: the faucet, when ``DIR/faucet.key`` is
+    the ledger's faucet key, and RA registration, when the RA can be unlocked. None for
+    applications other than the ledger, which take no ledger requests."""
+    if config["app"] != APPS["ledger"]:
+        print("gateway: off (the %s app takes no ledger requests)" % config["app"])
+        return None
+    from plugpay.host import faucet, ra
+    from plugpay.protocol import signing
+    from plugpay.tools import ra_cli
+
+    options = {}
+    key_path = os.path.join(args.dir, faucet.KEY_FILE)
+    if os.path.exists(key_path):
+        secret = faucet.load_key(key_path)
+        if signing.public_key(secret).hex() == config["app_options"].get("faucet_pubkey"):
+            options["faucet"] = faucet.Faucet(secret, args.faucet_max)
+        else:
+            print("faucet: off (%s is not the ledger's faucet key)" % key_path)
+    if args.ra_dir and (args.key_file or args.passphrase_env):
+        vault = ra.unseal(args.ra_dir, ra_cli.unlock_from_args(args))
+        if vault.public_key.hex() not in config["app_options"].get("ra_pubkeys", {}).values():
+            print("warning: the ledger does not trust RA epoch %d's key: it will refuse the accounts this RA signs"
+                  % vault.epoch)
+        options.update(ra_directory=args.ra_dir, ra_vault=vault)
+    return options
+
+
+async def _serve(args, lc, gateway_options, external, stopping):
+    """The MQTT broker and the gateway beside the replica processes, until told to stop."""
+    import contextlib
+
+    async with contextlib.AsyncExitStack() as services:
+        if gateway_options is not None:
+            import logging
+
+            from plugpay.host import broker
+            from plugpay.host.gateway import Gateway
+            from plugpay.protocol import topics
+
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+            for noisy in ("amqtt", "transitions"):  # a line per connection and state change
+                logging.getLogger(noisy).setLevel(logging.WARNING)
+            if external:
+                host, port = external
+                print("mqtt:    %s (external broker)" % broker.url(host, port))
+            else:
+                embedded = await services.enter_async_context(broker.EmbeddedBroker(args.mqtt_host, args.mqtt_port))
+                host, port = embedded.host, embedded.port
+                print("mqtt:    %s (embedded amqtt broker)" % embedded.url)
+            await services.enter_async_context(Gateway(lc.config, lc.secrets, host, port, **gateway_options))
+            faucet = gateway_options.get("faucet")
+            print("gateway: %s and %s ('+' is the device's client id)"
+                  % (_route(topics.LEDGER_SUBMIT), _route(topics.LEDGER_QUERY)))
+            print("faucet:  %s" % ("%s, at most %d per request" % (_route(topics.FAUCET_REQUEST), faucet.limit)
+                                   if faucet else "off"))
+            print("ra:      %s" % ("%s (RA in %s)" % (_route(topics.RA_REGISTER), gateway_options["ra_directory"])
+                                   if "ra_directory" in gateway_options
+                                   else "not served (give --ra-dir with --key-file or --passphrase-env)"),
+                  flush=True)
+        await _watch(lc, stopping, args.duration)
+
+
+def _route(kind):
+    from plugpay.protocol import topics
+
+    return "%s -> %s" % (topics.subscription(kind), topics.subscription(topics.REPLY_TO[kind]))
+
+
+async def _watch(lc, stopping, duration):
+    """Report replicas that exit, until SIGTERM or ``duration`` seconds."""
+    deadline = None if duration is None else time.monotonic() + duration
+    reported = set()
+    while not stopping and (deadline is None or time.monotonic() < deadline):
+        for i, proc in lc.procs.items():
+            if proc.poll() is not None and i not in reported:
+                reported.add(i)
+                print("replica %d exited with %s; see %s" % (i, proc.returncode, lc.log_path(i)), flush=True)
+        await asyncio.sleep(0.2)
 
 
 def _replica(args):
