@@ -26,7 +26,7 @@ MICROPYTHON_MODULES = {
     "ssl", "struct", "sys", "time", "ucryptolib", "umqtt", "vfs",
 }
 # CPython-only backends, imported only where a try/except ImportError picks them.
-OPTIONAL_CPYTHON_BACKENDS = {"cbor2", "coincurve", "ecdsa", "cryptography"}
+OPTIONAL_CPYTHON_BACKENDS = {"cbor2", "coincurve", "ecdsa", "cryptography", "paho"}
 FORBIDDEN_CALLS = {"dataclass", "dataclasses", "abstractmethod"}
 SELF_DOC_FSTRING = re.compile(r"[^=!<>]=\s*(![rsa])?\s*(:[^{}]*)?\}")
 

@@ -1,0 +1,367 @@
+"""The device's MQTT connection: synchronous and poll-driven, on MicroPython and CPython.
+
+One ``Mqtt`` per session, driven by the role's own loop: ``connect``, ``subscribe``,
+``publish``, and ``poll(timeout_ms)`` for what arrived. Nothing runs in the background, so
+a role stays single-threaded and deterministic. The backend is picked at import time, like
+the other shims (``protocol.port``): paho-mqtt on CPython (its ``loop_read`` /
+``loop_write`` / ``loop_misc`` driven from ``poll``, no network thread), ``umqtt.simple``
+(micropython-lib) on MicroPython. The umqtt backend needs the ``timeout`` argument of
+``MQTTClient.connect`` (current micropython-lib); it cannot run in CI (the WebAssembly
+port has no sockets), so it is kept to the few calls umqtt documents.
+
+Privacy: without a ``client_id`` every ``Mqtt`` takes a fresh random one, so no client id
+repeats across sessions. It is kept across reconnects of the same session.
+
+Every socket gets TCP_NODELAY: without it each small publish can wait ~40 ms for the
+peer's delayed ACK (DESIGN.md).
+
+Loss policy. The session is clean and nothing is queued while the link is down:
+``publish`` returns False then (the message is dropped), and messages the broker had for
+us are gone. ``poll`` reconnects (one attempt whenever the backoff allows, 100 ms doubling
+to 2 s; an attempt may take up to the connect timeout), re-subscribes every topic and
+counts the connection in ``connects``; a caller that sees ``connects`` change re-sends
+what still waits for an answer (``gateway_client`` does). ``poll`` raises ``MqttError``
+only when ``give_up_ms`` was given and the link has been down that long; by default it
+keeps trying, and the session's own timeouts decide when to stop. ``poll`` also sends the
+keep-alive pings: call it at least every ``keepalive / 2`` seconds.
+"""
+import socket
+import time
+
+from plugpay.protocol.port import MICROPYTHON, ticks_diff, ticks_ms, urandom
+
+FIRST_BACKOFF_MS = 100
+MAX_BACKOFF_MS = 2000
+SUBACK_TIMEOUT_MS = 3000
+
+
+class MqttError(Exception):
+    """The broker cannot be reached, refused us, or the link stayed down past ``give_up_ms``."""
+
+
+def _nodelay(sock):
+    """TCP_NODELAY on ``sock``. Some MicroPython builds lack the constants: the values are
+    6 and 1 on Linux and in lwIP alike. A socket that refuses the option stays as it is."""
+    try:
+        sock.setsockopt(getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1), 1)
+    except (AttributeError, OSError):
+        pass
+
+
+def _elapsed(start):
+    return ticks_diff(ticks_ms(), start)
+
+
+class _PahoLink:
+    """One connection through paho-mqtt 2.x, driven by hand from ``wait``."""
+
+    def __init__(self, host, port, client_id, keepalive, inbox):
+        paho = self.paho = _paho
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  protocol=paho.MQTTv311, clean_session=True)
+        self.host, self.port, self.keepalive = host, port, keepalive
+        self.connack = None
+        self.subacks = {}
+        self.client.on_socket_open = lambda client, userdata, sock: _nodelay(sock)
+        self.client.on_connect = self._connected
+        self.client.on_subscribe = self._subscribed
+        self.client.on_message = self._message
+        self.inbox = inbox
+
+    def _message(self, client, userdata, message):
+        try:
+            topic = message.topic
+        except UnicodeError:  # not one of our (ASCII) topics: a broker gone wrong
+            return
+        self.inbox.append((topic, bytes(message.payload)))
+
+    def _connected(self, client, userdata, flags, reason, properties):
+        self.connack = reason
+
+    def _subscribed(self, client, userdata, mid, reasons, properties):
+        self.subacks[mid] = reasons
+
+    def socket(self):
+        return self.client.socket()
+
+    def open(self, timeout_ms):
+        self.client.connect_timeout = timeout_ms / 1000
+        self.client.connect(self.host, self.port, self.keepalive)  # OSError if unreachable
+        start = ticks_ms()
+        while self.connack is None:
+            left = timeout_ms - _elapsed(start)
+            if left <= 0:
+                raise OSError("no CONNACK within %d ms" % timeout_ms)
+            self.wait(left)
+        if self.connack.is_failure:
+            raise MqttError("the broker refused the connection: %s" % self.connack)
+
+    def subscribe(self, topic, qos, timeout_ms):
+        rc, mid = self.client.subscribe(topic, qos)
+        if rc != self.paho.MQTT_ERR_SUCCESS:
+            raise OSError("cannot subscribe: %s" % self.paho.error_string(rc))
+        start = ticks_ms()
+        while mid not in self.subacks:
+            left = timeout_ms - _elapsed(start)
+            if left <= 0:
+                raise OSError("no SUBACK for %s within %d ms" % (topic, timeout_ms))
+            self.wait(left)
+        if self.subacks.pop(mid)[0].is_failure:
+            raise MqttError("the broker refused the subscription to %s" % topic)
+
+    def publish(self, topic, payload, qos):
+        info = self.client.publish(topic, payload, qos)
+        if info.rc != self.paho.MQTT_ERR_SUCCESS:
+            raise OSError("publish failed: %s" % self.paho.error_string(info.rc))
+
+    def wait(self, timeout_ms):
+        """Wait up to ``timeout_ms`` for the socket, then read every packet that is there."""
+        import select
+
+        sock = self.client.socket()
+        if sock is None:
+            raise OSError("not connected")
+        writing = [sock] if self.client.want_write() else []
+        readable, writable, _ = select.select([sock], writing, [], max(timeout_ms, 0) / 1000)
+        if writable:
+            self._check(self.client.loop_write())
+        while readable:
+            self._check(self.client.loop_read())
+            sock = self.client.socket()
+            readable = sock is not None and select.select([sock], [], [], 0)[0]
+        self._check(self.client.loop_misc())  # keep-alive
+
+    def _check(self, rc):
+        if rc != self.paho.MQTT_ERR_SUCCESS:
+            raise OSError("connection lost: %s" % self.paho.error_string(rc))
+
+    def close(self):
+        if self.client.is_connected():
+            self.client.disconnect()
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
+
+
+class _UmqttLink:
+    """One connection through ``umqtt.simple`` (MicroPython). Untested in CI: no sockets
+    in the WebAssembly port."""
+
+    def __init__(self, host, port, client_id, keepalive, inbox):
+        from umqtt.simple import MQTTClient
+
+        self.client = MQTTClient(client_id, host, port, keepalive=keepalive)
+        self.client.set_callback(self._message)
+        self.inbox = inbox
+        self.keepalive_ms = keepalive * 1000
+        self.poller = None
+        self.sent_at = 0
+
+    def _message(self, topic, payload):
+        try:
+            topic = bytes(topic).decode()
+        except UnicodeError:  # not one of our (ASCII) topics: a broker gone wrong
+            return
+        self.inbox.append((topic, bytes(payload)))
+
+    def socket(self):
+        return self.client.sock
+
+    def open(self, timeout_ms):
+        import select
+
+        try:
+            self.client.connect(True, timeout_ms / 1000)
+        except OSError:
+            raise
+        except Exception as e:  # umqtt's MQTTException(code) or an assert on a bad CONNACK
+            raise MqttError("the broker refused the connection: %r" % (e,))
+        _nodelay(self.client.sock)
+        self.poller = select.poll()
+        self.poller.register(self.client.sock, select.POLLIN)
+        self.sent_at = ticks_ms()
+
+    def subscribe(self, topic, qos, timeout_ms):
+        try:
+            self.client.subscribe(topic.encode(), qos)  # blocks until the SUBACK
+        except OSError:
+            raise
+        except Exception as e:
+            raise MqttError("the broker refused the subscription to %s: %r" % (topic, e))
+        self.sent_at = ticks_ms()
+
+    def publish(self, topic, payload, qos):
+        self.client.publish(topic.encode(), payload, False, qos)  # QoS 1 waits for the PUBACK
+        self.sent_at = ticks_ms()
+
+    def wait(self, timeout_ms):
+        if self.keepalive_ms and _elapsed(self.sent_at) >= self.keepalive_ms // 2:
+            self.client.ping()
+            self.sent_at = ticks_ms()
+        if self.poller.poll(max(timeout_ms, 0)):
+            while True:
+                self.client.check_msg()  # raises OSError on a closed connection
+                if not self.poller.poll(0):
+                    break
+
+    def close(self):
+        try:
+            self.client.disconnect()
+        except OSError:
+            pass
+
+
+try:
+    import paho.mqtt.client as _paho  # CPython
+
+    _Link = _PahoLink
+    BACKEND = "paho-mqtt"
+except ImportError:
+    _Link = _UmqttLink
+    BACKEND = "umqtt.simple"
+
+
+def _sleep_ms(ms):
+    if MICROPYTHON:
+        time.sleep_ms(ms)
+    else:
+        time.sleep(ms / 1000)
+
+
+class Mqtt:
+    """A poll-driven MQTT connection (see the module docstring for the loss policy)."""
+
+    def __init__(self, host, port, client_id=None, keepalive=30, give_up_ms=None):
+        self.host = host
+        self.port = port
+        self.client_id = client_id or "pp" + urandom(10).hex()
+        self.keepalive = keepalive
+        self.give_up_ms = give_up_ms
+        self.connect_timeout_ms = 3000
+        self.connects = 0  # successful connections; a change means: re-send what waits
+        self.last_error = None
+        self._link = None
+        self._topics = []  # [(topic, qos)], renewed on every reconnect
+        self._inbox = []
+        self._down_since = None
+        self._backoff_ms = FIRST_BACKOFF_MS
+        self._last_attempt = None
+
+    @property
+    def connected(self):
+        return self._link is not None
+
+    @property
+    def url(self):
+        return "mqtt://%s:%d" % (self.host, self.port)
+
+    def socket(self):
+        """The connection's socket (None while down): for inspection, not for I/O."""
+        return None if self._link is None else self._link.socket()
+
+    def connect(self, timeout_ms=3000):
+        """Connect (or raise ``MqttError`` naming the broker and the reason)."""
+        self.close()
+        self.connect_timeout_ms = timeout_ms
+        try:
+            self._open()
+        except (OSError, MqttError) as e:
+            raise MqttError("cannot connect to the MQTT broker at %s: %s" % (self.url, e))
+
+    def _open(self):
+        link = _Link(self.host, self.port, self.client_id, self.keepalive, self._inbox)
+        try:
+            link.open(self.connect_timeout_ms)
+            for topic, qos in self._topics:
+                link.subscribe(topic, qos, SUBACK_TIMEOUT_MS)
+        except BaseException:
+            link.close()
+            raise
+        self._link = link
+        self._down_since = None
+        self._backoff_ms = FIRST_BACKOFF_MS
+        self.connects += 1
+
+    def subscribe(self, topic, qos=1):
+        """Subscribe now (waiting for the SUBACK) if connected, and on every reconnect."""
+        if (topic, qos) not in self._topics:
+            self._topics.append((topic, qos))
+        if self._link is not None:
+            try:
+                self._link.subscribe(topic, qos, SUBACK_TIMEOUT_MS)
+            except OSError as e:
+                self._lost(e)
+
+    def publish(self, topic, payload, qos=1):
+        """Send ``payload``; False if the link is down (the message is dropped)."""
+        if self._link is None:
+            return False
+        try:
+            self._link.publish(topic, payload, qos)
+            return True
+        except OSError as e:
+            self._lost(e)
+            return False
+
+    def poll(self, timeout_ms):
+        """``[(topic, payload bytes)]`` received, waiting at most ``timeout_ms`` (less as
+        soon as something arrived); reconnects while the link is down. Raises ``MqttError``
+        past ``give_up_ms`` of down time, or before ``connect`` / after ``close``."""
+        start = ticks_ms()
+        while True:
+            left = timeout_ms - _elapsed(start)
+            if self._link is None:
+                self._reconnect()
+            if self._link is not None and not self._inbox:
+                try:
+                    self._link.wait(left)
+                except OSError as e:
+                    self._lost(e)
+            left = timeout_ms - _elapsed(start)
+            if self._inbox or left <= 0:
+                break
+            if self._link is None and self._last_attempt is not None:  # until the next attempt
+                _sleep_ms(max(1, min(left, self._backoff_ms - _elapsed(self._last_attempt))))
+        out = self._inbox[:]
+        self._inbox.clear()  # the link appends to this very list
+        return out
+
+    def _lost(self, error):
+        self.last_error = str(error) or repr(error)
+        if self._link is not None:
+            try:
+                self._link.close()
+            except OSError:
+                pass
+            self._link = None
+        if self._down_since is None:
+            self._down_since = ticks_ms()
+            self._last_attempt = None
+            self._backoff_ms = FIRST_BACKOFF_MS
+
+    def _reconnect(self):
+        if self._down_since is None:  # closed, or never connected
+            raise MqttError("not connected to %s: call connect() first" % self.url)
+        if self._last_attempt is not None and _elapsed(self._last_attempt) < self._backoff_ms:
+            return
+        if self._last_attempt is not None:
+            self._backoff_ms = min(self._backoff_ms * 2, MAX_BACKOFF_MS)
+        self._last_attempt = ticks_ms()
+        try:
+            self._open()
+            return
+        except (OSError, MqttError) as e:
+            self.last_error = str(e) or repr(e)
+        down = _elapsed(self._down_since)
+        if self.give_up_ms is not None and down >= self.give_up_ms:
+            raise MqttError("lost the MQTT broker at %s %d ms ago and could not reconnect: %s"
+                            % (self.url, down, self.last_error))
+
+    def close(self):
+        if self._link is not None:
+            try:
+                self._link.close()
+            except OSError:
+                pass
+            self._link = None
+        self._down_since = None
