@@ -33,6 +33,7 @@ ENTRY_BYTES = 256  # AdHash modulus 2**2048
 SNAPSHOT_VERSION = 1
 MAX_SNAPSHOT_BYTES = 1 << 31
 MAX_VERIFIED_ACCOUNTS = 1 << 18  # the RA-signature cache is cleared when it reaches this
+SQL_MAX_INT = (1 << 63) - 1  # a bid deadline beyond this (never reached) is stored as this
 
 Utxo = collections.namedtuple("Utxo", "account amount height")
 Spent = collections.namedtuple("Spent", "account amount height spent_by spent_height")
@@ -44,7 +45,8 @@ HtlcRow = collections.namedtuple("HtlcRow", "payer payee amount hashlock timeout
 MarketRow = collections.namedtuple(
     "MarketRow", "region window_start window_end window_unit energy_wh bid_deadline status chosen bids height"
 )
-Bid = collections.namedtuple("Bid", "seq unit_price digest height")
+Bid = collections.namedtuple("Bid", "seq unit_price digest height lat_e6 lon_e6")
+Listed = collections.namedtuple("Listed", "")  # a market_open row is all key
 Total = collections.namedtuple("Total", "value")
 
 
@@ -171,6 +173,13 @@ class _Table:
         n = len(self.keys)
         return [(tuple(r[:n]), self._decode(r[n])) for r in self.ledger.conn.execute(self.sql_prefix, (first,))]
 
+    def page(self, first, offset, limit):
+        """``with_prefix`` cut to ``limit`` rows from the ``offset``-th."""
+        self.flush()
+        n = len(self.keys)
+        rows = self.ledger.conn.execute(self.sql_prefix + " LIMIT ? OFFSET ?", (first, limit, offset))
+        return [(tuple(r[:n]), self._decode(r[n])) for r in rows]
+
     def _stage(self, key, old_blob, blob, value):
         staged = self.pending.get(key)
         if staged is None:
@@ -280,9 +289,12 @@ class Ledger:
         self.htlcs = _Table(self, "htlcs", (("htlc_id", bytes),), HtlcRow, True)
         self.market = _Table(self, "market", (("request_key", bytes),), MarketRow, True)
         self.bids = _Table(self, "bids", (("request_key", bytes), ("bidder_key", bytes)), Bid, False)
+        # The requests still taking bids, by region and age: what QUERY_MARKET_REGION pages.
+        self.market_open = _Table(self, "market_open", (
+            ("region_key", bytes), ("height", int), ("request_key", bytes), ("bid_deadline", int)), Listed, False)
         self.totals = _Table(self, "totals", (("name", str),), Total, True)
         self.tables = (self.utxos, self.spent, self.confirmed, self.channels, self.htlcs,
-                       self.market, self.bids, self.totals)
+                       self.market, self.bids, self.market_open, self.totals)
         self._handlers = {
             L.Transaction.TAG: self._transaction,
             L.TAG_FAUCET: self._faucet,
@@ -303,9 +315,14 @@ class Ledger:
             L.QUERY_CHANNEL: lambda q: self._query_row(self.channels, q),
             L.QUERY_HTLC: lambda q: self._query_row(self.htlcs, q),
             L.QUERY_MARKET: self._query_market,
+            L.QUERY_MARKET_REGION: self._query_market_region,
         }
         for table in self.tables:
             conn.execute(table.sql_create)
+        # Derived from the table, so outside the digest: finds the requests whose bidding ends.
+        conn.execute("CREATE INDEX IF NOT EXISTS ledger_market_open_deadline ON ledger_market_open (bid_deadline)")
+        self._sql_bidding_over = ("SELECT region_key, height, request_key, bid_deadline FROM ledger_market_open"
+                                  " WHERE bid_deadline <= ?")
         # Statistics of this replica's own execution: not state, so outside digest and
         # snapshot (a rejection changes no state, and a restored replica starts at zero).
         conn.execute("CREATE TABLE IF NOT EXISTS ledger_rejections (reason INTEGER PRIMARY KEY, count INTEGER NOT NULL)")
@@ -331,6 +348,7 @@ class Ledger:
         if type(height) is not int or height < 0:
             raise ValueError("height must be a non-negative int")
         try:
+            self._close_bidding(height)
             return [self._execute_one(height, raw).encode() for raw in requests]
         finally:
             self.flush()
@@ -374,7 +392,10 @@ class Ledger:
         lookup = self._queries.get(q.kind)
         if lookup is None:
             return L.Result(digest, False, L.UNKNOWN_OP, "unknown query kind %d" % q.kind, None).encode()
-        data = lookup(q)
+        try:
+            data = lookup(q)
+        except Reject as e:
+            return L.Result(digest, False, e.reason, _clip(e.detail), None).encode()
         if data is None:
             return L.Result(digest, False, L.NOT_FOUND, "", None).encode()
         return L.Result(digest, True, L.OK, "", data).encode()
@@ -729,8 +750,20 @@ class Ledger:
         self.market.insert((op.request_key,), MarketRow(
             op.region, op.window_start, op.window_end, op.window_unit, op.energy_wh, op.bid_deadline,
             L.STATUS_OPEN, b"", 0, height))
+        self.market_open.insert(self._listing_key(op.request_key, op.region, height, op.bid_deadline), Listed())
         self._confirm(sha256(raw), height, op, raw)
         return op.request_key
+
+    @staticmethod
+    def _listing_key(request_key, region, height, bid_deadline):
+        return L.market_region_key(region), height, request_key, min(bid_deadline, SQL_MAX_INT)
+
+    def _close_bidding(self, height):
+        """Take the requests whose bidding is over at ``height`` (the first block that
+        refuses their bids) off the region listing; the requests themselves stay."""
+        self.market_open.flush()
+        for row in self.conn.execute(self._sql_bidding_over, (min(height, SQL_MAX_INT),)).fetchall():
+            self.market_open.delete(tuple(row), Listed())
 
     def _open_request(self, request_key):
         request = self.market.get((request_key,))
@@ -754,7 +787,7 @@ class Ledger:
         if not signing.verify(op.bidder_key, op, op.sig):
             raise Reject(L.MARKET_BAD_SIGNATURE, "not signed by the bidder key")
         digest = op.digest()
-        bid = Bid(op.seq, op.unit_price, digest, height)
+        bid = Bid(op.seq, op.unit_price, digest, height, op.lat_e6, op.lon_e6)
         if old is None:
             self.bids.insert(key, bid)
             self.market.update((op.request_key,), request, request._replace(bids=request.bids + 1))
@@ -771,6 +804,9 @@ class Ledger:
         if not signing.verify(op.request_key, op, op.sig):
             raise Reject(L.MARKET_BAD_SIGNATURE, "not signed by the request key")
         self.market.update((op.request_key,), request, request._replace(status=L.STATUS_COMMITTED, chosen=op.bid_digest))
+        listed = self._listing_key(op.request_key, request.region, request.height, request.bid_deadline)
+        if self.market_open.get(listed) is not None:  # a commit before the deadline ends bidding too
+            self.market_open.delete(listed, Listed())
         self._confirm(sha256(raw), height, op, raw)
         return op.bid_digest
 
@@ -799,3 +835,13 @@ class Ledger:
             return None
         bids = [[key[1]] + list(bid) for key, bid in self.bids.with_prefix(q.key)]
         return list(row) + [bids]
+
+    def _query_market_region(self, q):
+        listed = self.market_open.page(q.key, q.index * L.MARKET_PAGE_ROWS, L.MARKET_PAGE_ROWS)
+        if not listed and q.index:
+            raise Reject(L.NOT_FOUND, "page %d is past the last page of open requests in this region" % q.index)
+        rows = []
+        for (_, height, request_key, _), _ in listed:
+            r = self.market.get((request_key,))
+            rows.append([request_key, r.window_start, r.window_end, r.window_unit, r.energy_wh, r.bid_deadline, height])
+        return rows

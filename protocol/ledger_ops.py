@@ -14,7 +14,7 @@ a wallet knows where to find it without asking.
 from . import codec
 from .codec import DecodeError
 from .port import const, sha256
-from .schema import Any, ArrayOf, Bool, Bytes, Nested, Signature, Struct, Text, UInt
+from .schema import Any, ArrayOf, Bool, Bytes, Int, Nested, Signature, Struct, Text, UInt
 from .structures import (
     HASH,
     MAX_TX_INPUTS,
@@ -47,6 +47,9 @@ MAX_DETAIL_BYTES = const(160)
 MAX_WINDOW = const(1000000)  # dispute window, in blocks
 MAX_INSTALLMENTS = const(100000)
 MAX_BIDS = const(64)  # per market request: bounds the state one request can grow
+MARKET_PAGE_ROWS = const(32)  # open requests per ``QUERY_MARKET_REGION`` page
+LATITUDE_E6 = Int(-90000000, 90000000)  # micro-degrees
+LONGITUDE_E6 = Int(-180000000, 180000000)
 MAX_FAUCET_OUTPUTS = const(8)
 PUBKEY = Bytes(33)
 
@@ -153,6 +156,7 @@ QUERY_TX = const(2)  # key: txhash or other request id
 QUERY_CHANNEL = const(3)  # key: channel id
 QUERY_HTLC = const(4)  # key: HTLC id
 QUERY_MARKET = const(5)  # key: the request's one-time public key
+QUERY_MARKET_REGION = const(6)  # key: market_region_key(region), index: page number
 
 
 def reason_name(code):
@@ -354,15 +358,24 @@ class MarketRequest(Struct):
             raise DecodeError(path + ".energy_wh", "at least 1 Wh")
 
 
+def market_region_key(region):
+    """The ``QUERY_MARKET_REGION`` key of a region name: SHA-256 of its UTF-8 bytes, exactly
+    as the request spells it (no case folding: a region is a name both sides agree on)."""
+    return sha256(region.encode("utf-8"))
+
+
 class MarketBid(Struct):
-    """Bidding: a producer's offer under its own one-time key. A higher ``seq`` from the
-    same bidder replaces its earlier bid while the request is open."""
+    """Bidding: a producer's offer under its own one-time key, with its site (a charger's
+    place is public; the consumer needs it to weigh distance against price). A higher
+    ``seq`` from the same bidder replaces its earlier bid while the request is open."""
 
     NAME = "market_bid"
     TAG = TAG_MARKET_BID
     FIELDS = (
         ("request_key", PUBKEY),
         ("bidder_key", PUBKEY),
+        ("lat_e6", LATITUDE_E6),
+        ("lon_e6", LONGITUDE_E6),
         ("unit_price", UInt()),
         ("seq", UInt()),
         ("sig", Signature()),
@@ -396,7 +409,12 @@ class Query(Struct):
       height created;
     - ``QUERY_MARKET``: region, window_start, window_end, window_unit, energy_wh,
       bid_deadline, status, chosen bid digest (``b""`` until committed), bid count,
-      height, and the bids as ``[bidder_key, seq, unit_price, digest, height]``.
+      height, and the bids as ``[bidder_key, seq, unit_price, digest, height, lat_e6,
+      lon_e6]`` in bidder key order;
+    - ``QUERY_MARKET_REGION``: page ``index`` (``MARKET_PAGE_ROWS`` rows) of the requests in
+      the region that still take bids, oldest first, as ``[request_key, window_start,
+      window_end, window_unit, energy_wh, bid_deadline, height]``; page 0 may be empty, a
+      later page past the last is ``NOT_FOUND``.
     """
 
     NAME = "ledger_query"

@@ -32,6 +32,25 @@ class UInt:
         return value
 
 
+class Int:
+    """A signed integer in ``min``..``max``: a charger's site in micro-degrees, say. CBOR
+    carries negative integers natively, so the encoding stays deterministic."""
+
+    def __init__(self, min, max):
+        self.min = min
+        self.max = max
+
+    def check(self, value, path):
+        if type(value) is not int:
+            raise DecodeError(path, "expected an integer")
+        if value < self.min or value > self.max:
+            raise DecodeError(path, "%d is outside %d..%d" % (value, self.min, self.max))
+        return value
+
+    def dump(self, value):
+        return value
+
+
 class Bytes:
     """A byte string of exactly ``size`` bytes, or of ``min``..``max`` bytes."""
 

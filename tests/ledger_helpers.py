@@ -145,8 +145,11 @@ def market_request(key, bid_deadline, region="AT-5020", energy_wh=20000):
     return op
 
 
-def market_bid(request_key, bidder, unit_price, seq=1):
-    op = L.MarketBid(request_key.pubkey, bidder.pubkey, unit_price, seq, b"")
+SALZBURG_E6 = (47809500, 13055000)  # a charger's site (public), in micro-degrees
+
+
+def market_bid(request_key, bidder, unit_price, seq=1, site=SALZBURG_E6):
+    op = L.MarketBid(request_key.pubkey, bidder.pubkey, site[0], site[1], unit_price, seq, b"")
     op.sig = bidder.sign(op)
     return op
 

@@ -332,7 +332,8 @@ def test_market_request_bid_update_and_commit(ledger):
     assert res.ok
     got = H.query(ledger, L.QUERY_MARKET, req.pubkey).data
     assert got[:10] == ["AT-5020", 600, 660, L.WINDOW_HEIGHTS, 20000, 10, L.STATUS_COMMITTED, better.digest(), 2, 1]
-    assert got[10] == sorted([[p1.pubkey, 2, 33, better.digest(), 2], [p2.pubkey, 1, 35, results[1].data, 2]])
+    site = list(H.SALZBURG_E6)
+    assert got[10] == sorted([[p1.pubkey, 2, 33, better.digest(), 2] + site, [p2.pubkey, 1, 35, results[1].data, 2] + site])
     assert H.reasons(H.run(ledger, 11, H.market_bid(req, H.Key("late"), 1))) == ["MARKET_CLOSED"]
 
 

@@ -1,0 +1,172 @@
+"""One side's simulated hardware: contactor, optional battery and meter, and the cable.
+
+Energy is integrated lazily and exactly: nothing happens between calls, and each
+``update(now)`` adds power x elapsed time in integer mJ for the interval since the last
+one. That is exact because power only changes when a contactor switches, and every switch
+(``start_delivery``, ``stop_delivery``) integrates up to its own time first. So a whole
+session costs a few integer operations per installment, whatever the time scale.
+"""
+from .power import Contactor, check_ppm, mj_to_register, registered_wh
+
+
+class Cable:
+    """What joins a producing board to a consuming one; a missing end (None) is the grid,
+    which gives or takes any energy. Energy flows only while every board on it has its
+    contactor closed, at the lowest power any end allows, until a battery is empty or full.
+    Both ends share the cable, so the energy is integrated once for both."""
+
+    def __init__(self, producer, consumer):
+        self.producer = producer
+        self.consumer = consumer
+        self.at_ms = None  # integrated up to here; None before the first update
+        self.lock = None  # a lock the two ends' threads share, when they run in two (the demo)
+
+    def power_w(self):
+        p, c = self.producer, self.consumer
+        w = None
+        for board in (p, c):
+            if board is None:
+                continue
+            if not board.contactor.closed:
+                return 0
+            w = board.power_w if w is None else min(w, board.power_w)
+        if p is not None and p.battery is not None:
+            w = min(w, p.battery.max_discharge_w)
+        if c is not None and c.battery is not None:
+            w = min(w, c.battery.max_charge_w)
+        return w
+
+    def reachable_mj(self):
+        """The most that can still flow before a battery or the producer's energy limit
+        stops it; None: no bound."""
+        p, c = self.producer, self.consumer
+        cap = None
+        if p is not None and p.limit_mj is not None:
+            cap = max(0, p.limit_mj - p.meter.session_mj)
+        if p is not None and p.battery is not None:
+            cap = p.battery.stored_mj if cap is None else min(cap, p.battery.stored_mj)
+        if c is not None and c.battery is not None:
+            room = c.battery.room_mj()
+            cap = room if cap is None else min(cap, room)
+        return cap
+
+    def update(self, now_ms):
+        """Let energy flow up to ``now_ms``. A time the cable is already past adds nothing
+        (the other end may have integrated it a moment later)."""
+        if self.lock is None:
+            return self._update(now_ms)
+        with self.lock:
+            self._update(now_ms)
+
+    def _update(self, now_ms):
+        if self.at_ms is not None and now_ms <= self.at_ms:
+            return
+        if self.at_ms is not None:
+            mj = self.power_w() * (now_ms - self.at_ms)
+            cap = self.reachable_mj()
+            if cap is not None and mj > cap:
+                mj = cap
+            if mj:
+                self._flow(mj)
+        self.at_ms = now_ms
+
+    def _flow(self, mj):
+        p, c = self.producer, self.consumer
+        if p is not None:
+            if p.battery is not None:
+                p.battery.supply_mj(mj)
+            if p.meter is not None:
+                p.meter.count(mj)
+        if c is not None:
+            if c.battery is not None:
+                c.battery.absorb_mj(mj)
+            c.received_mj += mj
+
+
+class SimBoard:
+    """One side's hardware. Standing alone, a board with a meter produces into the grid and
+    one without consumes from it; ``connect`` puts two boards on one cable (V2V, or a
+    vehicle and a charger in one process) so the consumer measures what the producer's
+    meter counts. ``power_w`` is the most this side delivers or takes; the clock is what
+    "now" means for ``time_to_reach_ms`` and ``reset_session``."""
+
+    def __init__(self, name, clock, power_w, battery=None, meter=None, measure_error_ppm=0):
+        if not isinstance(power_w, int) or power_w < 0:
+            raise ValueError("board %s: power must be a non-negative integer of watts, got %r" % (name, power_w))
+        self.name = name
+        self.clock = clock
+        self.power_w = power_w
+        self.battery = battery
+        self.meter = meter
+        self.measure_error_ppm = check_ppm(measure_error_ppm)
+        self.contactor = Contactor()
+        self.received_mj = 0  # true energy in this session (a consumer's)
+        self.limit_mj = None  # a producer's meter stops the flow when it shows this much
+        self.cable = Cable(self, None) if meter is not None else Cable(None, self)
+
+    def __repr__(self):
+        return "SimBoard(%s)" % self.name
+
+    def connect(self, producer):
+        """Plug this (consuming) board into ``producer`` with one cable."""
+        if self.contactor.closed or producer.contactor.closed:
+            raise ValueError("connect %s to %s with both contactors open" % (self.name, producer.name))
+        self.cable = producer.cable = Cable(producer, self)
+
+    def update(self, now_ms):
+        self.cable.update(now_ms)
+
+    def start_delivery(self, now_ms, limit_wh=None):
+        """Close the contactor: energy flows once every end of the cable is closed. A
+        producer's ``limit_wh`` opens it when its meter shows that much, as a charger's
+        energy-limited charging does, so no more flows than was paid for however late the
+        caller looks."""
+        self.cable.update(now_ms)
+        if limit_wh is not None:
+            meter = self._meter()
+            self.limit_mj = meter.session_mj + mj_to_register(limit_wh, meter.session_mj, meter.error_ppm)
+        self.contactor.close(now_ms)
+
+    def stop_delivery(self, now_ms):
+        self.cable.update(now_ms)
+        self.contactor.open(now_ms)
+
+    @property
+    def delivered_wh(self):
+        """What this board's meter shows for the session (whole Wh)."""
+        return self._meter().session_wh
+
+    @property
+    def measured_wh(self):
+        """What this side measured coming in this session (whole Wh, with its error)."""
+        return registered_wh(self.received_mj, self.measure_error_ppm)
+
+    def time_to_reach_ms(self, target_wh):
+        """Simulated ms from now (the board's clock) until the meter shows ``target_wh`` at
+        the power flowing now: after exactly that long it shows at least the target. 0 if
+        it already does; None if it never will as things stand (no power, or a battery
+        empties or fills first)."""
+        meter = self._meter()
+        self.cable.update(self.clock.now_ms())
+        need = mj_to_register(target_wh, meter.session_mj, meter.error_ppm)
+        if need == 0:
+            return 0
+        w = self.cable.power_w()
+        cap = self.cable.reachable_mj()
+        if w == 0 or (cap is not None and need > cap):
+            return None
+        return (need + w - 1) // w
+
+    def reset_session(self):
+        """Start counting a new session: the measurement and the meter's register at zero
+        (``meter.start`` also begins its reading chain)."""
+        self.cable.update(self.clock.now_ms())
+        self.received_mj = 0
+        self.limit_mj = None
+        if self.meter is not None:
+            self.meter.session_mj = 0
+
+    def _meter(self):
+        if self.meter is None:
+            raise ValueError("board %s has no meter" % self.name)
+        return self.meter
