@@ -21,6 +21,7 @@ Writes (``Storage.replace``): ``start``, ``accept``: 1; ``created``, ``reveal`` 
 time for an index), ``take_preimage``: 1; ``refunded``/``claimed``: 1 for the payout coin
 in the book + 1 for the state. Repeats write nothing.
 """
+from plugpay.protocol import codec
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import signing
 from plugpay.protocol.codec import DecodeError
@@ -398,3 +399,35 @@ def load_all(storage, keystore):
         except ValueError as e:
             broken.append((name, str(e)))
     return series, broken
+
+
+def compact_terms(series):
+    """Payer: the series' terms for the payee in 96 bytes per HTLC instead of ~320: what
+    every HTLC shares (payer account, amount, timeout) once, then each hashlock and payer
+    signature. ``expand_terms`` rebuilds the signed ``Htlc`` bytes, which ``accept`` checks."""
+    htlcs = [series.htlc(i) for i in range(series.count())]
+    first = htlcs[0]
+    return codec.dumps([first.payer.encode(), first.amount, first.timeout,
+                       b"".join(h.hashlock for h in htlcs), b"".join(h.payer_sig for h in htlcs)])
+
+
+def expand_terms(data, payee):
+    """Payee: the ``Htlc`` bytes of compact terms naming my account ``payee``; raises
+    ``HtlcError`` on malformed input (the signatures are checked by ``accept``)."""
+    try:
+        value = codec.loads(data, "htlc terms", 200 + 96 * MAX_SERIES)
+        payer, amount, timeout, locks, sigs = value
+        payer = Account.decode(payer)
+    except (DecodeError, TypeError, ValueError) as e:
+        raise HtlcError("compact HTLC terms: %s" % e)
+    if type(amount) is not int or type(timeout) is not int or not isinstance(locks, bytes) \
+            or not isinstance(sigs, bytes):
+        raise HtlcError("compact HTLC terms: wrong field types")
+    count = len(locks) // 32
+    if not 1 <= count <= MAX_SERIES or len(locks) != 32 * count or len(sigs) != 64 * count:
+        raise HtlcError("compact HTLC terms: %d bytes of hashlocks and %d of signatures" % (len(locks), len(sigs)))
+    try:
+        return [Htlc(payer, payee, amount, locks[32 * i:32 * i + 32], timeout, sigs[64 * i:64 * i + 64]).encode()
+                for i in range(count)]
+    except ValueError as e:
+        raise HtlcError("compact HTLC terms: %s" % e)

@@ -9,8 +9,8 @@ their own, so G2V, V2G and V2V run through the same two classes.
 
 Message sequence (I initiator, R responder, P producer, C consumer; N installments)::
 
-    I -> R  SessionSetupReq(session key, meter key)
-    R -> I  SessionSetupRes(OK, session key, meter key)
+    I -> R  SessionSetupReq(session key, meter key, payee account)
+    R -> I  SessionSetupRes(OK, session key, meter key, payee account)
     I -> R  ServicePaymentSelectionReq(payment mode, initiator's role)
     R -> I  ServicePaymentSelectionRes(OK)
     I -> R  ChargeParameterDiscoveryReq(energy, window, power, price, N, tolerance)
@@ -127,10 +127,12 @@ class LinkConfig:
     (the consumer's signs receipts). ``meter_key``: the public key of the meter this side
     reads, ``b""`` if none (the producer needs one). ``parameters``: the agreed
     ``ChargeParameters``. ``payment_modes``: the initiator proposes the first, the
-    responder accepts any of them.
+    responder accepts any of them. ``account``: the producer's encoded payee ``Account``
+    (the wallet checks the peer's), ``b""`` for the consumer.
     """
 
-    def __init__(self, session_id, role, session_key, parameters, payment_modes, meter_key=b"", timeouts=None):
+    def __init__(self, session_id, role, session_key, parameters, payment_modes, meter_key=b"", timeouts=None,
+                 account=b""):
         if not isinstance(session_id, bytes) or len(session_id) != M.SESSION_ID_BYTES:
             raise ValueError("a session id is %d bytes" % M.SESSION_ID_BYTES)
         if role not in (M.ROLE_PRODUCER, M.ROLE_CONSUMER):
@@ -143,6 +145,7 @@ class LinkConfig:
         self.role = role
         self.session_key = M.PUBKEY.check(session_key, "session_key")
         self.meter_key = M.OPTIONAL_PUBKEY.check(meter_key, "meter_key")
+        self.account = M.ACCOUNT.check(account, "account")
         self.parameters = parameters
         self.payment_modes = tuple(payment_modes)
         self.timeouts = timeouts or Timeouts()
@@ -162,6 +165,7 @@ class _Link:
         self.payment_mode = None
         self.peer_session_key = None
         self.peer_meter_key = None
+        self.peer_account = None
         self.phase = SETUP
         self.paused = False
         self.stop_code = None
@@ -399,7 +403,9 @@ class _Link:
     def _on_setup_req(self, p, entry):
         self.peer_session_key = p.session_key
         self.peer_meter_key = p.meter_key
-        self._respond(entry, M.SessionSetupRes(M.OK, self.config.session_key, self.config.meter_key))
+        self.peer_account = p.account
+        self._respond(entry, M.SessionSetupRes(M.OK, self.config.session_key, self.config.meter_key,
+                                               self.config.account))
         self._enter(SELECTION)
 
     def _on_selection_req(self, p, entry):
@@ -503,6 +509,7 @@ class _Link:
         elif kind == M.TAG_SESSION_SETUP_RES:
             self.peer_session_key = p.session_key
             self.peer_meter_key = p.meter_key
+            self.peer_account = p.account
             self._request(M.ServicePaymentSelectionReq(self.config.payment_modes[0], self.role))
             self._enter(SELECTION)
         elif kind == M.TAG_SERVICE_PAYMENT_SELECTION_RES:
@@ -534,7 +541,8 @@ class _Link:
 
     def _terms_agreed(self):
         self._enter(DEPOSIT)
-        self._events.append(E.TermsAgreed(self.payment_mode, self.role, self.parameters, self.peer_session_key, self.peer_meter_key))
+        self._events.append(E.TermsAgreed(self.payment_mode, self.role, self.parameters, self.peer_session_key,
+                                          self.peer_meter_key, self.peer_account))
 
     def _after_receipt(self):
         self._enter(INSTALLMENT if self.installments_paid < self.parameters.installments else POWER_STOP)
@@ -668,7 +676,7 @@ class Initiator(_Link):
 
     def __init__(self, config, now):
         _Link.__init__(self, config, now)
-        self._request(M.SessionSetupReq(config.session_key, config.meter_key))
+        self._request(M.SessionSetupReq(config.session_key, config.meter_key, config.account))
 
 
 class Responder(_Link):

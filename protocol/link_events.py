@@ -22,14 +22,15 @@ class TermsAgreed(Event):
     """Setup is done: both sides agree on mode, roles and charge parameters. The consumer
     now locks its deposit and answers with ``send_installment(proof)`` (installment 0)."""
 
-    FIELDS = ("payment_mode", "role", "parameters", "peer_session_key", "peer_meter_key")
+    FIELDS = ("payment_mode", "role", "parameters", "peer_session_key", "peer_meter_key", "peer_account")
 
-    def __init__(self, payment_mode, role, parameters, peer_session_key, peer_meter_key):
+    def __init__(self, payment_mode, role, parameters, peer_session_key, peer_meter_key, peer_account=b""):
         self.payment_mode = payment_mode
         self.role = role
         self.parameters = parameters
         self.peer_session_key = peer_session_key
         self.peer_meter_key = peer_meter_key
+        self.peer_account = peer_account
 
 
 class InstallmentReceived(Event):

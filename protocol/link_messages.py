@@ -21,8 +21,10 @@ from .port import const
 from .schema import Bool, Bytes, Nested, Record, Signature, Struct, UInt
 from .structures import HASH, SESSION_ID, TAG_LINK_MESSAGE, LinkMessage, MeterReading
 
-MAX_LINK_BYTES = const(2048)
-MAX_PROOF_BYTES = const(1024)  # a fully signed ChannelState is ~230 bytes, an HTLC's r 32
+MAX_LINK_BYTES = const(12800)
+# A fully signed ChannelState is ~230 bytes and an HTLC's r 32, but an HTLC series' deposit
+# carries 96 bytes of terms per HTLC (hashlock and payer signature): up to ~120 HTLCs.
+MAX_PROOF_BYTES = const(12288)
 SESSION_ID_BYTES = SESSION_ID.max
 
 # Response codes: stable numbers, they are on the wire.
@@ -72,6 +74,7 @@ ROLE_CONSUMER = const(2)
 CODE = UInt(0xFFFF)
 PUBKEY = Bytes(33)
 OPTIONAL_PUBKEY = Bytes(max=33)  # empty when the side has no meter, or in a refusal
+ACCOUNT = Bytes(max=128)  # the producer's encoded payee Account; empty from the consumer
 PROOF = Bytes(max=MAX_PROOF_BYTES)
 
 TAG_SESSION_SETUP_REQ = const(64)
@@ -139,11 +142,12 @@ class _Payload(Struct):
 
 
 class SessionSetupRes(_Payload):
-    """The responder's one-time session key and, if it meters, its meter key."""
+    """The responder's one-time session key, its meter key if it meters, and its payee
+    account if it produces."""
 
     NAME = "session_setup_res"
     TAG = TAG_SESSION_SETUP_RES
-    FIELDS = (("code", CODE), ("session_key", OPTIONAL_PUBKEY), ("meter_key", OPTIONAL_PUBKEY))
+    FIELDS = (("code", CODE), ("session_key", OPTIONAL_PUBKEY), ("meter_key", OPTIONAL_PUBKEY), ("account", ACCOUNT))
 
     def validate(self, path):
         _check_key(self.session_key, path + ".session_key")
@@ -153,7 +157,7 @@ class SessionSetupRes(_Payload):
 
     @classmethod
     def refusal(cls, code, request):
-        return cls(code, b"", b"")
+        return cls(code, b"", b"", b"")
 
 
 class _CodeOnly(_Payload):
@@ -229,12 +233,13 @@ class ResumeRes(_Payload):
 
 
 class SessionSetupReq(_Payload):
-    """The initiator's one-time session key (it signs receipts if the initiator consumes)
-    and its meter key (empty if it does not meter)."""
+    """The initiator's one-time session key (it signs receipts if the initiator consumes),
+    its meter key (empty if it does not meter) and its payee account (an encoded
+    ``Account``, empty unless it produces: the consumer's deposit pays it)."""
 
     NAME = "session_setup_req"
     TAG = TAG_SESSION_SETUP_REQ
-    FIELDS = (("session_key", PUBKEY), ("meter_key", OPTIONAL_PUBKEY))
+    FIELDS = (("session_key", PUBKEY), ("meter_key", OPTIONAL_PUBKEY), ("account", ACCOUNT))
     RESPONSE = SessionSetupRes
 
     def validate(self, path):

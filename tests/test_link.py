@@ -301,7 +301,7 @@ def test_messages_out_of_order_are_refused(case):
         assert vehicle.receive(data, 0) == [] and vehicle.messages_to_send() == []
         return
     if case == "setup-to-initiator":
-        refused_without_change(vehicle, next_frame(charger, M.SessionSetupReq(charger.config.session_key, b"")), M.FAILED_SequenceError)
+        refused_without_change(vehicle, next_frame(charger, M.SessionSetupReq(charger.config.session_key, b"", b"")), M.FAILED_SequenceError)
         return
     for data in setup:  # setup only: up to TermsAgreed
         charger.receive(data, 0)

@@ -14,9 +14,9 @@ PARAMS = M.ChargeParameters(2000, 100, 200, 11000, 350, 4, 5)
 
 def samples():
     return [
-        M.SessionSetupReq(KEY, b""),
-        M.SessionSetupRes(M.OK, KEY, KEY),
-        M.SessionSetupRes(M.FAILED, b"", b""),
+        M.SessionSetupReq(KEY, b"", b""),
+        M.SessionSetupRes(M.OK, KEY, KEY, bytes(105)),
+        M.SessionSetupRes(M.FAILED, b"", b"", b""),
         M.ServicePaymentSelectionReq(M.MODE_HTLC, M.ROLE_CONSUMER),
         M.ServicePaymentSelectionRes(M.FAILED_PaymentSelectionInvalid),
         M.ChargeParameterDiscoveryReq(PARAMS),
@@ -100,8 +100,8 @@ def test_unknown_kind_and_oversize_are_refused():
     [
         (lambda: M.ServicePaymentSelectionReq(3, M.ROLE_PRODUCER), "payment_mode"),
         (lambda: M.ServicePaymentSelectionReq(M.MODE_HTLC, 0), "initiator_role"),
-        (lambda: M.SessionSetupReq(bytes([4]) + bytes(32), b""), "session_key"),
-        (lambda: M.SessionSetupRes(M.OK, b"", b""), "session_key"),
+        (lambda: M.SessionSetupReq(bytes([4]) + bytes(32), b"", b""), "session_key"),
+        (lambda: M.SessionSetupRes(M.OK, b"", b"", b""), "session_key"),
         (lambda: M.ChargeParameters(3, 100, 200, 11000, 350, 4, 0), "installments"),
         (lambda: M.ChargeParameters(2000, 200, 200, 11000, 350, 4, 0), "window_end"),
         (lambda: M.ChargeParameters(2000, 100, 200, 0, 350, 4, 0), "max_power_w"),

@@ -4,17 +4,9 @@ import sys
 
 
 def _demo(args):
-    from plugpay.tools import bench_crypto, selfcheck
+    from plugpay.tools import demo
 
-    print("plugpay demo")
-    print("The charging session (vehicle, charger, ledger, installments) is not built yet;")
-    print("until it is, the demo checks the protocol core across runtimes and benchmarks it.\n")
-    print("Protocol self-check (CPython and MicroPython):")
-    selfcheck.run()
-    print("\nCrypto benchmark (quick):")
-    report = bench_crypto.run(quick=True, with_micropython=not args.no_micropython)
-    print(bench_crypto.table(report))
-    return 0
+    return demo.run(args)
 
 
 def _selfcheck(args):
@@ -30,6 +22,10 @@ def _bench(args):
         from plugpay.tools import bench_ledger
 
         return bench_ledger.main(args)
+    if args.what == "wallet":
+        from plugpay.tools import bench_wallet
+
+        return bench_wallet.main(args)
     from plugpay.tools import bench_crypto
 
     return bench_crypto.main(args)
@@ -44,17 +40,22 @@ def parser():
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    d = sub.add_parser("demo", help="run the main job on the embedded defaults (see README)")
-    d.add_argument("--no-micropython", action="store_true", help="skip the MicroPython half of the benchmark")
+    from plugpay.tools import demo
+
+    d = sub.add_parser("demo", help="a whole charging session: RA, 4-replica ledger, broker, gateway, vehicle and "
+                       "charger (see README)", description=demo.__doc__.split("\n\n")[1].replace("\n", " "))
+    demo.add_arguments(d)
     d.set_defaults(func=_demo)
 
     s = sub.add_parser("selfcheck", help="check that CPython and MicroPython agree on every wire structure")
     s.set_defaults(func=_selfcheck)
 
     b = sub.add_parser("bench", help="benchmarks that print figures beside a baseline measured in the same run")
-    b.add_argument("what", choices=["crypto", "ledger"],
+    b.add_argument("what", choices=["crypto", "ledger", "wallet"],
                    help="crypto: key generation, sign, verify, 300 RA-signed accounts; "
-                   "ledger: real transactions through four replica processes")
+                   "ledger: real transactions through four replica processes; "
+                   "wallet: flash per key, O(1) key reads and the heap and sign time of a channel session"
+                   " under MicroPython")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     b.add_argument("--quick", action="store_true", help="shorter timing loops (noisier figures)")
     b.add_argument("--no-micropython", action="store_true", help="crypto: skip the MicroPython (WebAssembly) run")
@@ -63,6 +64,10 @@ def parser():
     b.add_argument("--lanes", type=int, default=256,
                    help="ledger: transactions in flight at saturation (default 256: enough that the"
                    " next batch is agreed while the previous one executes)")
+    b.add_argument("--keys", type=int, default=None,
+                   help="wallet: RA-signed keys in the keystore (default 10000; 300 with --quick)")
+    b.add_argument("--installments", type=int, default=None,
+                   help="wallet: installments of the channel session (default 100; 10 with --quick)")
     b.set_defaults(func=_bench)
 
     from plugpay.tools import ledger_cli, ra_cli, wallet_cli

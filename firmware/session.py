@@ -1,0 +1,642 @@
+"""One side of a charging session: the link machine, the wallet and the board together.
+
+``protocol/link.py`` says *when* a deposit, a reading, a receipt or an installment is due;
+this module decides *what* they are and checks what the peer sends, with the wallet's
+channels and HTLC series and the board's meter and contactor. It is sans-IO like the link:
+the runner feeds it link bytes, ledger answers and the time, and takes out link bytes and
+ledger requests. Producer and consumer are roles of their own, independent of initiator
+(the vehicle's end) and responder, so G2V, V2G and V2V run through the same code.
+
+Money, for a budget ``b = energy_wh * unit_price // 1000`` in N installments:
+
+* state channel: installment 0 is the confirmed ``ChannelOpen`` locking ``b`` (whose seq 0
+  already gives the producer ``b // N``); installment k (1..N-1) is the consumer-signed
+  state of seq k paying ``b * (k + 1) // N`` for ``due_wh(k)`` against the receipt of
+  reading k, and the producer's answer is that state countersigned. At the end the
+  consumer signs a cooperative ``ChannelClose`` on the latest state, sent beside the link
+  on the session topic; the producer countersigns and submits it (on-chain: open and
+  close). A producer that gets no close disputes with its latest state and settles after
+  the window; so does a consumer whose peer vanished.
+* HTLC series: installment 0 is the series' terms (each HTLC ``b // N``, all N funded and
+  confirmed first) with preimage r_0; installment k is r_k. The producer checks on the
+  ledger that the HTLC is open before it accepts, and claims each one.
+
+Each installment pays for the next e/N in advance, so the producer never delivers energy
+it holds no payment for (exposure <= 0) and the consumer never has more than b/N
+outstanding. Both sides measure their exposure at every step (``exposure``).
+
+Before a payment goes out the consumer checks the reading against its own measurement
+(``tolerance_wh``) and signs the receipt that the payment covers; the producer checks that
+each state pays exactly what is due, for the energy and receipt of that reading.
+"""
+from plugpay.protocol import codec, link, signing
+from plugpay.protocol import ledger_ops as L
+from plugpay.protocol import link_events as E
+from plugpay.protocol import link_messages as M
+from plugpay.protocol.codec import DecodeError
+from plugpay.protocol.port import sha256
+from plugpay.protocol.structures import Account, ChannelState, MeterReceipt
+
+from .bookkeeping import WalletError
+from .books import check_account
+from .channels import ChannelError
+from .htlcs import HtlcError, compact_terms, expand_terms
+
+CHANNEL = M.MODE_STATE_CHANNEL
+HTLC = M.MODE_HTLC
+CLOSE_RESEND_MS = 500  # the consumer sends its signed close again this often
+CLOSE_TRIES = 4  # then it closes alone (dispute), as does a producer that got none
+NO_POWER_POLL_MS = 10
+WATCH_MS = 250  # the producer looks at the channel on the ledger this often while it waits
+SETTLE_RETRY_MS = 200
+
+
+class Terms:
+    """What both sides agreed before the link starts (in the market): the charge
+    parameters, the payment mode, the session id, who produces and who initiates, the
+    channel's dispute window (blocks), the HTLCs' timeout (block height) and the fee offered
+    with each ledger request."""
+
+    def __init__(self, session_id, parameters, mode, producer, initiator, window=10, htlc_timeout=100000, fee=0):
+        if mode not in (CHANNEL, HTLC):
+            raise ValueError("unknown payment mode %r" % (mode,))
+        self.session_id = session_id
+        self.parameters = parameters
+        self.mode = mode
+        self.producer = producer
+        self.initiator = initiator
+        self.window = window
+        self.htlc_timeout = htlc_timeout
+        self.fee = fee
+
+    def budget(self):
+        p = self.parameters
+        b = p.energy_wh * p.unit_price // 1000
+        return b - b % p.installments if self.mode == HTLC else b
+
+    def paid_after(self, k):
+        """What the producer holds once installment k is accepted."""
+        return self.budget() * (k + 1) // self.parameters.installments
+
+
+class Misbehaviour:
+    """A side that cheats, for tests and the demo: a producer that stops delivering after
+    reading ``stop_delivering_after``, a consumer that stops paying from installment
+    ``stop_paying_at``, a consumer that closes with a stale state at the end."""
+
+    def __init__(self, stop_delivering_after=None, stop_paying_at=None, stale_close=False):
+        self.stop_delivering_after = stop_delivering_after
+        self.stop_paying_at = stop_paying_at
+        self.stale_close = stale_close
+
+
+class Session:
+    """One side of a session. Inputs: ``link_received``, ``ledger_answer``, ``tick``; outputs:
+    ``link_messages`` (bytes for the peer), ``ledger_requests`` (``(kind, bytes)`` with kind
+    "submit" or "query"), ``next_deadline``. ``finished`` once its money is settled."""
+
+    def __init__(self, wallet, board, terms, now, timeouts=None, misbehaviour=None, timestamp=0):
+        self.wallet = wallet
+        self.board = board
+        self.terms = terms
+        self.params = terms.parameters
+        self.producer = terms.producer
+        self.cheat = misbehaviour or Misbehaviour()
+        self.timestamp = timestamp  # Unix seconds the meter stamps, advanced with the clock
+        self.started = now
+        self.index, account = wallet.new_account()  # one-time: receipts or payouts, never reused
+        self.account = account
+        self.session_secret = wallet.keystore.secret(self.index)
+        role = M.ROLE_PRODUCER if self.producer else M.ROLE_CONSUMER
+        meter_key = board.meter.pubkey if self.producer else b""
+        config = link.LinkConfig(terms.session_id, role, account.pubkey, self.params, (terms.mode,), meter_key,
+                                 timeouts, account.encode() if self.producer else b"")
+        self.machine = (link.Initiator if terms.initiator else link.Responder)(config, now)
+        self.peer_account = None
+        self.channel = None  # the wallet's Channel
+        self.series = None  # the wallet's HtlcSeries
+        self.deposit = None  # consumer: the ChannelOpen bytes, or the HTLC terms being funded
+        self.funded = 0  # consumer, HTLC: HTLCs confirmed
+        self.delivering = None  # producer: the cumulative Wh of the chunk being delivered
+        self.receipt = None  # the last receipt's digest
+        self.paid_signed = 0  # consumer: the most it signed away; producer: the most it holds
+        self.max_exposure = 0
+        self.exposure_log = []  # (ms since start, exposure, energy Wh, paid) at each change
+        self.onchain = []  # this side's ledger requests that were applied (bytes)
+        self.log = []  # (ms since start, text) of what happened
+        self.stop_code = None
+        self.closing = None  # the close (or dispute) request on its way to the ledger
+        self.closing_started = False
+        self.close_tries = 0
+        self.wake = None  # when wake_action runs next (closing and settling)
+        self.wake_action = None
+        self.stale = None  # misbehaving consumer: the fully signed state of seq 1
+        self.claims = 0  # producer, HTLC: claims waiting for the ledger
+        self.now = now
+        self.finished = False
+        self.payout = None
+        self._out = []
+        self._ledger = []
+        self._waiting = {}  # request digest -> callback(result, now)
+        self._resend = {}  # digest -> (kind, bytes) to send again after a lost answer
+        board.reset_session()
+        if self.producer:
+            board.meter.start(terms.session_id, self.params.unit_price)
+        self._collect(now)
+
+    # ---- inputs ------------------------------------------------------------------------
+
+    def link_received(self, data, now):
+        """Bytes from the session topic: a link message, or the closing exchange."""
+        if _is_ledger_op(data):
+            return self._close_message(data, now)
+        self._handle(self.machine.receive(data, now), now)
+
+    def ledger_answer(self, data, now):
+        """A ``Result`` from the ledger (through the gateway) for one of our requests."""
+        try:
+            result = L.Result.decode(data, L.MAX_REQUEST_BYTES)
+        except DecodeError as e:
+            self._note(now, "dropped a bad ledger answer: %s" % e)
+            return
+        callback = self._waiting.pop(result.request_digest, None)
+        if callback is None:
+            return
+        kind, raw = self._resend.pop(result.request_digest)
+        if kind == "submit" and result.ok:
+            self.onchain.append(raw)
+        try:
+            callback(result, data, now)
+        except (WalletError, ChannelError, HtlcError) as e:  # the wallet refused the ledger's answer
+            self._note(now, "ledger answer refused by the wallet: %s" % e)
+            self._stop(M.FAILED, now)
+        self._collect(now)
+
+    def tick(self, now):
+        self._handle(self.machine.tick(now), now)
+        if self.producer and self.delivering is not None:
+            self._deliver(now)
+        if self.wake is not None and now >= self.wake:
+            action, self.wake = self.wake_action, None
+            action(now)
+        self._collect(now)
+
+    # ---- outputs -----------------------------------------------------------------------
+
+    def link_messages(self):
+        out = self._out
+        self._out = []
+        return out
+
+    def ledger_requests(self):
+        out = self._ledger
+        self._ledger = []
+        return out
+
+    def pending_ledger(self):
+        """The requests still unanswered, to send again after a lost connection."""
+        return list(self._resend.values())
+
+    def next_deadline(self):
+        t = self.machine.next_deadline()
+        if self.producer and self.delivering is not None and not self.machine.paused:
+            sim_ms = self.board.time_to_reach_ms(self.delivering)
+            if sim_ms is None:  # no power yet (the consumer's contactor is still open): look again soon
+                d = self.now + NO_POWER_POLL_MS
+            else:
+                d = self.now + -(-sim_ms * 1000 // int(getattr(self.board.clock, "scale", 1) * 1000))
+            t = d if t is None or d < t else t
+        if self.wake is not None and (t is None or self.wake < t):
+            t = self.wake
+        return t
+
+    @property
+    def stopped(self):
+        return self.machine.phase == link.STOPPED
+
+    def exposure(self):
+        """Money at risk now: the consumer's signed payments beyond the energy it measured,
+        the producer's delivered energy beyond the payments it holds (smallest units)."""
+        price = self.params.unit_price
+        if self.producer:
+            return self.board.delivered_wh * price // 1000 - self.paid_signed
+        return self.paid_signed - self.board.measured_wh * price // 1000
+
+    # ---- link events ---------------------------------------------------------------------
+
+    def _handle(self, events, now):
+        for ev in events:
+            try:
+                self._on_event(ev, now)
+            except (WalletError, ChannelError, HtlcError) as e:
+                self._note(now, "refused: %s" % e)
+                self._stop(M.FAILED_UnpaidOverLimit if self.producer else M.FAILED_SignatureError, now)
+        self._collect(now)
+
+    def _on_event(self, ev, now):
+        m = self.machine
+        if isinstance(ev, E.TermsAgreed):
+            self._note(now, "terms agreed: %s, %d installments of %d" % (
+                "state channel" if self.terms.mode == CHANNEL else "HTLC series", self.params.installments,
+                self.terms.budget() // self.params.installments))
+            if not self.producer:
+                self._deposit(ev.peer_account, now)
+        elif isinstance(ev, E.InstallmentReceived):
+            self._installment_received(ev.index, ev.proof, now)
+        elif isinstance(ev, E.InstallmentAccepted):
+            self._installment_accepted(ev.index, ev.proof, now)
+        elif isinstance(ev, E.PowerDeliveryStarted):
+            self.board.start_delivery(self._board_now())
+            if self.producer:
+                self._start_chunk(now)
+        elif isinstance(ev, E.MeterReadingReceived):
+            self._reading_received(ev.reading, now)
+        elif isinstance(ev, E.ReceiptReceived):
+            self.receipt = ev.receipt.digest()
+        elif isinstance(ev, E.PowerDeliveryStopped):
+            self.board.stop_delivery(self._board_now())
+        elif isinstance(ev, E.ResumeRequested):
+            m.accept_resume(self.balance(), now)
+        elif isinstance(ev, E.SessionStopped):
+            self.stop_code = ev.code
+            self._note(now, "link stopped: %s%s" % (M.code_name(ev.code), " (by the peer)" if ev.by_peer else ""))
+            self._after_stop(now)
+        elif isinstance(ev, (E.Timeout, E.MessageRefused, E.PeerRefused, E.Paused, E.Resumed)):
+            self._note(now, repr(ev))
+
+    def balance(self):
+        """The latest co-signed balance, for a resume: the channel state or the count of
+        preimages given."""
+        if self.channel is not None:
+            return self.channel.latest().encode()
+        if self.series is not None:
+            return codec.dumps(self.series.rec.revealed)
+        return b""
+
+    # ---- consumer ------------------------------------------------------------------------
+
+    def _deposit(self, peer_account, now):
+        try:
+            account = Account.decode(peer_account)
+        except DecodeError as e:
+            raise WalletError("the producer's account: %s" % e)
+        check_account(self.wallet.ra_pubkeys, account, "producer")
+        self.peer_account = account
+        b = self.terms.budget()
+        n = self.params.installments
+        if self.terms.mode == CHANNEL:
+            channel_id, raw = self.wallet.open_channel(account, b, n, self.terms.window, self.terms.fee)
+            self.deposit = raw
+            self._note(now, "opening channel %s: %d locked" % (channel_id.hex()[:16], b))
+            self._submit(raw, self._opened, now)
+        else:
+            self.series = self.wallet.start_htlcs(account, b // n, n, self.terms.htlc_timeout)
+            self._fund_next(now)
+
+    def _opened(self, result, data, now):
+        outcome = self.wallet.handle_result(data)
+        if outcome != "confirmed":
+            self._note(now, "channel open %s: %s %s" % (outcome, L.reason_name(result.reason), result.detail))
+            return self._stop(M.FAILED, now)
+        self.channel = self.wallet.channel(L.decode_request(self.deposit).channel_id())
+        self._signed(self.terms.paid_after(0), now)
+        self._pay(now)
+
+    def _fund_next(self, now):
+        raw = self.wallet.fund_htlc(self.series.series_id, self.funded, self.terms.fee)
+        self._submit(raw, self._htlc_funded, now)
+
+    def _htlc_funded(self, result, data, now):
+        outcome = self.wallet.handle_result(data)
+        if outcome != "confirmed":
+            self._note(now, "HTLC %d: %s %s" % (self.funded, L.reason_name(result.reason), result.detail))
+            return self._stop(M.FAILED, now)
+        self.funded += 1
+        if self.funded < self.params.installments:
+            return self._fund_next(now)
+        self._note(now, "%d HTLCs funded" % self.funded)
+        self._pay(now)
+
+    def _pay(self, now):
+        """Send the installment that is due, if the machine wants one."""
+        m = self.machine
+        if m.stop_code is not None or m.paused or m.phase not in (link.DEPOSIT, link.INSTALLMENT):
+            return
+        k = m.installments_paid
+        if self.cheat.stop_paying_at is not None and k >= self.cheat.stop_paying_at:
+            self._note(now, "misbehaving: not paying installment %d" % k)
+            return
+        if self.terms.mode == CHANNEL:
+            if k == 0:
+                proof = self.deposit
+            else:
+                proof = self.channel.propose(self.terms.paid_after(k), self.params.due_wh(k), self.receipt)
+                self._signed(self.terms.paid_after(k), now)
+        else:
+            preimage = self.series.reveal(k)
+            proof = codec.dumps([compact_terms(self.series), preimage]) if k == 0 else preimage
+            self._signed(self.terms.paid_after(k), now)
+        m.send_installment(proof, now)
+
+    def _installment_accepted(self, k, proof, now):
+        if self.terms.mode == CHANNEL and k > 0:
+            self.channel.accept(proof)
+            if k == 1 and self.cheat.stale_close:
+                self.stale = proof
+
+    def _reading_received(self, reading, now):
+        self.board.update(self._board_now())
+        measured = self.board.measured_wh
+        if reading.cumulative_wh > measured + self.params.tolerance_wh:
+            self._note(now, "reading %d says %d Wh, measured %d Wh" % (reading.index, reading.cumulative_wh, measured))
+            return self._stop(M.FAILED_ReceiptMismatch, now)
+        receipt = MeterReceipt(reading, b"")
+        receipt.ev_sig = signing.sign(self.session_secret, receipt)
+        self.receipt = receipt.digest()
+        self.machine.send_receipt(receipt.ev_sig, now)
+        self._track(now)
+        self._pay(now)
+
+    # ---- producer ------------------------------------------------------------------------
+
+    def _installment_received(self, k, proof, now):
+        m = self.machine
+        if self.terms.mode == CHANNEL:
+            if k == 0:
+                self.channel = self.wallet.accept_channel(proof, self.index, self.terms.budget(),
+                                                          self.params.installments, self.terms.window)
+                query = self.channel.query()
+                return self._query(query, self._channel_seen, now)
+            state = ChannelState.decode(proof, M.MAX_PROOF_BYTES)
+            due = (self.terms.paid_after(k), self.params.due_wh(k), self.receipt)
+            if (state.paid_to_producer, state.energy_wh, state.receipt_digest) != due:
+                raise ChannelError("installment %d pays %d for %d Wh; %d for %d Wh against the last receipt is due"
+                                   % (k, state.paid_to_producer, state.energy_wh, due[0], due[1]))
+            full = self.channel.countersign(proof)
+            self._accepted(k, full, now)
+            return
+        if k == 0:
+            try:
+                terms, preimage = codec.loads(proof, "htlc deposit", M.MAX_PROOF_BYTES)
+            except (DecodeError, TypeError, ValueError) as e:
+                raise HtlcError("the HTLC deposit: %s" % e)
+            if not isinstance(terms, bytes) or not isinstance(preimage, bytes):
+                raise HtlcError("the HTLC deposit is [terms, preimage]")
+            self.series = self.wallet.accept_htlcs(expand_terms(terms, self.account), self.index)
+            if self.series.count() != self.params.installments \
+                    or self.series.rec.amount * self.series.count() != self.terms.budget():
+                raise HtlcError("the series is not %d HTLCs of %d" % (
+                    self.params.installments, self.terms.budget() // self.params.installments))
+        else:
+            preimage = proof
+        self.series.take_preimage(k, preimage)
+        query = L.Query(L.QUERY_HTLC, self.series.htlc_id(k), 0).encode()
+        self._query(query, lambda result, data, t: self._htlc_seen(k, result, t), now)
+
+    def _channel_seen(self, result, data, now):
+        if not result.ok or result.data[5] != L.STATUS_OPEN:
+            self._note(now, "the channel is not open on the ledger: %s" % L.reason_name(result.reason))
+            return self._stop(M.FAILED_UnpaidOverLimit, now)
+        self._accepted(0, b"", now)
+
+    def _htlc_seen(self, k, result, now):
+        if not result.ok or result.data[5] != L.STATUS_OPEN:
+            self._note(now, "HTLC %d is not open on the ledger: %s" % (k, L.reason_name(result.reason)))
+            return self._stop(M.FAILED_UnpaidOverLimit, now)
+        self._accepted(k, b"", now)
+        self.claims += 1
+        self._submit(self.series.claim(k), lambda r, d, t: self._claimed(k, d, t), now)
+
+    def _claimed(self, k, data, now):
+        if self.wallet.settle_htlc(self.series.series_id, k, data) == "claimed":
+            self.payout = (self.payout or 0) + self.series.rec.amount
+        self.claims -= 1
+        if self.stopped and self.claims == 0:
+            self.finished = True
+
+    def _accepted(self, k, proof, now):
+        self._signed(self.terms.paid_after(k), now)
+        self.machine.accept_installment(proof, now)
+        if k > 0 and not self.machine.paused:
+            self._start_chunk(now)
+
+    def _start_chunk(self, now):
+        k = self.machine.readings + 1
+        if self.cheat.stop_delivering_after is not None and k > self.cheat.stop_delivering_after:
+            self.board.stop_delivery(self._board_now())
+            self._note(now, "misbehaving: not delivering chunk %d" % k)
+            return
+        self.delivering = self.params.due_wh(k)
+        self.board.start_delivery(self._board_now(), self.delivering)
+        self._deliver(now)
+
+    def _deliver(self, now):
+        """Send reading k once the meter reached it; energy stops until it is paid."""
+        if self.machine.paused or self.machine.phase != link.CHARGING:
+            return
+        self.board.update(self._board_now())
+        if self.board.delivered_wh < self.delivering:
+            return
+        self.board.stop_delivery(self._board_now())
+        self.delivering = None
+        k = self.machine.readings + 1
+        self.timestamp += 1
+        reading = self.board.meter.read(k, self.timestamp)
+        self.machine.send_reading(reading, now)
+        self._track(now)
+
+    # ---- the end: closing and settling ----------------------------------------------------
+
+    def _after_stop(self, now):
+        """The link is over: stop energy, then settle the money (once)."""
+        self.delivering = None
+        self.board.stop_delivery(self._board_now())
+        self._track(now)
+        if self.closing_started or self.finished:
+            return
+        self.closing_started = True
+        if self.channel is None:
+            if self.series is not None and not self.producer:
+                self._note(now, "%d of %d preimages revealed; the rest refund after block %d" % (
+                    self.series.rec.revealed, self.series.count(), self.series.rec.timeout))
+            self.finished = not self.producer or self.claims == 0
+            return
+        if self.producer:
+            self._later(now + WATCH_MS, self._watch)  # the consumer's close, or its dispute
+        elif self.stale is not None:
+            self._stale_close(now)
+        else:
+            self._send_close(now)
+
+    def _later(self, when, action):
+        self.wake = when
+        self.wake_action = action
+
+    def _send_close(self, now):
+        """Consumer: my signature on closing with the latest state, sent again every
+        ``CLOSE_RESEND_MS`` up to ``CLOSE_TRIES`` times; then I close alone."""
+        if self.closing is not None:
+            return
+        self.close_tries += 1
+        if self.close_tries > CLOSE_TRIES:
+            return self._dispute(now)
+        self._out.append(self.channel.sign_close())
+        if self.close_tries == 1:
+            self._note(now, "sent a close on seq %d" % self.channel.latest().seq)
+        self._later(now + CLOSE_RESEND_MS, self._send_close)
+
+    def _watch(self, now):
+        """Producer: look at the channel on the ledger while no close came: a consumer
+        that closed alone with a stale state is answered with the latest one at once."""
+        if self.closing is not None:
+            return
+        self.close_tries += 1
+        self._query(self.channel.query(), self._watched, now)
+
+    def _watched(self, result, data, now):
+        if self.closing is not None:
+            return
+        status = result.data[5] if result.ok else None
+        if status == L.STATUS_CLOSING:
+            if result.data[6] < self.channel.latest().seq:
+                self._note(now, "the consumer closed alone with seq %d: answering with seq %d" % (
+                    result.data[6], self.channel.latest().seq))
+                return self._dispute(now)
+            self.closing = b"settle"
+            return self._settle(now)
+        if status is not None and status != L.STATUS_OPEN:
+            return self._paid_out(result, data, now)
+        if self.close_tries * WATCH_MS >= CLOSE_TRIES * CLOSE_RESEND_MS * 2:
+            return self._dispute(now)
+        self._later(now + WATCH_MS, self._watch)
+
+    def _close_message(self, data, now):
+        """The consumer's signed close (producer) or the completed close (consumer)."""
+        try:
+            op = L.decode_request(data)
+        except (DecodeError, L.UnknownOp) as e:
+            self._note(now, "dropped a bad close message: %s" % e)
+            return
+        if self.channel is None or not isinstance(op, L.ChannelClose) or self.closing is not None:
+            return
+        if self.producer:
+            try:
+                full = self.channel.countersign_close(data)
+            except ChannelError as e:
+                self._note(now, "refused the close: %s" % e)
+                return
+            self._out.append(full)
+            self._submit_close(full, now)
+        elif op.sig_producer:
+            self._submit_close(data, now)
+        self._collect(now)
+
+    def _submit_close(self, raw, now):
+        self.closing = raw
+        self.wake = None
+        self._note(now, "submitting the cooperative close on seq %d" % self.channel.latest().seq)
+        self._submit(raw, self._closed, now)
+
+    def _closed(self, result, data, now):
+        if result.ok or result.reason in (L.DUPLICATE, L.CHANNEL_CLOSED):
+            return self._finish(now)
+        self._note(now, "close refused: %s %s" % (L.reason_name(result.reason), result.detail))
+        self._dispute(now)
+
+    def _dispute(self, now):
+        """Close alone with my latest state (or answer a stale close with it)."""
+        self._note(now, "closing alone with seq %d" % self.channel.latest().seq)
+        self.wake = None
+        self.closing = self.channel.dispute()
+        self._submit(self.closing, self._disputed, now)
+
+    def _stale_close(self, now):
+        """Misbehaviour: a unilateral close with the old state of seq 1, which pays the
+        producer less; the producer must answer it within the window."""
+        state = ChannelState.decode(self.stale)
+        op = L.ChannelDispute(state, False, b"")
+        op.closer_sig = signing.sign(self.wallet.keystore.secret(self.channel.rec.my_index), op)
+        self._note(now, "misbehaving: closing alone with stale seq %d (latest %d)" % (
+            state.seq, self.channel.latest().seq))
+        self.closing = op.encode()
+        self._submit(self.closing, self._disputed, now)
+
+    def _disputed(self, result, data, now):
+        if result.ok:
+            self._note(now, "unilateral close recorded; settling after the %d-block window" % self.terms.window)
+        elif result.reason not in (L.DUPLICATE, L.CHANNEL_STALE_STATE):
+            self._note(now, "unilateral close refused: %s %s" % (L.reason_name(result.reason), result.detail))
+            return self._finish(now)
+        self._later(now + SETTLE_RETRY_MS, self._settle)
+
+    def _settle(self, now):
+        self._submit(self.channel.settle(), self._settled, now)
+
+    def _settled(self, result, data, now):
+        if result.ok or result.reason in (L.DUPLICATE, L.CHANNEL_CLOSED, L.CHANNEL_NOT_CLOSING):
+            return self._finish(now)
+        if result.reason != L.CHANNEL_TOO_EARLY:
+            self._note(now, "settle refused: %s %s" % (L.reason_name(result.reason), result.detail))
+        self._later(now + SETTLE_RETRY_MS, self._settle)  # the window has not passed yet
+
+    def _finish(self, now):
+        self._query(self.channel.query(), self._paid_out, now)
+
+    def _paid_out(self, result, data, now):
+        if not result.ok or result.data[5] in (L.STATUS_OPEN, L.STATUS_CLOSING):
+            return self._later(now + SETTLE_RETRY_MS, self._settle)
+        self.payout = self.wallet.finish_channel(self.channel.channel_id, data)
+        self._note(now, "channel closed: %d to me" % self.payout)
+        self.finished = True
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _board_now(self):
+        """The board's (simulated) clock: energy flows in its time, the link runs in real time."""
+        return self.board.clock.now_ms()
+
+    def _stop(self, code, now):
+        if not self.stopped:
+            self.machine.stop(code, now)
+            self.stop_code = code
+            self._note(now, "stopped the link: %s" % M.code_name(code))
+            self._after_stop(now)
+
+    def _signed(self, paid, now):
+        if paid > self.paid_signed:
+            self.paid_signed = paid
+        self._track(now)
+
+    def _track(self, now):
+        e = self.exposure()
+        if e > self.max_exposure:
+            self.max_exposure = e
+        energy = self.board.delivered_wh if self.producer else self.board.measured_wh
+        self.exposure_log.append((now - self.started, e, energy, self.paid_signed))
+
+    def _submit(self, raw, callback, now):
+        self._send_ledger("submit", raw, callback)
+
+    def _query(self, raw, callback, now):
+        self._send_ledger("query", raw, callback)
+
+    def _send_ledger(self, kind, raw, callback):
+        digest = sha256(raw)
+        self._waiting[digest] = callback
+        self._resend[digest] = (kind, raw)
+        self._ledger.append((kind, raw))
+
+    def _note(self, now, text):
+        self.log.append((now - self.started, text))
+
+    def _collect(self, now):
+        self.now = now
+        self._out.extend(self.machine.messages_to_send())
+
+
+def _is_ledger_op(data):
+    """True for the closing exchange's bytes (a ledger op array) as opposed to a link
+    message; the first CBOR item after the array header is the tag."""
+    if not isinstance(data, (bytes, bytearray)) or len(data) < 2:
+        return False
+    return data[1] == L.TAG_CHANNEL_CLOSE

@@ -1,0 +1,163 @@
+"""Whole charging sessions: real wallets, real ledger state machine, simulated boards and clock.
+
+Every scenario (G2V, V2G, V2V), both payment modes and every misbehaviour must keep the
+risk bounds of Unterweger et al.: the consumer never has more than b/N outstanding, the
+producer never delivers energy it holds no payment for; and the money on the ledger ends
+where the last co-signed state (or the revealed preimages) say.
+"""
+import sqlite3
+
+import pytest
+
+from plugpay.boards.sim.board import SimBoard
+from plugpay.boards.sim.clock import ManualClock
+from plugpay.boards.sim.power import Battery, Meter
+from plugpay.firmware.session import CHANNEL, HTLC, Misbehaviour, Session, Terms
+from plugpay.protocol import ledger_ops as L
+from plugpay.protocol import link
+from plugpay.protocol import link_messages as M
+from plugpay.protocol.port import sha256
+from sessionsim import InProcessLedger, Pair, ScaledView
+from test_wallet import H, Party, authority, mint, ra_keys  # noqa: F401  (a fixture)
+
+SESSION = sha256(b"test session")[:16]
+POWER_W = 11000
+SCALE = 1000  # 200 Wh at 11 kW take 65 s of energy flow and 65 ms of link time
+TIMEOUTS = link.Timeouts(response=2000, retransmit=500, sequence=20000, payment=3000, pause=60000)
+
+
+def parameters(n=10, energy_wh=2000, unit_price=300, tolerance_wh=5):
+    return M.ChargeParameters(energy_wh, 1790000000, 1790007200, POWER_W, unit_price, n, tolerance_wh)
+
+
+class World:
+    """A vehicle and a charger (or two vehicles) and the ledger, for one scenario."""
+
+    def __init__(self, tmp_path, authority, scenario="g2v", mode=CHANNEL, n=10, energy_wh=2000, cheat=None,
+                 meter_error_ppm=0, latency=1):
+        self.clock = ManualClock(0)
+        conn = sqlite3.connect(str(tmp_path / "ledger.db"))
+        self.ledger = InProcessLedger(conn, ra_keys(authority), H.FAUCET_PUBKEY)
+        self.params = parameters(n, energy_wh)
+        initiator_produces = scenario == "v2g"
+        # The initiator is a vehicle; the responder a charger (g2v, v2g) or another vehicle (v2v).
+        sides = {}
+        for name, initiator, producer in (("a", True, initiator_produces), ("b", False, not initiator_produces)):
+            party = Party(tmp_path / name, authority, keys=24)
+            battery = Battery(80000, 60000 if producer else 20000, 50000, 50000) if (name == "a" or scenario == "v2v") \
+                else None
+            meter = Meter(sha256(b"meter " + name.encode()), error_ppm=meter_error_ppm if producer else 0) \
+                if producer else None
+            board = SimBoard(name, ScaledView(self.clock, SCALE), POWER_W, battery=battery, meter=meter)
+            sides[name] = (party, board, initiator, producer)
+        self.consumer_name = "b" if initiator_produces else "a"
+        self.producer_name = "a" if initiator_produces else "b"
+        consumer_board = sides[self.consumer_name][1]
+        consumer_board.connect(sides[self.producer_name][1])  # the cable: it measures what flows in
+        b = self.params.energy_wh * self.params.unit_price // 1000
+        mint(self.ledger.ledger, sides[self.consumer_name][0], [b + 500], height=1)
+        self.sessions = {}
+        for name, (party, board, initiator, producer) in sides.items():
+            terms = Terms(SESSION, self.params, mode, producer, initiator, window=10, htlc_timeout=10 ** 6)
+            cheat_here = cheat if cheat is not None and (cheat[0] == "producer") == producer else None
+            self.sessions[name] = Session(party.wallet, board, terms, 0, TIMEOUTS,
+                                          cheat_here[1] if cheat_here else None, timestamp=1790000000)
+        self.parties = dict((name, s[0]) for name, s in sides.items())
+        self.pair = Pair(self.sessions["a"], self.sessions["b"], self.ledger, self.clock, latency)
+
+    @property
+    def consumer(self):
+        return self.sessions[self.consumer_name]
+
+    @property
+    def producer(self):
+        return self.sessions[self.producer_name]
+
+    def run(self):
+        return self.pair.run(limit_ms=10 ** 7)
+
+    def per_installment(self):
+        return self.consumer.terms.budget() // self.params.installments
+
+    def onchain(self):
+        return [s for s in self.ledger.submitted if s[2]]
+
+    def check_bounds(self):
+        assert self.consumer.max_exposure <= self.per_installment(), self.consumer.exposure_log
+        assert self.producer.max_exposure <= 0, self.producer.exposure_log
+
+
+@pytest.mark.parametrize("scenario", ["g2v", "v2g", "v2v"])
+def test_a_whole_channel_session_is_two_ledger_requests_and_pays_everything(tmp_path, authority, scenario):
+    w = World(tmp_path, authority, scenario, CHANNEL, n=10)
+    w.run()
+    c, p = w.consumer, w.producer
+    assert c.stop_code == M.OK and p.stop_code == M.OK
+    assert c.finished and p.finished
+    b = c.terms.budget()
+    assert p.payout == b and c.payout == 0
+    assert [op for _, op, _, _ in w.onchain()] == [L.TAG_CHANNEL_OPEN, L.TAG_CHANNEL_CLOSE]
+    # Energy stops on the millisecond after the meter reached the due Wh: at most 1 Wh more.
+    assert w.params.energy_wh <= p.board.delivered_wh <= w.params.energy_wh + 1
+    assert c.board.measured_wh == p.board.delivered_wh
+    w.check_bounds()
+    assert c.max_exposure == w.per_installment()  # reached: one installment ahead
+    assert w.ledger.ledger.supply()["channels"] == 0
+
+
+def test_an_htlc_session_is_n_creates_and_n_claims(tmp_path, authority):
+    n = 5
+    w = World(tmp_path, authority, "g2v", HTLC, n=n)
+    w.run()
+    c, p = w.consumer, w.producer
+    assert c.stop_code == M.OK and p.stop_code == M.OK and p.finished
+    ops = [op for _, op, _, _ in w.onchain()]
+    assert ops.count(L.TAG_HTLC_CREATE) == n and ops.count(L.TAG_HTLC_CLAIM) == n  # creates and claims
+    assert p.wallet.status()["balance"] == c.terms.budget()
+    w.check_bounds()
+
+
+def test_a_producer_that_stops_delivering_costs_the_consumer_at_most_one_installment(tmp_path, authority):
+    w = World(tmp_path, authority, "g2v", CHANNEL, n=10, cheat=("producer", Misbehaviour(stop_delivering_after=4)))
+    w.run()
+    c, p = w.consumer, w.producer
+    assert c.stop_code == M.FAILED_Timeout
+    assert c.finished and p.finished
+    assert p.payout == c.terms.paid_after(4)  # paid for reading 5 in advance, never delivered
+    w.check_bounds()
+    assert c.max_exposure == w.per_installment()
+
+
+def test_a_consumer_that_stops_paying_gets_no_more_energy(tmp_path, authority):
+    w = World(tmp_path, authority, "g2v", CHANNEL, n=10, cheat=("consumer", Misbehaviour(stop_paying_at=6)))
+    w.run()
+    c, p = w.consumer, w.producer
+    assert p.stop_code == M.FAILED_PaymentOverdue
+    assert w.params.due_wh(6) <= p.board.delivered_wh <= w.params.due_wh(6) + 1
+    assert p.payout == c.terms.paid_after(5) and c.finished and p.finished
+    w.check_bounds()
+
+
+def test_a_stale_close_is_overridden_by_the_latest_state(tmp_path, authority):
+    w = World(tmp_path, authority, "g2v", CHANNEL, n=10, cheat=("consumer", Misbehaviour(stale_close=True)))
+    w.run()
+    c, p = w.consumer, w.producer
+    assert p.payout == c.terms.budget()
+    tags = [op for _, op, _, _ in w.onchain()]
+    # The open, the stale dispute, the producer's answer with the latest, the settle.
+    assert tags == [L.TAG_CHANNEL_OPEN, L.TAG_CHANNEL_DISPUTE, L.TAG_CHANNEL_DISPUTE,
+                    L.TAG_CHANNEL_SETTLE]
+    w.check_bounds()
+
+
+def test_an_over_counting_meter_is_caught_by_the_vehicle(tmp_path, authority):
+    w = World(tmp_path, authority, "g2v", CHANNEL, n=10, meter_error_ppm=20000)  # 2 %: 4 Wh per 200 Wh chunk
+    w.run()
+    c = w.consumer
+    assert c.stop_code == M.FAILED_ReceiptMismatch
+    assert c.paid_signed == c.terms.paid_after(1)  # reading 2 (408 Wh for 400 measured) is never paid for
+    # The consumer pays for what the meter shows within the tolerance it agreed to.
+    tolerance = -(-w.params.tolerance_wh * w.params.unit_price // 1000)
+    assert c.max_exposure <= w.per_installment() + tolerance
+    assert w.producer.max_exposure <= 0
+

@@ -1,0 +1,248 @@
+"""``plugpay demo``: a whole charging session on this machine, shown live.
+
+What runs: a fresh RA, a ledger of 4 replica processes, the embedded MQTT broker (or the
+one ``--broker`` names) and the gateway (``host.stack``); two device wallets provisioned
+the way boards are (identity registered with the RA in person, one-time keys registered
+and the consumer funded over MQTT through the gateway); then a vehicle and a charger (or
+two vehicles), each in its own thread with its own MQTT connection, simulated board and
+wallet, run one session (``firmware.session`` over ``firmware.runner``). A line per
+moment shows energy, installments and each side's exposure; the summary gives the
+on-chain transactions, the maximum exposure of each side against the b/N bound and the
+RA's audit of the session's accounts.
+"""
+import os
+import sys
+import tempfile
+import threading
+import time
+
+from plugpay.boards.sim.board import SimBoard
+from plugpay.boards.sim.clock import ScaledClock
+from plugpay.boards.sim.power import Battery, Meter
+from plugpay.firmware.gateway_client import GatewayClient
+from plugpay.firmware.mqtt import Mqtt
+from plugpay.firmware.refill import REFILLED, refill
+from plugpay.firmware.runner import SessionRunner
+from plugpay.firmware.session import CHANNEL, HTLC, Misbehaviour, Session, Terms
+from plugpay.firmware.storage import Storage
+from plugpay.firmware.wallet import Wallet
+from plugpay.protocol import link
+from plugpay.protocol import ledger_ops as L
+from plugpay.protocol import link_messages as M
+from plugpay.protocol.port import urandom
+from plugpay.protocol.structures import TxOutput
+
+MISBEHAVIOURS = {
+    "none": (None, None),
+    "producer-stops": ("producer", lambda n: Misbehaviour(stop_delivering_after=max(1, n // 2))),
+    "consumer-stops": ("consumer", lambda n: Misbehaviour(stop_paying_at=max(1, n // 2))),
+    "stale-close": ("consumer", lambda n: Misbehaviour(stale_close=True)),
+}
+SCENARIOS = {  # (initiator's name, responder's name, does the initiator produce?)
+    "g2v": ("vehicle", "charger", False),
+    "v2g": ("vehicle", "charger", True),
+    "v2v": ("vehicle", "vehicle-2", False),
+}
+KEYS = 64
+
+
+def add_arguments(p):
+    p.add_argument("--mode", choices=["channel", "htlc"], default="channel",
+                   help="payment: one state channel (default) or a series of N HTLCs")
+    p.add_argument("-n", "--installments", type=int, default=None,
+                   help="installments N (default 100 for a channel, 10 for HTLCs: each HTLC is on-chain)")
+    p.add_argument("--energy-wh", type=int, default=20000, help="energy to trade, Wh (default 20000)")
+    p.add_argument("--price", type=int, default=300, help="unit price per kWh, smallest units (default 300)")
+    p.add_argument("--power-w", type=int, default=11000, help="charging power, W (default 11000)")
+    p.add_argument("--scenario", choices=sorted(SCENARIOS), default="g2v",
+                   help="g2v: the charger produces; v2g: the vehicle produces, the grid side pays; "
+                   "v2v: a second vehicle produces (default g2v)")
+    p.add_argument("--misbehave", choices=sorted(MISBEHAVIOURS), default="none",
+                   help="a cheating side: the producer stops delivering half-way, the consumer stops paying "
+                   "half-way, or the consumer closes the channel with a stale state (default none)")
+    p.add_argument("--scale", type=float, default=2000.0,
+                   help="simulated seconds per real second for the boards' energy flow (default 2000: "
+                   "20 kWh at 11 kW in about a second)")
+    p.add_argument("--broker", metavar="URL", help="use this MQTT broker (mqtt://host:port) instead of the embedded one")
+    p.add_argument("--dir", help="keep the run's files here (default: a temporary directory, removed)")
+    p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds (default 120)")
+
+
+def run(args):
+    n = args.installments or (100 if args.mode == "channel" else 10)
+    if args.mode == "htlc" and n > 64:
+        raise ValueError("an HTLC series has at most 64 HTLCs (each is two ledger transactions); use -n 64 or less")
+    params = M.ChargeParameters(args.energy_wh, 1790000000, 1790007200, args.power_w, args.price, n, 5)
+    if args.dir:
+        return _run(args, params, args.dir)
+    with tempfile.TemporaryDirectory(prefix="plugpay-demo-") as directory:
+        return _run(args, params, directory)
+
+
+def _say(text):
+    print(text, flush=True)
+
+
+def _run(args, params, directory):
+    from plugpay.host.stack import HostStack
+
+    _say("plugpay demo: %s, %s, N = %d, %d Wh at %d per kWh, misbehaviour: %s" % (
+        args.scenario, args.mode, params.installments, params.energy_wh, params.unit_price, args.misbehave))
+    with HostStack(directory, broker_url=args.broker, progress=lambda t: _say("  host: " + t)) as host:
+        first, second, first_produces = SCENARIOS[args.scenario]
+        sides = []
+        for name, initiator, producer in ((first, True, first_produces), (second, False, not first_produces)):
+            sides.append(_Side(name, initiator, producer, host, directory, params, args))
+        consumer = [s for s in sides if not s.producer][0]
+        producer = [s for s in sides if s.producer][0]
+        # One process simulates both boards: one cable, so the consumer measures what flows.
+        consumer.board.connect(producer.board)
+        consumer.board.cable.lock = threading.Lock()
+        producer.board.clock = consumer.board.clock
+        budget = params.energy_wh * params.unit_price // 1000
+        consumer.fund(budget + 1000)
+        _say("  %s funded with %d by the faucet" % (consumer.name, budget + 1000))
+        mode = CHANNEL if args.mode == "channel" else HTLC
+        session_id = link.new_session_id()
+        who, make = MISBEHAVIOURS[args.misbehave]
+        for side in sides:
+            cheat = make(params.installments) if who == ("producer" if side.producer else "consumer") else None
+            terms = Terms(session_id, params, mode, side.producer, side.initiator, window=3,
+                          htlc_timeout=10 ** 6)
+            side.start(terms, cheat)
+        _say("session %s: topics plugpay/link/%s/..." % (session_id.hex()[:8], session_id.hex()))
+        ok = _watch(sides, args.timeout, budget // params.installments)
+        _summary(host, consumer, producer, params, budget, ok)
+        for side in sides:
+            side.close()
+    return 0 if ok else 1
+
+
+class _Side:
+    """One device: its wallet on files, its MQTT connection, its board and its session."""
+
+    def __init__(self, name, initiator, producer, host, directory, params, args):
+        self.name = name
+        self.initiator = initiator
+        self.producer = producer
+        self.clock = ScaledClock(args.scale)
+        vehicle = name.startswith("vehicle")
+        battery = Battery(80000, 70000 if producer else 10000, 150000, 150000) if vehicle else None
+        meter = Meter(urandom(32)) if producer else None
+        self.board = SimBoard(name, self.clock, args.power_w, battery=battery, meter=meter)
+        self.mqtt = Mqtt(host.broker_host, host.broker_port)
+        self.mqtt.connect()
+        self.gateway = GatewayClient(self.mqtt)
+        folder = os.path.join(directory, "wallet-" + name)
+        os.makedirs(folder)
+        self.wallet = Wallet.create(Storage(folder), urandom(32), host.ra_pubkeys)
+        fields = {"name": "Demo " + name, "licence": "DEMO-" + name.upper(),
+                  "vehicle_id": "1PLUGPAY0%08d" % (int.from_bytes(urandom(4), "big") % 10 ** 8)}
+        self.wallet.set_identity(host.authority.register_identity(fields, self.wallet.device_pubkey()))
+        report = refill(self.wallet, self.gateway, KEYS, KEYS)
+        if report.status != REFILLED:
+            raise RuntimeError("%s: key registration over MQTT failed: %r" % (name, report))
+        _say("  %s: wallet with %d RA-signed one-time keys (registered over MQTT)" % (name, report.added))
+        self.session = None
+        self.thread = None
+        self.error = None
+
+    def fund(self, amount):
+        index, account = self.wallet.new_account()
+        result = self.gateway.faucet([TxOutput(account, amount)])
+        if not result.ok:
+            raise RuntimeError("the faucet refused: %s %s" % (L.reason_name(result.reason), result.detail))
+        self.wallet.receive(result.data, 0, index, amount)
+
+    def start(self, terms, cheat):
+        self.runner_clock = _Millis()
+        self.session = Session(self.wallet, self.board, terms, self.runner_clock(), misbehaviour=cheat,
+                               timestamp=int(time.time()))
+        self.runner = SessionRunner(self.session, self.mqtt, now=self.runner_clock)
+        self.thread = threading.Thread(target=self._run, name="plugpay-" + self.name, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            self.runner.run()
+        except Exception as e:  # shown in the summary; the other side times out on its own
+            self.error = e
+
+    def close(self):
+        self.mqtt.close()
+
+
+class _Millis:
+    def __init__(self):
+        self.start = time.monotonic()
+
+    def __call__(self):
+        return int((time.monotonic() - self.start) * 1000)
+
+
+def _watch(sides, timeout, per_installment):
+    """A progress line while the sessions run; True if both finished."""
+    start = time.monotonic()
+    tty = sys.stdout.isatty()
+    last = None
+    while True:
+        done = all(s.session.finished or s.error or not s.thread.is_alive() for s in sides)
+        line = "  t=%5.1fs " % (time.monotonic() - start) + " | ".join(_status(s, per_installment) for s in sides)
+        if tty:
+            sys.stdout.write("\r" + line[:160].ljust(160))
+            sys.stdout.flush()
+        elif line != last and (done or time.monotonic() - (getattr(_watch, "printed", 0)) > 0.5):
+            print(line, flush=True)
+            _watch.printed = time.monotonic()
+        last = line
+        if done or time.monotonic() - start > timeout:
+            break
+        time.sleep(0.1)
+    if tty:
+        print()
+    for s in sides:
+        s.thread.join(2)
+    return all(s.session.finished and s.error is None for s in sides)
+
+
+def _status(side, per_installment):
+    s = side.session
+    m = s.machine
+    energy = side.board.delivered_wh if side.producer else side.board.measured_wh
+    return "%s (%s): %s, %d Wh, %d/%d paid, exposure %d (max %d)" % (
+        side.name, "producer" if side.producer else "consumer", m.state, energy, m.installments_paid,
+        s.params.installments, s.exposure(), s.max_exposure)
+
+
+def _summary(host, consumer, producer, params, budget, ok):
+    per = budget // params.installments
+    c, p = consumer.session, producer.session
+    _say("")
+    _say("summary")
+    for side in (consumer, producer):
+        s = side.session
+        _say("  %s: link %s, %s" % (side.name, M.code_name(s.stop_code) if s.stop_code is not None else "not stopped",
+                                      "settled" if s.finished else "NOT settled"))
+        if side.error is not None:
+            _say("    error: %s" % side.error)
+    _say("  energy: %d Wh delivered (meter), %d Wh measured by the consumer" % (
+        producer.board.delivered_wh, consumer.board.measured_wh))
+    onchain = list(dict.fromkeys(c.onchain + p.onchain))  # a close both sides sent is one transaction
+    _say("  on-chain transactions of the session: %d (%s)" % (len(onchain), ", ".join(
+        "%d %s" % (count, name) for name, count in _count(L.decode_request(raw).NAME for raw in onchain))))
+    _say("  payout to the producer: %s of %d" % (p.payout if p.payout is not None else "-", budget))
+    _say("  max consumer exposure: %d (bound b/N = %d; ratio %.2f)" % (c.max_exposure, per, c.max_exposure / per))
+    _say("  max producer exposure: %d (bound 0)" % p.max_exposure)
+    found = host.authority.audit(onchain)
+    _say("  RA audit of the session's accounts:")
+    for address, identity in found.items():
+        who = "unknown" if identity is None else identity.name
+        _say("    %s -> %s" % (address.hex()[:16], who))
+    _say("  result: %s" % ("OK" if ok else "FAILED"))
+
+
+def _count(names):
+    counts = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    return sorted(counts.items())
