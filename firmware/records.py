@@ -1,7 +1,9 @@
 """A/B records: a small value that survives a power cut at any instant, sealed at rest.
 
-Why two copies when ``Storage.replace`` is already atomic on littlefs: a flipped bit,
-a worn-out block or a tampered file then costs one update, not the wallet. Each copy
+Why two copies: a flipped bit, a worn-out block or a tampered file then costs one update,
+not the wallet; and a copy can be rewritten in place (``Storage.overwrite``: one fsync,
+no rename), since a copy torn by a power cut fails its MAC and the other one, the newest
+before the cut, is read. Each copy
 (``NAME.a``, ``NAME.b``) is ``"AB" || version || seq (4 bytes) || aead.seal(payload)``
 with the name and seq as associated data, so a copy cannot be moved to another record
 or rolled back to an older seq unnoticed. Reading takes the valid copy with the higher
@@ -84,7 +86,7 @@ class ABRecord:
         seq = self.seq + 1
         slot = 1 - self.slot
         blob = MAGIC + bytes([VERSION]) + seq.to_bytes(4, "big") + aead.seal(self.key, payload, _aad(self.name, seq))
-        self.storage.replace(self.name + SLOTS[slot], blob)
+        self.storage.overwrite(self.name + SLOTS[slot], blob)
         self.seq, self.slot = seq, slot
 
     def remove(self):

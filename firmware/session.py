@@ -125,6 +125,9 @@ class Session:
         self.onchain = []  # this side's ledger requests that were applied (bytes)
         self.log = []  # (ms since start, text) of what happened
         self.stop_code = None
+        self.installment_sent = None  # consumer: ``now`` when the last installment went out
+        self.last_installment = None  # consumer: (k, sent, accepted) of the last one accepted, for timing
+        self.installment_log = []  # consumer: every (k, sent, accepted), for session records (N entries)
         self.closing = None  # the close (or dispute) request on its way to the ledger
         self.closing_started = False
         self.close_tries = 0
@@ -175,6 +178,11 @@ class Session:
     def tick(self, now):
         self._handle(self.machine.tick(now), now)
         if self.producer and self.delivering is not None:
+            closed = self.board.contactor.closed
+            if self.machine.paused and closed:  # no energy while the link is paused
+                self.board.stop_delivery(self._board_now())
+            elif not self.machine.paused and not closed:
+                self.board.start_delivery(self._board_now(), self.delivering)
             self._deliver(now)
         if self.wake is not None and now >= self.wake:
             action, self.wake = self.wake_action, None
@@ -244,11 +252,14 @@ class Session:
         elif isinstance(ev, E.InstallmentReceived):
             self._installment_received(ev.index, ev.proof, now)
         elif isinstance(ev, E.InstallmentAccepted):
+            if ev.index == 0:  # the consumer is ready before power is asked for, as an EV is before
+                self.board.start_delivery(self._board_now())  # PowerDeliveryReq: it measures the first Wh
             self._installment_accepted(ev.index, ev.proof, now)
         elif isinstance(ev, E.PowerDeliveryStarted):
-            self.board.start_delivery(self._board_now())
             if self.producer:
-                self._start_chunk(now)
+                self._start_chunk(now)  # closes the contactor with the chunk's energy limit set
+            else:
+                self.board.start_delivery(self._board_now())
         elif isinstance(ev, E.MeterReadingReceived):
             self._reading_received(ev.reading, now)
         elif isinstance(ev, E.ReceiptReceived):
@@ -257,11 +268,15 @@ class Session:
             self.board.stop_delivery(self._board_now())
         elif isinstance(ev, E.ResumeRequested):
             m.accept_resume(self.balance(), now)
+            self._pay(now)  # an installment that fell due while paused goes now
+        elif isinstance(ev, E.Resumed):
+            self._note(now, "resumed")
+            self._pay(now)
         elif isinstance(ev, E.SessionStopped):
             self.stop_code = ev.code
             self._note(now, "link stopped: %s%s" % (M.code_name(ev.code), " (by the peer)" if ev.by_peer else ""))
             self._after_stop(now)
-        elif isinstance(ev, (E.Timeout, E.MessageRefused, E.PeerRefused, E.Paused, E.Resumed)):
+        elif isinstance(ev, (E.Timeout, E.MessageRefused, E.PeerRefused, E.Paused)):
             self._note(now, repr(ev))
 
     def balance(self):
@@ -320,8 +335,11 @@ class Session:
     def _pay(self, now):
         """Send the installment that is due, if the machine wants one."""
         m = self.machine
-        if m.stop_code is not None or m.paused or m.phase not in (link.DEPOSIT, link.INSTALLMENT):
+        if self.producer or m.stop_code is not None or m.paused or m.phase not in (link.DEPOSIT, link.INSTALLMENT):
             return
+        if m.installments_paid == 0 and (self.channel is None if self.terms.mode == CHANNEL
+                                         else self.funded < self.params.installments):
+            return  # the deposit goes once the ledger confirmed it
         k = m.installments_paid
         if self.cheat.stop_paying_at is not None and k >= self.cheat.stop_paying_at:
             self._note(now, "misbehaving: not paying installment %d" % k)
@@ -337,8 +355,11 @@ class Session:
             proof = codec.dumps([compact_terms(self.series), preimage]) if k == 0 else preimage
             self._signed(self.terms.paid_after(k), now)
         m.send_installment(proof, now)
+        self.installment_sent = now
 
     def _installment_accepted(self, k, proof, now):
+        self.last_installment = (k, self.installment_sent, now)
+        self.installment_log.append(self.last_installment)
         if self.terms.mode == CHANNEL and k > 0:
             self.channel.accept(proof)
             if k == 1 and self.cheat.stale_close:
@@ -417,7 +438,7 @@ class Session:
     def _accepted(self, k, proof, now):
         self._signed(self.terms.paid_after(k), now)
         self.machine.accept_installment(proof, now)
-        if k > 0 and not self.machine.paused:
+        if k > 0:
             self._start_chunk(now)
 
     def _start_chunk(self, now):
@@ -427,8 +448,9 @@ class Session:
             self._note(now, "misbehaving: not delivering chunk %d" % k)
             return
         self.delivering = self.params.due_wh(k)
-        self.board.start_delivery(self._board_now(), self.delivering)
-        self._deliver(now)
+        if not self.machine.paused:  # else once the link resumes (``tick``)
+            self.board.start_delivery(self._board_now(), self.delivering)
+            self._deliver(now)
 
     def _deliver(self, now):
         """Send reading k once the meter reached it; energy stops until it is paid."""

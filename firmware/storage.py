@@ -2,7 +2,7 @@
 
 Everything the wallet keeps goes through one ``Storage`` so that a test can stand a
 ``PowerCut`` storage in its place and cut the power after any write (tests/test_wallet_faults).
-The three write primitives are exactly the ones whose behaviour across power loss the
+The write primitives are exactly the ones whose behaviour across power loss the
 platform defines:
 
 * ``replace`` writes ``NAME.tmp``, closes it, then renames it over ``NAME``. littlefs (the
@@ -10,6 +10,11 @@ platform defines:
   either wholly old or wholly new. A stale ``.tmp`` is ignored and overwritten later.
 * ``write_at`` overwrites or extends a file in place; after a cut the bytes written may be
   any prefix of the new ones, so its users put a MAC on every record (``keystore``).
+* ``overwrite`` rewrites an existing file whole, in place: one fsync and no rename, half
+  the cost of ``replace`` on a Raspberry Pi. After a cut the file may hold any prefix of
+  the new bytes, or nothing, so it is only for a copy whose damage is detected and that has
+  another copy to fall back on (``records``: A/B copies, each with a MAC). A file that does
+  not exist yet is created with ``replace``, so its directory entry is durable too.
 * ``remove`` deletes a file.
 
 On CPython the file and its directory are fsynced (a Raspberry Pi on ext4); MicroPython's
@@ -90,6 +95,14 @@ class Storage:
         self._write_file(path + TMP, data)
         self._rename(path + TMP, path)
 
+    def overwrite(self, name, data):
+        """Make ``name`` hold ``data``, written in place over the old contents (see the
+        module docstring for when a torn file is acceptable)."""
+        if not self.exists(name):
+            return self.replace(name, data)
+        self.writes += 1
+        self._write_over(self.path(name), data)
+
     def write_at(self, name, offset, data):
         """Write ``data`` at ``offset`` (a file shorter than ``offset`` is an error)."""
         path = self.path(name)
@@ -114,7 +127,7 @@ class Storage:
     def names(self):
         return [n for n in os.listdir(self.root) if not n.endswith(TMP)]
 
-    # The three operations a power cut can interrupt; PowerCut overrides them.
+    # The operations a power cut can interrupt; PowerCut overrides them.
 
     def _write_file(self, path, data):
         with open(path, "wb") as f:
@@ -122,6 +135,18 @@ class Storage:
             if _fsync is not None:
                 f.flush()
                 _fsync(f.fileno())
+
+    def _write_over(self, path, data):
+        if _fsync is None:  # MicroPython: littlefs commits the new contents on close
+            return self._write_file(path, data)
+        # r+b and truncate, not wb: truncating to zero first makes ext4 free and
+        # reallocate the blocks, which costs more than the write and fsync (0.57 ms
+        # against 0.33 ms for a 650-byte record here).
+        with open(path, "r+b") as f:
+            f.write(data)
+            f.truncate()
+            f.flush()
+            _fsync(f.fileno())
 
     def _write_into(self, path, offset, data):
         with open(path, "r+b") as f:

@@ -190,10 +190,12 @@ class Wallet:
             raise WalletError("no usable HTLC series %s" % _hex(series_id))
         return series
 
-    def problems(self):
-        """What is wrong but does not stop the wallet: unusable records, records read from
-        their older copy, key records failing their MAC, coins the ledger disagrees on."""
-        out = ["%s: %s" % b for b in self.broken]
+    def fallbacks(self):
+        """Records read from their other copy because one copy is unusable. After a power
+        cut this is the expected state (the copy being rewritten in place is torn, and the
+        other one is the newest completed write), so it is a warning, not a failure; it
+        heals at the record's next store, which rewrites the unusable copy."""
+        out = []
         records = [self.keystore.counters, self.profile_record]
         if self.books is not None:
             records.append(self.books.record)
@@ -202,6 +204,12 @@ class Wallet:
         for record in records:
             for name, why in record.problems:
                 out.append("%s %s (the other copy was used)" % (name, why))
+        return out
+
+    def problems(self):
+        """What is wrong but does not stop the wallet: unusable records, records read from
+        their older copy, key records failing their MAC, coins the ledger disagrees on."""
+        out = ["%s: %s" % b for b in self.broken] + self.fallbacks()
         out.extend("%s: %s" % p for p in self.keystore.problems if p[0] == "keys")
         if self.books is not None:
             for lost in self.books.lost:
@@ -232,9 +240,11 @@ class Wallet:
 
     def check(self):
         """Integrity: the keystore walk, every record, every invariant. Returns
-        ``{"ok": bool, "problems": [...], "keys": keystore report}``."""
+        ``{"ok": bool, "problems": [...], "warnings": [...], "keys": keystore report}``;
+        ``warnings`` are the ``fallbacks``, which do not make it fail."""
         keys = self.keystore.check()
-        problems = self.problems()
+        warnings = self.fallbacks()
+        problems = [p for p in self.problems() if p not in warnings]
         if keys["bad_mac"]:
             problems.append("keys: %d key records fail their MAC" % keys["bad_mac"])
         if keys["torn_tail_bytes"]:
@@ -252,7 +262,7 @@ class Wallet:
         for series in self.htlcs.values():
             problems.extend(series.check())
             collect()
-        return {"ok": not problems, "problems": problems, "keys": keys}
+        return {"ok": not problems, "problems": problems, "warnings": warnings, "keys": keys}
 
     # -- keys and registration ---------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """A ``Storage`` that loses power at a chosen write: the fault model of a real flash.
 
 ``PowerCut(root, at=k, torn=True)`` lets writes 1..k-1 complete; write k is interrupted
-(``torn``: the temp file of a ``replace`` or the bytes of a ``write_at`` are half
-written; otherwise nothing of it happens) and ``Cut`` is raised; every later operation
+(``torn``: the temp file of a ``replace``, the file an ``overwrite`` rewrites in place
+or the bytes of a ``write_at`` are half written; otherwise nothing of it happens) and ``Cut`` is raised; every later operation
 raises ``Cut`` too, as a dead device would. A rename is never half done: that is the
 promise of littlefs and POSIX that ``Storage`` relies on. The test then reopens the
 folder with a plain ``Storage``, like a reboot.
@@ -45,6 +45,13 @@ class PowerCut(Storage):
                 super()._write_file(path, data[: len(data) // 2])
             raise Cut("during write %d (replace)" % self.writes)
         super()._write_file(path, data)
+
+    def _write_over(self, path, data):
+        if self._begin():
+            if self.torn:  # the first half of the new bytes over the old ones
+                super()._write_into(path, 0, data[: len(data) // 2])
+            raise Cut("during write %d (overwrite)" % self.writes)
+        super()._write_over(path, data)
 
     def _write_into(self, path, offset, data):
         if self._begin():

@@ -26,6 +26,10 @@ def _bench(args):
         from plugpay.tools import bench_wallet
 
         return bench_wallet.main(args)
+    if args.what == "session":
+        from plugpay.tools import bench_session
+
+        return bench_session.main(args)
     from plugpay.tools import bench_crypto
 
     return bench_crypto.main(args)
@@ -51,14 +55,16 @@ def parser():
     s.set_defaults(func=_selfcheck)
 
     b = sub.add_parser("bench", help="benchmarks that print figures beside a baseline measured in the same run")
-    b.add_argument("what", choices=["crypto", "ledger", "wallet"],
+    b.add_argument("what", choices=["crypto", "ledger", "wallet", "session"],
                    help="crypto: key generation, sign, verify, 300 RA-signed accounts; "
                    "ledger: real transactions through four replica processes; "
                    "wallet: flash per key, O(1) key reads and the heap and sign time of a channel session"
-                   " under MicroPython")
+                   " under MicroPython; session: on-chain transactions, installments per second, exposure in"
+                   " every scenario, the link step and concurrent sessions over Mosquitto and a 4-replica ledger")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     b.add_argument("--quick", action="store_true", help="shorter timing loops (noisier figures)")
-    b.add_argument("--no-micropython", action="store_true", help="crypto: skip the MicroPython (WebAssembly) run")
+    b.add_argument("--no-micropython", action="store_true",
+                   help="crypto, session: skip the MicroPython (WebAssembly) run")
     b.add_argument("--seconds", type=float, default=5.0, help="ledger: seconds per run (default 5)")
     b.add_argument("--rate", type=float, default=300.0, help="ledger: offered tx/s for the latency run (default 300)")
     b.add_argument("--lanes", type=int, default=256,
@@ -67,14 +73,18 @@ def parser():
     b.add_argument("--keys", type=int, default=None,
                    help="wallet: RA-signed keys in the keystore (default 10000; 300 with --quick)")
     b.add_argument("--installments", type=int, default=None,
-                   help="wallet: installments of the channel session (default 100; 10 with --quick)")
+                   help="wallet: installments of the channel session (default 100; 10 with --quick); "
+                   "session: installments of the timed channel (default 1000; 100 with --quick)")
+    b.add_argument("--sessions", type=int, default=None,
+                   help="session: concurrent sessions through one broker and ledger (default 100; 10 with --quick)")
     b.set_defaults(func=_bench)
 
-    from plugpay.tools import ledger_cli, ra_cli, wallet_cli
+    from plugpay.tools import ledger_cli, ra_cli, session_cli, wallet_cli
 
     ledger_cli.add_parser(sub)
     ra_cli.add_parser(sub)
     wallet_cli.add_parser(sub)
+    session_cli.add_parser(sub)
     return p
 
 

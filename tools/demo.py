@@ -92,13 +92,14 @@ def _run(args, params, directory):
         first, second, first_produces = SCENARIOS[args.scenario]
         sides = []
         for name, initiator, producer in ((first, True, first_produces), (second, False, not first_produces)):
-            sides.append(_Side(name, initiator, producer, host, directory, params, args))
+            sides.append(Device(name, initiator, producer, host, directory, params, args))
         consumer = [s for s in sides if not s.producer][0]
         producer = [s for s in sides if s.producer][0]
         # One process simulates both boards: one cable, so the consumer measures what flows.
         consumer.board.connect(producer.board)
         consumer.board.cable.lock = threading.Lock()
         producer.board.clock = consumer.board.clock
+        consumer.board.clock.lock = threading.Lock()
         budget = params.energy_wh * params.unit_price // 1000
         consumer.fund(budget + 1000)
         _say("  %s funded with %d by the faucet" % (consumer.name, budget + 1000))
@@ -107,7 +108,7 @@ def _run(args, params, directory):
         who, make = MISBEHAVIOURS[args.misbehave]
         for side in sides:
             cheat = make(params.installments) if who == ("producer" if side.producer else "consumer") else None
-            terms = Terms(session_id, params, mode, side.producer, side.initiator, window=3,
+            terms = Terms(session_id, params, mode, side.producer, side.initiator, window=10,
                           htlc_timeout=10 ** 6)
             side.start(terms, cheat)
         _say("session %s: topics plugpay/link/%s/..." % (session_id.hex()[:8], session_id.hex()))
@@ -118,10 +119,13 @@ def _run(args, params, directory):
     return 0 if ok else 1
 
 
-class _Side:
-    """One device: its wallet on files, its MQTT connection, its board and its session."""
+class Device:
+    """One simulated board with its wallet on files: provisioned over one MQTT connection,
+    and each session on a connection of its own (a fresh client id, so the broker cannot
+    link two sessions of one device)."""
 
-    def __init__(self, name, initiator, producer, host, directory, params, args):
+    def __init__(self, name, initiator, producer, host, directory, params, args, keys=KEYS):
+        self.host = host
         self.name = name
         self.initiator = initiator
         self.producer = producer
@@ -139,7 +143,7 @@ class _Side:
         fields = {"name": "Demo " + name, "licence": "DEMO-" + name.upper(),
                   "vehicle_id": "1PLUGPAY0%08d" % (int.from_bytes(urandom(4), "big") % 10 ** 8)}
         self.wallet.set_identity(host.authority.register_identity(fields, self.wallet.device_pubkey()))
-        report = refill(self.wallet, self.gateway, KEYS, KEYS)
+        report = refill(self.wallet, self.gateway, keys, keys)
         if report.status != REFILLED:
             raise RuntimeError("%s: key registration over MQTT failed: %r" % (name, report))
         _say("  %s: wallet with %d RA-signed one-time keys (registered over MQTT)" % (name, report.added))
@@ -154,11 +158,14 @@ class _Side:
             raise RuntimeError("the faucet refused: %s %s" % (L.reason_name(result.reason), result.detail))
         self.wallet.receive(result.data, 0, index, amount)
 
-    def start(self, terms, cheat):
+    def start(self, terms, cheat=None):
+        """Run a session with ``terms`` in a thread of its own."""
+        self.session_mqtt = Mqtt(self.host.broker_host, self.host.broker_port)
+        self.session_mqtt.connect()
         self.runner_clock = _Millis()
         self.session = Session(self.wallet, self.board, terms, self.runner_clock(), misbehaviour=cheat,
                                timestamp=int(time.time()))
-        self.runner = SessionRunner(self.session, self.mqtt, now=self.runner_clock)
+        self.runner = SessionRunner(self.session, self.session_mqtt, now=self.runner_clock)
         self.thread = threading.Thread(target=self._run, name="plugpay-" + self.name, daemon=True)
         self.thread.start()
 
@@ -167,6 +174,11 @@ class _Side:
             self.runner.run()
         except Exception as e:  # shown in the summary; the other side times out on its own
             self.error = e
+
+    def wait(self, timeout=None):
+        self.thread.join(timeout)
+        self.session_mqtt.close()
+        return self.session.finished and self.error is None
 
     def close(self):
         self.mqtt.close()
@@ -200,9 +212,7 @@ def _watch(sides, timeout, per_installment):
         time.sleep(0.1)
     if tty:
         print()
-    for s in sides:
-        s.thread.join(2)
-    return all(s.session.finished and s.error is None for s in sides)
+    return all([s.wait(2) for s in sides])
 
 
 def _status(side, per_installment):

@@ -147,6 +147,8 @@ def _check(args):
         keys["records"], keys["valid"], keys["gaps"], keys["bad_mac"], keys["reserved"]))
     for p in report["problems"]:
         print("problem: " + p)
+    for w in report["warnings"]:
+        print("warning: " + w)
     broken = _unusable(wallet)
     if broken:
         return _fail(broken)

@@ -25,8 +25,15 @@ class ScaledClock:
         self.scale = scale
         self._last_us = ticks_us()
         self._real_us = 0
+        self.lock = None  # set when two threads read one clock (two boards on one cable)
 
     def now_ms(self):
+        if self.lock is None:
+            return self._now_ms()
+        with self.lock:
+            return self._now_ms()
+
+    def _now_ms(self):
         t = ticks_us()
         self._real_us += ticks_diff(t, self._last_us)
         self._last_us = t
