@@ -141,7 +141,7 @@ class Session:
         self._out = []
         self._ledger = []
         self._waiting = {}  # request digest -> callback(result, now)
-        self._resend = {}  # digest -> (kind, bytes) to send again after a lost answer
+        self._asked = {}  # digest -> (kind, bytes) of each request still waiting
         board.reset_session()
         if self.producer:
             board.meter.start(terms.session_id, self.params.unit_price)
@@ -165,7 +165,7 @@ class Session:
         callback = self._waiting.pop(result.request_digest, None)
         if callback is None:
             return
-        kind, raw = self._resend.pop(result.request_digest)
+        kind, raw = self._asked.pop(result.request_digest)
         if kind == "submit" and result.ok:
             self.onchain.append(raw)
         try:
@@ -200,10 +200,6 @@ class Session:
         out = self._ledger
         self._ledger = []
         return out
-
-    def pending_ledger(self):
-        """The requests still unanswered, to send again after a lost connection."""
-        return list(self._resend.values())
 
     def next_deadline(self):
         t = self.machine.next_deadline()
@@ -381,7 +377,6 @@ class Session:
     # ---- producer ------------------------------------------------------------------------
 
     def _installment_received(self, k, proof, now):
-        m = self.machine
         if self.terms.mode == CHANNEL:
             if k == 0:
                 self.channel = self.wallet.accept_channel(proof, self.index, self.terms.budget(),
@@ -645,7 +640,7 @@ class Session:
     def _send_ledger(self, kind, raw, callback):
         digest = sha256(raw)
         self._waiting[digest] = callback
-        self._resend[digest] = (kind, raw)
+        self._asked[digest] = (kind, raw)
         self._ledger.append((kind, raw))
 
     def _note(self, now, text):

@@ -1,7 +1,6 @@
 """Real MQTT parts for tests: the gateway (and the embedded amqtt broker) on an asyncio loop
 in a background thread, and a paho client playing a device. Mosquitto is
 ``plugpay.host.broker.MosquittoProcess``."""
-import asyncio
 import collections
 import queue
 import socket
@@ -11,30 +10,8 @@ import paho.mqtt.client as paho
 
 from plugpay.host.broker import EmbeddedBroker
 from plugpay.host.gateway import Gateway
+from plugpay.host.stack import LoopThread
 from plugpay.protocol import topics
-
-
-class LoopThread:
-    """An asyncio loop in a daemon thread; ``run(coro)`` waits for a coroutine run there."""
-
-    def __init__(self):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro, timeout=30):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def call(self, func, *args):
-        """``func(*args)`` in the loop's thread (for objects only that thread may touch)."""
-        async def wrapper():
-            return func(*args)
-        return self.run(wrapper())
-
-    def close(self):
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
 
 
 class GatewayRunner:
