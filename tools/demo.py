@@ -66,6 +66,7 @@ def add_arguments(p):
     p.add_argument("--broker", metavar="URL", help="use this MQTT broker (mqtt://host:port) instead of the embedded one")
     p.add_argument("--dir", help="keep the run's files here (default: a temporary directory, removed)")
     p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds (default 120)")
+    p.add_argument("--record", metavar="FILE", help="write the session record (JSON, for plugpay report) here")
 
 
 def run(args):
@@ -112,8 +113,11 @@ def _run(args, params, directory):
                           htlc_timeout=10 ** 6)
             side.start(terms, cheat)
         _say("session %s: topics plugpay/link/%s/..." % (session_id.hex()[:8], session_id.hex()))
+        started = int(time.time())
         ok = _watch(sides, args.timeout, budget // params.installments)
         _summary(host, consumer, producer, params, budget, ok)
+        if args.record:
+            _write_record(args, consumer, producer, started)
         for side in sides:
             side.close()
     return 0 if ok else 1
@@ -249,6 +253,15 @@ def _summary(host, consumer, producer, params, budget, ok):
         who = "unknown" if identity is None else identity.name
         _say("    %s -> %s" % (address.hex()[:16], who))
     _say("  result: %s" % ("OK" if ok else "FAILED"))
+
+
+def _write_record(args, consumer, producer, started):
+    from plugpay.tools import session_record
+
+    meta = {"scenario": args.scenario, "started": started,
+            "consumer": {"board": consumer.name, "kind": "sim"}, "producer": {"board": producer.name, "kind": "sim"}}
+    session_record.write(args.record, session_record.from_sessions(consumer.session, producer.session, meta))
+    _say("  session record: %s" % args.record)
 
 
 def _count(names):

@@ -158,7 +158,9 @@ def add_parser(subparsers):
     return p
 
 
-def run(args):
+def run(args, board=None):
+    """``plugpay session``; ``board`` is real hardware with the ``SimBoard`` interface
+    (a Raspberry Pi's relay and meter, ``boards/rpi``) instead of a simulated board."""
     say = _sayer(sys.stderr if args.json else sys.stdout)
     try:
         plan = _Plan(args)
@@ -168,7 +170,7 @@ def run(args):
     ok = True
     try:
         for number in range(args.sessions):
-            record = _Device(plan, wallet, say).serve(fund=args.fund if number == 0 else None)
+            record = _Device(plan, wallet, say, board).serve(fund=args.fund if number == 0 else None)
             if args.json:
                 print(json.dumps(record, sort_keys=True), flush=True)
             else:
@@ -249,7 +251,8 @@ def _open_wallet(args):
 class _Device:
     """One session of this device on its own MQTT connection (a fresh client id)."""
 
-    def __init__(self, plan, wallet, say):
+    def __init__(self, plan, wallet, say, hardware=None):
+        self.hardware = hardware
         self.plan = plan
         self.args = plan.args
         self.wallet = wallet
@@ -429,7 +432,10 @@ class _Device:
 
     def _board(self, params):
         """The simulated hardware, sized by the terms: the agreed power, a vehicle's battery
-        with room for (or holding) the energy, the producer's meter with a fresh key."""
+        with room for (or holding) the energy, the producer's meter with a fresh key; or
+        the real board this side runs on."""
+        if self.hardware is not None:
+            return self.hardware
         power = params.max_power_w
         battery = None
         if self.args.role == "vehicle":

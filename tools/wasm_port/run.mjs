@@ -25,7 +25,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const PORT_PKG = path.join("node_modules", "@micropython", "micropython-webassembly-pyscript");
-const MOUNTS = ["protocol", "firmware"]; // repo folder -> /lib/plugpay/<folder>
+const MOUNTS = ["protocol", "firmware", "boards"]; // repo folder -> /lib/plugpay/<folder>
 const RUN_DIR = "/run";
 
 class HarnessError extends Error {}
