@@ -326,14 +326,17 @@ class Mqtt:
         self._inbox.clear()  # the link appends to this very list
         return out
 
-    def _lost(self, error):
-        self.last_error = str(error) or repr(error)
+    def _drop_link(self):
         if self._link is not None:
             try:
                 self._link.close()
-            except OSError:
+            except OSError:  # the connection is being given up either way
                 pass
             self._link = None
+
+    def _lost(self, error):
+        self.last_error = str(error) or repr(error)
+        self._drop_link()
         if self._down_since is None:
             self._down_since = ticks_ms()
             self._last_attempt = None
@@ -358,10 +361,5 @@ class Mqtt:
                             % (self.url, down, self.last_error))
 
     def close(self):
-        if self._link is not None:
-            try:
-                self._link.close()
-            except OSError:
-                pass
-            self._link = None
+        self._drop_link()
         self._down_since = None
