@@ -1,2 +1,20 @@
-"""pytest set-up: tests/device/ runs under the real MicroPython (see mpy_plugin)."""
+"""pytest set-up: tests/device/ runs under the real MicroPython (see mpy_plugin), and the
+Registration Authority the wallet tests register their keys with."""
+import pytest
+
+from plugpay.host import ra
+
 pytest_plugins = ["mpy_plugin"]
+
+NOW = 1_750_000_000
+
+
+@pytest.fixture(scope="module")
+def authority(tmp_path_factory):
+    """A real RA, unsealed, on a fixed clock."""
+    base = tmp_path_factory.mktemp("ra")
+    ra.create_key_file(base / "ra-key.bin")
+    unlock = ra.Unlock(key_file=base / "ra-key.bin")
+    ra.init(base / "ra", unlock, now=NOW)
+    with ra.RegistrationAuthority(base / "ra", ra.unseal(base / "ra", unlock), clock=lambda: NOW + 60) as a:
+        yield a

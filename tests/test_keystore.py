@@ -8,24 +8,11 @@ import pytest
 from plugpay.firmware import devicekey, records
 from plugpay.firmware.keystore import KEYS_HEADER, RECORD, Exhausted, Keystore, KeystoreError
 from plugpay.firmware.storage import Storage
-from plugpay.host import ra
-from plugpay.protocol import codec, signing
+from plugpay.protocol import signing
 from plugpay.protocol import ra_messages as msg
-from plugpay.protocol.structures import Account
 from powercut import Cut, PowerCut
 
-NOW = 1_750_000_000
 ADA = {"name": "Ada Lovelace", "licence": "LOV-1815", "vehicle_id": "1HGCM82633A004352"}
-
-
-@pytest.fixture(scope="module")
-def authority(tmp_path_factory):
-    base = tmp_path_factory.mktemp("ra")
-    ra.create_key_file(base / "ra-key.bin")
-    unlock = ra.Unlock(key_file=base / "ra-key.bin")
-    ra.init(base / "ra", unlock, now=NOW)
-    with ra.RegistrationAuthority(base / "ra", ra.unseal(base / "ra", unlock), clock=lambda: NOW + 60) as a:
-        yield a
 
 
 @pytest.fixture

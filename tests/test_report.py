@@ -12,7 +12,6 @@ from plugpay.firmware.session import CHANNEL, HTLC, Misbehaviour
 from plugpay.protocol.port import sha256
 from plugpay.tools import cli, report, session_record
 from test_session import World
-from test_wallet import authority  # noqa: F401  (a fixture)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = ("energy-money", "exposure", "latency")

@@ -20,7 +20,6 @@ from plugpay.firmware.htlcs import CLAIMED, FAILED, OPEN, HtlcError
 from plugpay.firmware.keystore import KeystoreError
 from plugpay.firmware.storage import Storage
 from plugpay.firmware.wallet import Wallet
-from plugpay.host import ra
 from plugpay.host.ledger import Ledger
 from plugpay.protocol import signing
 from plugpay.protocol import ledger_ops as L
@@ -28,18 +27,7 @@ from plugpay.protocol import ra_messages as msg
 from plugpay.protocol import structures as S
 from powercut import Cut, PowerCut
 
-NOW = 1_750_000_000
 _vins = iter(range(10**6))
-
-
-@pytest.fixture(scope="module")
-def authority(tmp_path_factory):
-    base = tmp_path_factory.mktemp("ra")
-    ra.create_key_file(base / "ra-key.bin")
-    unlock = ra.Unlock(key_file=base / "ra-key.bin")
-    ra.init(base / "ra", unlock, now=NOW)
-    with ra.RegistrationAuthority(base / "ra", ra.unseal(base / "ra", unlock), clock=lambda: NOW + 60) as a:
-        yield a
 
 
 def ra_keys(authority):

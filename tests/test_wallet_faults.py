@@ -21,7 +21,7 @@ from plugpay.protocol import structures as S
 from plugpay.protocol.structures import ChannelState
 from powercut import Cut, PowerCut
 from plugpay.host.ledger import Ledger
-from test_wallet import H, Party, authority, ra_keys, receipt, send  # noqa: F401  (a fixture)
+from test_wallet import H, Party, ra_keys, receipt, send
 
 INSTALLMENTS = 5
 
