@@ -85,6 +85,7 @@ class Channel:
         self.keystore = keystore
         self.rec = rec
         self.record = record
+        self.unsaved = False  # ``rec`` holds an acceptance not written yet (``accept``)
 
     @classmethod
     def create(cls, storage, keystore, role, op, my_index):
@@ -150,6 +151,7 @@ class Channel:
         """Write ``rec``, then adopt it: until the write returns, nothing leaves the device."""
         self.record.store(rec.encode())
         self.rec = rec
+        self.unsaved = False
 
     def _with(self, status=None, latest=None, next=None):
         r = self.rec
@@ -221,9 +223,14 @@ class Channel:
         self._store(self._with(latest=state))
         return state.encode()
 
-    def accept(self, data):
+    def accept(self, data, store=True):
         """Consumer: the producer's countersigned state; it must be the one I proposed, with
-        a valid producer signature. It becomes the latest."""
+        a valid producer signature. It becomes the latest.
+
+        ``store=False`` keeps it in memory until the next write (``save``, or ``propose``,
+        which then stores both in one write): the session defers it while more input waits,
+        since nothing is signed on an unsaved acceptance and the producer holds the same
+        fully signed state."""
         if self.rec.role != CONSUMER:
             raise ChannelError("only the consumer accepts a countersigned state")
         state = self._decode_state(data)
@@ -236,8 +243,18 @@ class Channel:
             raise ChannelError("not the state seq %d I proposed" % nxt.seq)
         if not signing.verify(self.rec.counterparty.pubkey, state, state.sig_producer):
             raise ChannelError("the producer's signature does not verify")
-        self._store(self._with(latest=state, next=[]))
+        rec = self._with(latest=state, next=[])
+        if store:
+            self._store(rec)
+        else:
+            self.rec = rec
+            self.unsaved = True
         return state
+
+    def save(self):
+        """Write what ``accept(store=False)`` kept in memory, if anything."""
+        if self.unsaved:
+            self._store(self.rec)
 
     # -- closing -----------------------------------------------------------------------------
 

@@ -52,10 +52,11 @@ class SessionRunner:
             self._reconnected(now)
         elif not self.mqtt.connected:
             s.machine.connection_lost(now)
-        for topic, payload in messages:
+        last = len(messages) - 1
+        for i, (topic, payload) in enumerate(messages):
             if topic == self.incoming:
                 self.received += 1
-                s.link_received(payload, now)
+                s.link_received(payload, now, i < last)
             else:
                 answer = self.requests.on_message(topic, payload)
                 if answer is not None:

@@ -125,7 +125,7 @@ class Session:
         self.onchain = []  # this side's ledger requests that were applied (bytes)
         self.log = []  # (ms since start, text) of what happened
         self.stop_code = None
-        self.installment_sent = None  # consumer: ``now`` when the last installment went out
+        self.installment_sent = None  # consumer: (k, ``now``) of the last installment that went out
         self.last_installment = None  # consumer: (k, sent, accepted) of the last one accepted, for timing
         self.installment_log = []  # consumer: every (k, sent, accepted), for session records (N entries)
         self.closing = None  # the close (or dispute) request on its way to the ledger
@@ -149,11 +149,18 @@ class Session:
 
     # ---- inputs ------------------------------------------------------------------------
 
-    def link_received(self, data, now):
-        """Bytes from the session topic: a link message, or the closing exchange."""
+    def link_received(self, data, now, more=False):
+        """Bytes from the session topic: a link message, or the closing exchange. ``more``:
+        the caller has further messages of the same batch to hand in next, so a write that
+        the next message may make anyway is put off until then (the consumer's acceptance
+        of installment k and its proposal k+1, which usually arrive together, cost one
+        write instead of two)."""
         if _is_ledger_op(data):
-            return self._close_message(data, now)
-        self._handle(self.machine.receive(data, now), now)
+            self._close_message(data, now)
+        else:
+            self._handle(self.machine.receive(data, now), now)
+        if not more:
+            self._save()
 
     def ledger_answer(self, data, now):
         """A ``Result`` from the ledger (through the gateway) for one of our requests."""
@@ -187,6 +194,7 @@ class Session:
         if self.wake is not None and now >= self.wake:
             action, self.wake = self.wake_action, None
             action(now)
+        self._save()
         self._collect(now)
 
     # ---- outputs -----------------------------------------------------------------------
@@ -351,13 +359,13 @@ class Session:
             proof = codec.dumps([compact_terms(self.series), preimage]) if k == 0 else preimage
             self._signed(self.terms.paid_after(k), now)
         m.send_installment(proof, now)
-        self.installment_sent = now
+        self.installment_sent = (k, now)
 
     def _installment_accepted(self, k, proof, now):
-        self.last_installment = (k, self.installment_sent, now)
+        self.last_installment = (k, self.installment_sent[1], now)
         self.installment_log.append(self.last_installment)
         if self.terms.mode == CHANNEL and k > 0:
-            self.channel.accept(proof)
+            self.channel.accept(proof, store=False)  # written by _save or with the next proposal
             if k == 1 and self.cheat.stale_close:
                 self.stale = proof
 
@@ -645,6 +653,10 @@ class Session:
 
     def _note(self, now, text):
         self.log.append((now - self.started, text))
+
+    def _save(self):
+        if self.channel is not None:
+            self.channel.save()
 
     def _collect(self, now):
         self.now = now

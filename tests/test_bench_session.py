@@ -54,10 +54,12 @@ def test_installment_loop_figures_are_consistent(report):
         loop = report[broker]
         assert loop["installments"] == INSTALLMENTS and loop["payout_ok"]
         assert 0 < loop["p50_ms"] <= loop["p99_ms"] <= loop["max_ms"]
+        assert loop["p50_ms"] < loop["cycle_p50_ms"] <= loop["cycle_p99_ms"]  # the cycle holds the round trip
         assert loop["installments_per_s"] > 0 and loop["bound_installments_per_s"] > 0
-        # Each state is stored before it is signed and sent: the consumer's proposal and its
-        # acceptance of the answer, the producer's countersignature.
-        assert loop["consumer_writes_per_installment"] == pytest.approx(2, abs=0.1)
+        # Each state is stored before it is signed and sent: the consumer's proposal (with its
+        # acceptance of the previous answer when both came in one poll, else apart), the
+        # producer's countersignature.
+        assert 1 <= loop["consumer_writes_per_installment"] <= 2.1
         assert loop["producer_writes_per_installment"] == pytest.approx(1, abs=0.1)
         assert 0 < loop["durable_write_ms"] <= loop["durable_write_p99_ms"]
         assert 0 < loop["mqtt_round_trip_ms"] <= loop["mqtt_round_trip_p99_ms"]

@@ -254,6 +254,22 @@ def test_channel_open_updates_and_cooperative_close(ledger, consumer, producer):
     assert H.conserved(ledger)
 
 
+def test_an_acceptance_kept_in_memory_is_written_by_save_or_lost_whole(ledger, consumer, producer):
+    channel_id = open_channel(ledger, consumer, producer)
+    full = producer.wallet.channel(channel_id).countersign(consumer.wallet.channel(channel_id).propose(200, 2000, receipt(2)))
+    consumer.wallet.channel(channel_id).accept(full, store=False)
+    consumer.reboot()  # the power went before the write: seq 1 still waits, nothing is lost
+    c = consumer.wallet.channel(channel_id)
+    assert (c.latest().seq, c.pending().seq) == (0, 1)
+    assert c.accept(full, store=False).seq == 1 and c.unsaved
+    before = consumer.wallet.storage.writes
+    c.save()
+    c.save()  # nothing left to write
+    assert consumer.wallet.storage.writes - before == 1 and not c.unsaved
+    c = consumer.reboot().channel(channel_id)
+    assert (c.latest().seq, c.pending()) == (1, None)
+
+
 def test_unilateral_close_and_the_higher_state_in_the_window(ledger, consumer, producer):
     channel_id = open_channel(ledger, consumer, producer, window=5)
     for k in (2, 3):
@@ -665,6 +681,12 @@ def test_writes_per_operation(ledger, consumer, producer):
     full = p.countersign(c.propose(200, 100, receipt(1)))
     c.accept(full)
     assert (writes() - before, producer.wallet.storage.writes - pbefore) == (2, 1)
+    full = p.countersign(c.propose(300, 200, receipt(2)))
+    before = writes()
+    c.accept(full, store=False)  # kept for the next write
+    assert writes() == before
+    c.propose(400, 300, receipt(3))  # one write: seq 2 accepted and seq 3 proposed
+    assert writes() - before == 1
     before = writes()
     H.run(ledger, 4, p.countersign_close(c.sign_close()))
     assert writes() - before == 1
