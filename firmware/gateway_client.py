@@ -22,8 +22,8 @@ on the ledger. So every ``pending()`` request is sent again after a reconnect, a
 when it has waited ``resend_ms`` without an answer. Re-sending is safe: the gateway
 forwards identical requests in flight once and answers everybody, the ledger answers a
 request it already applied ``DUPLICATE`` (the wallet books that as confirmed), and the RA
-answers a registration it already signed ``REPLAYED_NONCE`` (the wallet then abandons that
-batch: its keys become gaps, never reused).
+signs a registration it already signed once more (``REPLAYED_NONCE`` is only for another
+batch under a used nonce).
 """
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import ra_messages as ra

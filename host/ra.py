@@ -431,7 +431,7 @@ class RegistrationAuthority:
             if not signing.verify(identity.device_pubkey, request, request.device_sig):
                 raise Refusal(msg.BAD_SIGNATURE, "the request is not signed by the identity's device key")
             if repo.nonce_used(request.identity_id, request.nonce):
-                raise Refusal(msg.REPLAYED_NONCE, "nonce %s was already used by this identity" % request.nonce.hex())
+                return self._answer_again(request)
             seen = set()
             for i, pubkey in enumerate(request.pubkeys):
                 if not signing.valid_public_key(pubkey):
@@ -449,6 +449,18 @@ class RegistrationAuthority:
             sigs = [self.vault.sign_account(pk) for pk in request.pubkeys]
             repo.store_batch(request.identity_id, request.nonce, self.vault.epoch, request.pubkeys, int(self.clock()))
         return msg.RegistrationResponse(request.nonce, self.vault.epoch, sigs)
+
+    def _answer_again(self, request):
+        """A nonce already used: the device asks again because our answer was lost (a
+        broker restart, a reboot), so the same batch is signed again; any other batch under
+        that nonce is a replay. Keys registered under an earlier epoch are not re-signed."""
+        for pubkey in request.pubkeys:
+            record = self.repo.account(pubkey) if signing.valid_public_key(pubkey) else None
+            if record is None or record.identity_id != request.identity_id or record.epoch != self.vault.epoch:
+                raise Refusal(msg.REPLAYED_NONCE, "nonce %s was already used by this identity for another batch"
+                              % request.nonce.hex())
+        return msg.RegistrationResponse(request.nonce, self.vault.epoch,
+                                        [self.vault.sign_account(pk) for pk in request.pubkeys])
 
     def handle(self, data):
         """Request bytes in, response bytes out; never raises on bad input."""

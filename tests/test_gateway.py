@@ -210,7 +210,9 @@ def test_bad_client_ids_are_dropped_and_counted(device, gateway):
 def test_ra_refusals_come_back_over_mqtt(wallet, device):
     request = msg.make_request(wallet.identity_id, wallet.device_secret, [signing.public_key(signing.new_secret())])
     assert isinstance(msg.decode_reply(device.ask(topics.RA_REGISTER, request.encode())), msg.RegistrationResponse)
-    replayed = msg.decode_reply(device.ask(topics.RA_REGISTER, request.encode()))
+    replay = msg.make_request(wallet.identity_id, wallet.device_secret, [signing.public_key(signing.new_secret())],
+                              request.nonce)
+    replayed = msg.decode_reply(device.ask(topics.RA_REGISTER, replay.encode()))
     assert replayed.reason() == "REPLAYED_NONCE"
     assert msg.decode_reply(device.ask(topics.RA_REGISTER, b"junk")).reason() == "MALFORMED"
 

@@ -160,9 +160,17 @@ def test_request_not_signed_by_the_device_key(authority):
 def test_replayed_nonce(authority):
     ada = Device(authority, ADA)
     first = ada.request(fresh_keys(2))
-    assert isinstance(ask(authority, first.encode()), msg.RegistrationResponse)
-    refused(authority, first.encode(), msg.REPLAYED_NONCE)
+    answer = ask(authority, first.encode())
+    assert isinstance(answer, msg.RegistrationResponse)
+    # The same batch again (our answer was lost): signed again, nothing new stored.
+    before = snapshot(authority)
+    again = ask(authority, first.encode())
+    assert isinstance(again, msg.RegistrationResponse) and snapshot(authority) == before
+    assert msg.accounts_from(first, again, authority.vault.public_key) == msg.accounts_from(
+        first, answer, authority.vault.public_key)
+    # Another batch under a used nonce is a replay, even one holding a key of the first.
     refused(authority, ada.request(fresh_keys(2), nonce=first.nonce).encode(), msg.REPLAYED_NONCE)
+    refused(authority, ada.request(first.pubkeys[:1] + fresh_keys(1), nonce=first.nonce).encode(), msg.REPLAYED_NONCE)
     alan = Device(authority, ALAN)  # nonces are per identity
     assert isinstance(ask(authority, alan.request(fresh_keys(2), nonce=first.nonce).encode()), msg.RegistrationResponse)
 
@@ -324,7 +332,7 @@ def test_a_row_altered_without_the_key_is_not_trusted(authority):
 def test_rotation_signs_with_the_new_epoch_and_keeps_old_accounts_valid(ra_dir, unlock):
     with ra.RegistrationAuthority.open(ra_dir, unlock) as a0:
         ada = Device(a0, ADA)
-        request = ada.request(fresh_keys(10))
+        first = request = ada.request(fresh_keys(10))
         old = msg.accounts_from(request, ask(a0, request.encode()), a0.vault.public_key)
         epoch0_pub = a0.vault.public_key
     v1 = ra.rotate(ra_dir, unlock, now=NOW + 86400)
@@ -338,6 +346,8 @@ def test_rotation_signs_with_the_new_epoch_and_keeps_old_accounts_valid(ra_dir, 
         assert all(signing.verify(epoch0_pub, a, a.ra_sig) for a in old)
         assert not any(signing.verify(epoch0_pub, a, a.ra_sig) for a in new)
         assert a1.account(old[0].pubkey).epoch == 0 and a1.account(new[0].pubkey).epoch == 1
+        # An epoch-0 batch asked for again is not re-signed: that key is gone.
+        refused(a1, first.encode(), msg.REPLAYED_NONCE)
     # Epoch 0 no longer signs: its secret is gone from the key file.
     assert [e for e, _, _ in ra.public_epochs(ra_dir)] == [0, 1]
     with pytest.raises(codec.DecodeError, match="not a valid RA signature"):
@@ -486,7 +496,8 @@ def test_a_micropython_wallet_registers_keys(authority):
             "secrets": [signing.new_secret().hex() for _ in range(3)]}
     request = bytes.fromhex(micropython.run("CASE = %r\n" % json.dumps(case) + WALLET).check().records[-1]["request"])
     reply = authority.handle(request)
-    case.update(reply=reply.hex(), ra_pub=authority.vault.public_key.hex(), error=authority.handle(request).hex())
+    replay = msg.make_request(identity_id, device, [signing.public_key(signing.new_secret())], bytes.fromhex(case["nonce"]))
+    case.update(reply=reply.hex(), ra_pub=authority.vault.public_key.hex(), error=authority.handle(replay.encode()).hex())
     rec = micropython.run("CASE = %r\n" % json.dumps(case) + WALLET).check().records[-1]
     assert rec["request"] == request.hex()
     accounts = [Account.decode(bytes.fromhex(h)) for h in rec["accounts"]]
@@ -523,7 +534,8 @@ def test_cli_end_to_end(tmp_path, capsys):
     reply = msg.decode_reply((tmp_path / "resp.bin").read_bytes())
     accounts = msg.accounts_from(request, reply, ra.unseal(d, ra.Unlock(key_file=key)).public_key)
 
-    (tmp_path / "req.hex").write_text(request.encode().hex() + "\n")  # hex, as copied from a log: a replay
+    replay = msg.make_request(identity_id, device, fresh_keys(2), request.nonce)
+    (tmp_path / "req.hex").write_text(replay.encode().hex() + "\n")  # hex, as copied from a log
     assert cli("ra", "sign", *unlock, "--request", str(tmp_path / "req.hex"), "--out", str(tmp_path / "err.bin")) == 1
     assert "REPLAYED_NONCE" in capsys.readouterr().err
     assert msg.decode_reply((tmp_path / "err.bin").read_bytes()).code == msg.REPLAYED_NONCE

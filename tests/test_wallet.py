@@ -647,11 +647,16 @@ def test_bad_registration_replies_store_nothing(consumer, authority):
     unchanged(consumer, lambda: w.refill_reply(forged.encode()), KeystoreError, "does not verify")
     unchanged(consumer, lambda: w.refill_reply(b"\xa1\x00"), KeystoreError, "malformed")
     assert w.refill_reply(good.encode()) == 4
-    # A refusal of the request in flight abandons it, so the next refill asks afresh.
+    # An answer lost and asked for again: the RA signs the same batch again.
     request = w.refill_request(2)
     authority.handle(request)
-    with pytest.raises(KeystoreError, match="REPLAYED_NONCE"):
+    assert w.refill_reply(authority.handle(request)) == 2
+    # A refusal of the request in flight abandons it, so the next refill asks afresh.
+    request = w.refill_request(2)
+    authority.set_identity_enabled(w.identity_id, False)
+    with pytest.raises(KeystoreError, match="IDENTITY_DISABLED"):
         w.refill_reply(authority.handle(request))
+    authority.set_identity_enabled(w.identity_id, True)
     assert w.keystore.pending is None
     assert w.refill_reply(authority.handle(w.refill_request(2))) == 2
     assert w.needs_refill(100) and not w.needs_refill(1)
