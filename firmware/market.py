@@ -12,8 +12,9 @@ ledger's answers; the caller sends and fetches them through the gateway.
   may undercut them (``maybe_update``: f_i(T, e, U b_j)).
 * Evaluation: once the bid deadline has passed the consumer picks argmin g(d_i, b_i')
   (``evaluate``) and commits to that bid (``commit``). The winner sees its bid chosen
-  (``is_chosen``) and both derive the link's session id from the commitment
-  (``session_id``), so the link topics name neither side.
+  (``is_chosen``) and both derive the link's session id from the commitment and an ECDH
+  secret of the request key and the bidder key (``session_id``): the link topics name
+  neither side, and nobody else reading the board can compute them.
 
 Prices are per kWh in the smallest currency unit, as in the session terms. All the
 arithmetic is in integers, so a choice comes out the same on every platform (an ESP32's
@@ -26,7 +27,7 @@ from plugpay.protocol.port import const, sha256
 from plugpay.protocol.schema import ArrayOf, Bytes, Nested, Record, Text, UInt
 from plugpay.protocol.structures import HASH
 
-SESSION_DOMAIN = b"plugpay/market-session/v1"
+SESSION_DOMAIN = b"plugpay/market-session/v2"
 # Default weight of distance in g: each km marks the price up by 2 % (in parts per million).
 KM_MARKUP_PPM = const(20000)
 # Metres per micro-degree of arc, times 1e8: 6371008.8 m mean Earth radius * pi / 180 / 1e6.
@@ -282,10 +283,13 @@ def is_chosen(view, my_bid):
     return view.status == L.STATUS_COMMITTED and view.chosen == sha256(my_bid)
 
 
-def session_id(request_key, bid_digest):
+def session_id(my_secret, peer_key, request_key, bid_digest):
     """The link session id both sides compute from the commitment: 16 bytes of
-    SHA-256(domain, request key, chosen bid digest). ``topics.link_topics`` builds the
-    link's topics from it, which then name neither side."""
+    SHA-256(domain, ECDH secret, request key, chosen bid digest). The consumer passes its
+    request secret and the chosen bidder key, the producer its bid secret and the request
+    key. ``topics.link_topics`` builds the link's topics from it: they name neither side,
+    and whoever reads the board without one of the two secrets cannot find them (to watch
+    or disturb the session). ``SignatureError`` (a ``ValueError``) for a bad key."""
     if len(request_key) != 33 or len(bid_digest) != 32:
         raise ValueError("a request key is 33 bytes and a bid digest 32")
-    return sha256(SESSION_DOMAIN + request_key + bid_digest)[:16]
+    return sha256(SESSION_DOMAIN + signing.shared_secret(my_secret, peer_key) + request_key + bid_digest)[:16]

@@ -275,6 +275,21 @@ def public_key(secret):
     return compress(x, y)
 
 
+def multiply(pubkey33, secret):
+    """33-byte compressed d * Q for a secret d and a compressed point Q: the point of an
+    ECDH shared secret. Plain double-and-add (ECDH runs once per session, not per message).
+    ValueError for a bad key or secret."""
+    d = _secret(secret)
+    x, y = decompress(pubkey33)
+    X, Y, Z = 0, 1, 0  # infinity
+    for bit in range(255, -1, -1):  # MicroPython's int has no bit_length; doubling infinity is cheap
+        X, Y, Z = _jdouble(X, Y, Z)
+        if (d >> bit) & 1:
+            X, Y, Z = _jadd(X, Y, Z, x, y, 1)
+    x, y = _to_affine(X, Y, Z)  # never infinity: 0 < d < N, the order of every point
+    return compress(x, y)
+
+
 def _rfc6979(x, h1):
     """RFC 6979 section 3.2 nonces (HMAC-SHA256, qlen = hlen = 256) for the 32-byte secret x
     and h1 = bits2octets(digest); yields candidates 1 <= k < N, retrying as 3.2.h says."""

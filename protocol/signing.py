@@ -102,6 +102,17 @@ class _Coincurve:
     def on_curve(self, pubkey):
         return bool(self.lib.secp256k1_ec_pubkey_parse(self.ctx, self.ffi.new("secp256k1_pubkey *"), pubkey, len(pubkey)))
 
+    def multiply(self, pubkey, secret):
+        ffi, lib, ctx = self.ffi, self.lib, self.ctx
+        pk = ffi.new("secp256k1_pubkey *")  # not the cached parse: the product replaces it
+        if not lib.secp256k1_ec_pubkey_parse(ctx, pk, pubkey, len(pubkey)) \
+                or not lib.secp256k1_ec_pubkey_tweak_mul(ctx, pk, secret):
+            raise ValueError("bad public key or secret")
+        out = ffi.new("unsigned char[33]")
+        size = ffi.new("size_t *", 33)
+        lib.secp256k1_ec_pubkey_serialize(ctx, out, size, pk, lib.SECP256K1_EC_COMPRESSED)
+        return bytes(ffi.buffer(out, 33))
+
     def parsed_key(self, pubkey):
         """The parsed key, from the cache or parsed now; None for a key off the curve."""
         keys = self.keys
@@ -304,6 +315,21 @@ def verify_digest(pubkey, digest, sig):
     if not _backend.verify_checks_curve and not _backend.on_curve(pubkey):
         return False
     return _backend.verify(pubkey, digest, sig)
+
+
+def shared_secret(secret, pubkey):
+    """ECDH: the 32-byte x coordinate of ``secret * pubkey``, the same bytes at both ends of
+    a key exchange. libsecp256k1 computes it itself; every other backend uses this
+    package's ``secp256k1`` (not constant-time, see above)."""
+    check_secret(secret)
+    if not valid_public_key(pubkey):
+        raise SignatureError("not a compressed public key on secp256k1")
+    multiply = getattr(_backend, "multiply", None)
+    if multiply is None:
+        from . import secp256k1
+
+        multiply = secp256k1.multiply
+    return multiply(pubkey, secret)[1:]
 
 
 def sign(secret, struct):

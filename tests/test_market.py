@@ -9,7 +9,7 @@ import pytest
 
 import ledger_helpers as H
 from plugpay.firmware import market as M
-from plugpay.protocol import codec, topics
+from plugpay.protocol import codec, signing, topics
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol.port import sha256
 from plugpay.tools import micropython
@@ -121,9 +121,11 @@ def test_a_whole_round(ledger, tmp_path):
     after = view(ledger, request_key)
     assert after.status == L.STATUS_COMMITTED
     assert [M.is_chosen(after, p.sent) for p in (city, highway, neighbour)] == [True, False, False]
-    consumer_side = M.session_id(request_key, chosen.digest)
-    producer_side = M.session_id(request_key, sha256(city.sent))
+    consumer_side = M.session_id(consumer, chosen.bidder_key, request_key, chosen.digest)
+    producer_side = M.session_id(city.secret, request_key, request_key, sha256(city.sent))
     assert consumer_side == producer_side and len(consumer_side) == 16
+    # What the board shows is not enough: a third key gets another session.
+    assert M.session_id(signing.new_secret(), request_key, request_key, chosen.digest) != consumer_side
     to_responder, _ = topics.link_topics(consumer_side)
     assert request_key.hex() not in to_responder and L.MarketBid.decode(city.sent).bidder_key.hex() not in to_responder
 
@@ -303,8 +305,11 @@ def test_answers_that_do_not_fit_are_refused():
     rq = M.region_query(REGION)
     with pytest.raises(M.MarketError):
         M.read_open_requests(L.Result(sha256(rq), True, L.OK, "", [[b"x"]]).encode(), rq)
+    key = signing.public_key(signing.new_secret())
     with pytest.raises(ValueError):
-        M.session_id(b"\x02" * 32, b"d" * 32)
+        M.session_id(signing.new_secret(), key, b"\x02" * 32, b"d" * 32)
+    with pytest.raises(ValueError):
+        M.session_id(signing.new_secret(), b"\x02" + b"\xff" * 32, key, b"d" * 32)  # not on the curve
 
 
 DEVICE = """
@@ -323,7 +328,8 @@ home = tuple(c["home"])
 chosen = M.evaluate(rows, home)
 out = {"ops": [x.hex() for x in [req] + bids + [M.commit(sha256(b"consumer"), key, chosen.digest)]],
        "distances": [M.distance_m(home, s) for s in sites], "chosen": chosen.digest.hex(),
-       "session": M.session_id(key, chosen.digest).hex(), "query": M.region_query(c["region"], 3).hex()}
+       "session": M.session_id(sha256(b"consumer"), chosen.bidder_key, key, chosen.digest).hex(),
+       "query": M.region_query(c["region"], 3).hex()}
 print("@@ " + json.dumps(out))
 """
 
@@ -342,5 +348,6 @@ def test_micropython_builds_the_same_operations_and_makes_the_same_choice():
     ops = [req] + bids + [M.commit(sha256(b"consumer"), key, chosen.digest)]
     assert got["ops"] == [x.hex() for x in ops]
     assert got["distances"] == [M.distance_m(HOME, s) for s in sites]
-    assert got["chosen"] == chosen.digest.hex() and got["session"] == M.session_id(key, chosen.digest).hex()
+    assert got["chosen"] == chosen.digest.hex()
+    assert got["session"] == M.session_id(sha256(b"consumer"), chosen.bidder_key, key, chosen.digest).hex()
     assert got["query"] == M.region_query(case["region"], 3).hex()

@@ -184,6 +184,19 @@ def test_small_public_keys():
 # --- randomised cross-checks -----------------------------------------------------------
 
 
+def test_multiply_against_libsecp256k1():
+    rnd = random.Random(0xEC0D4)
+    edges = [1, 2, N - 1, N - 2, (N - 1) // 2]
+    for i in range(200):
+        d = edges[i] if i < len(edges) else rnd.randrange(1, N)
+        q = PrivateKey(b32(rnd.randrange(1, N))).public_key
+        assert S.multiply(q.format(), b32(d)) == q.multiply(b32(d)).format()
+    with pytest.raises(ValueError):
+        S.multiply(b"\x02" + b32(5), b32(7))  # x = 5 is not on the curve
+    with pytest.raises(ValueError):
+        S.multiply(PrivateKey().public_key.format(), b32(N))
+
+
 def test_random_sign_verify_against_libsecp256k1_and_python_ecdsa():
     rnd = random.Random(0x5EC9256)
     for i in range(2000):

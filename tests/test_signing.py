@@ -112,6 +112,20 @@ def test_all_backends_agree_on_random_cases():
             assert not signing.verify_digest(pub, digest, bytes(bad))
 
 
+def test_shared_secret_is_the_same_at_both_ends_on_every_backend():
+    for _ in range(20):
+        a, b = rand_secret(), rand_secret()
+        pa, pb = signing.public_key(a), signing.public_key(b)
+        got = {(n, side): with_backend(n, signing.shared_secret, *side) for n in BACKENDS for side in ((a, pb), (b, pa))}
+        assert len(set(got.values())) == 1 and len(got[(BACKENDS[0], (a, pb))]) == 32
+    for n in BACKENDS:
+        signing.use(n)
+        with pytest.raises(signing.SignatureError):
+            signing.shared_secret(rand_secret(), b"\x02" + bytes(32))  # x = 0: off the curve
+        with pytest.raises(signing.SignatureError):
+            signing.shared_secret(bytes(32), signing.public_key(rand_secret()))
+
+
 def test_thousands_against_python_ecdsa_reference():
     # The shim on its fastest backend against python-ecdsa used directly, not via the shim.
     signing.use("coincurve")

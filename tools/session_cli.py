@@ -7,8 +7,9 @@ market on the ledger (Unterweger et al.): the consumer posts a request for its r
 window and energy under a one-time key, producers quote and bid from their public site
 (and may undercut once after seeing the others), the consumer picks argmin g(distance,
 price) with its private position after a bid window and commits. Both derive the link's
-session id and the terms from the request and the chosen bid alone, then run the session
-(``firmware.session`` over ``firmware.runner``) on a fresh MQTT connection.
+session id (with an ECDH secret of their two one-time keys, so no one else reading the
+board finds the session's topics) and the terms from the request and the chosen bid, then
+run the session (``firmware.session`` over ``firmware.runner``) on a fresh MQTT connection.
 
 The ledger grows a block per batch of requests and answers no "current height" query, so
 a bid deadline in blocks cannot be set "a few seconds ahead". The consumer takes the newest
@@ -351,7 +352,8 @@ class _Device:
                 raise SessionFailure("no bids on the request in %s within the %g s bid window: is a producer "
                                      "running in that region?" % (args.region, args.bid_window))
             params = charge_parameters(view, chosen.unit_price, self.plan.installments)
-            terms = self._terms(request_key, view, chosen.digest, params)
+            sid = market.session_id(secret, chosen.bidder_key, request_key, chosen.digest)
+            terms = self._terms(sid, view, params)
             if terms.budget() > balance:
                 raise SessionFailure("the wallet holds %d, the chosen bid (%d per kWh) needs %d: fund it "
                                      "(--fund AMOUNT on a test network)" % (balance, chosen.unit_price, terms.budget()))
@@ -410,7 +412,8 @@ class _Device:
                 unit_price = L.MarketBid.decode(sent).unit_price
                 self.say("market: my bid of %d per kWh was chosen" % unit_price)
                 params = charge_parameters(view, unit_price, self.plan.installments)
-                return self._terms(row.request_key, view, sha256(sent), params)
+                sid = market.session_id(secret, row.request_key, row.request_key, sha256(sent))
+                return self._terms(sid, view, params)
             if not updated:
                 update = market.maybe_update(secret, sent, view.bids, self.args.price)
                 if update is not None:
@@ -424,9 +427,8 @@ class _Device:
 
     # -- the session -----------------------------------------------------------------------
 
-    def _terms(self, request_key, view, bid_digest, params):
+    def _terms(self, sid, view, params):
         plan = self.plan
-        sid = market.session_id(request_key, bid_digest)
         return Terms(sid, params, plan.mode, plan.producer, plan.initiator, window=DISPUTE_WINDOW_BLOCKS,
                      htlc_timeout=view.height + HTLC_TIMEOUT_BLOCKS)
 
