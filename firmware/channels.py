@@ -228,9 +228,9 @@ class Channel:
         a valid producer signature. It becomes the latest.
 
         ``store=False`` keeps it in memory until the next write (``save``, or ``propose``,
-        which then stores both in one write): the session defers it while more input waits,
-        since nothing is signed on an unsaved acceptance and the producer holds the same
-        fully signed state."""
+        which then stores both in one write): the session gives the next proposal a few
+        ms to come, since nothing is signed on an unsaved acceptance and the producer
+        holds the same fully signed state."""
         if self.rec.role != CONSUMER:
             raise ChannelError("only the consumer accepts a countersigned state")
         state = self._decode_state(data)

@@ -52,11 +52,10 @@ class SessionRunner:
             self._reconnected(now)
         elif not self.mqtt.connected:
             s.machine.connection_lost(now)
-        last = len(messages) - 1
-        for i, (topic, payload) in enumerate(messages):
+        for topic, payload in messages:
             if topic == self.incoming:
                 self.received += 1
-                s.link_received(payload, now, i < last)
+                s.link_received(payload, now)
             else:
                 answer = self.requests.on_message(topic, payload)
                 if answer is not None:

@@ -47,6 +47,10 @@ HTLC = M.MODE_HTLC
 CLOSE_RESEND_MS = 500  # the consumer sends its signed close again this often
 CLOSE_TRIES = 4  # then it closes alone (dispute), as does a producer that got none
 NO_POWER_POLL_MS = 10
+# The consumer's acceptance of installment k waits this long for its proposal k+1 (when
+# energy flows fast, the next reading is already on its way) so one write stores both.
+# Losing it to a power cut in between loses nothing: the producer holds the same state.
+ACCEPT_WRITE_MS = 5
 WATCH_MS = 250  # the producer looks at the channel on the ledger this often while it waits
 SETTLE_RETRY_MS = 200
 
@@ -134,6 +138,7 @@ class Session:
         self.wake = None  # when wake_action runs next (closing and settling)
         self.wake_action = None
         self.stale = None  # misbehaving consumer: the fully signed state of seq 1
+        self.save_at = None  # consumer: when tick writes an acceptance still in memory
         self.claims = 0  # producer, HTLC: claims waiting for the ledger
         self.now = now
         self.finished = False
@@ -149,18 +154,11 @@ class Session:
 
     # ---- inputs ------------------------------------------------------------------------
 
-    def link_received(self, data, now, more=False):
-        """Bytes from the session topic: a link message, or the closing exchange. ``more``:
-        the caller has further messages of the same batch to hand in next, so a write that
-        the next message may make anyway is put off until then (the consumer's acceptance
-        of installment k and its proposal k+1, which usually arrive together, cost one
-        write instead of two)."""
+    def link_received(self, data, now):
+        """Bytes from the session topic: a link message, or the closing exchange."""
         if _is_ledger_op(data):
-            self._close_message(data, now)
-        else:
-            self._handle(self.machine.receive(data, now), now)
-        if not more:
-            self._save()
+            return self._close_message(data, now)
+        self._handle(self.machine.receive(data, now), now)
 
     def ledger_answer(self, data, now):
         """A ``Result`` from the ledger (through the gateway) for one of our requests."""
@@ -194,7 +192,9 @@ class Session:
         if self.wake is not None and now >= self.wake:
             action, self.wake = self.wake_action, None
             action(now)
-        self._save()
+        if self.save_at is not None and now >= self.save_at:
+            self.save_at = None
+            self.channel.save()  # nothing if the next proposal wrote it already
         self._collect(now)
 
     # ---- outputs -----------------------------------------------------------------------
@@ -220,6 +220,8 @@ class Session:
             t = d if t is None or d < t else t
         if self.wake is not None and (t is None or self.wake < t):
             t = self.wake
+        if self.save_at is not None and self.channel.unsaved and (t is None or self.save_at < t):
+            t = self.save_at
         return t
 
     @property
@@ -365,7 +367,9 @@ class Session:
         self.last_installment = (k, self.installment_sent[1], now)
         self.installment_log.append(self.last_installment)
         if self.terms.mode == CHANNEL and k > 0:
-            self.channel.accept(proof, store=False)  # written by _save or with the next proposal
+            self.channel.accept(proof, store=False)  # written with the next proposal, or by tick
+            if self.save_at is None:
+                self.save_at = now + ACCEPT_WRITE_MS
             if k == 1 and self.cheat.stale_close:
                 self.stale = proof
 
@@ -653,10 +657,6 @@ class Session:
 
     def _note(self, now, text):
         self.log.append((now - self.started, text))
-
-    def _save(self):
-        if self.channel is not None:
-            self.channel.save()
 
     def _collect(self, now):
         self.now = now

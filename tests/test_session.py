@@ -12,7 +12,9 @@ import pytest
 from plugpay.boards.sim.board import SimBoard
 from plugpay.boards.sim.clock import ManualClock
 from plugpay.boards.sim.power import Battery, Meter
-from plugpay.firmware.session import CHANNEL, HTLC, Misbehaviour, Session, Terms
+from plugpay.firmware.session import ACCEPT_WRITE_MS, CHANNEL, HTLC, Misbehaviour, Session, Terms
+from plugpay.firmware.storage import Storage
+from plugpay.firmware.wallet import Wallet
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import link
 from plugpay.protocol import link_messages as M
@@ -34,7 +36,7 @@ class World:
     """A vehicle and a charger (or two vehicles) and the ledger, for one scenario."""
 
     def __init__(self, tmp_path, authority, scenario="g2v", mode=CHANNEL, n=10, energy_wh=2000, cheat=None,
-                 meter_error_ppm=0, latency=1):
+                 meter_error_ppm=0, latency=1, scale=SCALE):
         self.clock = ManualClock(0)
         conn = sqlite3.connect(str(tmp_path / "ledger.db"))
         self.ledger = InProcessLedger(conn, ra_keys(authority), H.FAUCET_PUBKEY)
@@ -48,7 +50,7 @@ class World:
                 else None
             meter = Meter(sha256(b"meter " + name.encode()), error_ppm=meter_error_ppm if producer else 0) \
                 if producer else None
-            board = SimBoard(name, ScaledView(self.clock, SCALE), POWER_W, battery=battery, meter=meter)
+            board = SimBoard(name, ScaledView(self.clock, scale), POWER_W, battery=battery, meter=meter)
             sides[name] = (party, board, initiator, producer)
         self.consumer_name = "b" if initiator_produces else "a"
         self.producer_name = "a" if initiator_produces else "b"
@@ -103,6 +105,32 @@ def test_a_whole_channel_session_is_two_ledger_requests_and_pays_everything(tmp_
     w.check_bounds()
     assert c.max_exposure == w.per_installment()  # reached: one installment ahead
     assert w.ledger.ledger.supply()["channels"] == 0
+
+
+def test_the_consumer_writes_an_acceptance_with_its_next_proposal_or_soon_after(tmp_path, authority):
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "fast").mkdir()
+    w = World(tmp_path / "slow", authority, n=10)  # a chunk of energy takes 65 ms
+    c, party = w.consumer, w.parties[w.consumer_name]
+
+    def stored():
+        ch = Wallet.open(Storage(party.root), party.device_key).channel(c.channel.channel_id)
+        return ch.latest().seq, None if ch.pending() is None else ch.pending().seq
+
+    w.pair.run(until=lambda: c.last_installment is not None and c.last_installment[0] == 1)
+    assert c.channel.unsaved and stored() == (0, 1)
+    accepted = c.last_installment[2]
+    assert w.pair.run(until=lambda: not c.channel.unsaved) == accepted + ACCEPT_WRITE_MS
+    assert stored() == (1, None)
+    # Energy as fast as the link: reading k+1 comes with the acceptance of k, one write for both.
+    w = World(tmp_path / "fast", authority, n=10, scale=10 ** 9)
+    c = w.consumer
+    w.pair.run(until=lambda: c.last_installment is not None and c.last_installment[0] == 1)
+    before = c.wallet.storage.writes
+    w.pair.run(until=lambda: c.last_installment[0] == 9)
+    assert c.wallet.storage.writes - before == 8
+    w.run()
+    assert c.stop_code == M.OK and w.producer.payout == c.terms.budget()
 
 
 def test_an_htlc_session_is_n_creates_and_n_claims(tmp_path, authority):
