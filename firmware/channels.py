@@ -310,26 +310,39 @@ class Channel:
         """Where my payout lands: ``(txhash, sn)`` (producer output 0, consumer 1)."""
         return L.channel_payout_txhash(self.rec.channel_id), 0 if self.rec.role == PRODUCER else 1
 
-    def finish(self, data, books):
-        """Take the ledger's answer to ``query()`` for a closed channel: my payout goes into
-        ``books`` and the record is removed. Returns my payout amount."""
+    def ledger_row(self, data):
+        """The ledger's answer to ``query()``: this channel's row ``[consumer, producer,
+        collateral, installments, window, status, seq, paid, deadline, height]``, or None if
+        the ledger has no such channel. A malformed answer, or one about another channel,
+        other parties or other amounts, raises ``ChannelError``."""
         result = strict(L.Result, data, "ledger result")
         if result.request_digest != sha256(self.query()):
             raise ChannelError("the result does not answer this channel's query")
         if not result.ok:
-            raise ChannelError("the ledger has no channel %s (%s)" % (
+            if result.reason == L.NOT_FOUND:
+                return None
+            raise ChannelError("the ledger refused the query of channel %s (%s)" % (
                 self.rec.channel_id.hex(), L.reason_name(result.reason)))
         row = result.data
         if not isinstance(row, list) or len(row) != 10 or [type(v) for v in row[:2]] != [bytes, bytes] \
-                or [type(v) for v in row[2:8]] != [int] * 6:
+                or [type(v) for v in row[2:]] != [int] * 8:
             raise ChannelError("the ledger's channel record is malformed")
-        consumer, producer, collateral, status, paid = row[0], row[1], row[2], row[5], row[7]
+        consumer, producer, collateral, paid = row[0], row[1], row[2], row[7]
         mine = self.keystore.account(self.rec.my_index).encode()
         theirs = self.rec.counterparty.encode()
         if (consumer, producer) != ((mine, theirs) if self.rec.role == CONSUMER else (theirs, mine)):
             raise ChannelError("the ledger's channel has other parties")
         if collateral != self.rec.collateral or not 0 <= paid <= collateral:
             raise ChannelError("the ledger's channel has other amounts")
+        return row
+
+    def finish(self, data, books):
+        """Take the ledger's answer to ``query()`` for a closed channel: my payout goes into
+        ``books`` and the record is removed. Returns my payout amount."""
+        row = self.ledger_row(data)
+        if row is None:
+            raise ChannelError("the ledger has no channel %s" % self.rec.channel_id.hex())
+        collateral, status, paid = row[2], row[5], row[7]
         if status != L.STATUS_CLOSED:
             raise ChannelError("the channel is not closed on the ledger yet (status %d)" % status)
         amount = paid if self.rec.role == PRODUCER else collateral - paid

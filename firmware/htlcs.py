@@ -329,6 +329,26 @@ class HtlcSeries:
         op.payee_sig = signing.sign(self._secret(), op)
         return op.encode()
 
+    def ledger_row(self, i, data):
+        """Payee: the ledger's answer to the query of HTLC ``i``: its row ``[payer, payee,
+        amount, hashlock, timeout, status, height]``, or None if the ledger has none. A
+        malformed answer, or one about other terms than this series', raises ``HtlcError``."""
+        result = strict(L.Result, data, "ledger result")
+        if result.request_digest != sha256(L.Query(L.QUERY_HTLC, self.htlc_id(i), 0).encode()):
+            raise HtlcError("the result does not answer the query of HTLC %d" % i)
+        if not result.ok:
+            if result.reason == L.NOT_FOUND:
+                return None
+            raise HtlcError("the ledger refused the query of HTLC %d (%s)" % (i, L.reason_name(result.reason)))
+        row = result.data
+        if not isinstance(row, list) or [type(v) for v in row] != [bytes, bytes, int, bytes, int, int, int]:
+            raise HtlcError("the ledger's HTLC record is malformed")
+        r = self.rec
+        if row[1] != self.keystore.account(r.my_index).encode() or row[0] != r.counterparty.encode() \
+                or row[2] != r.amount or row[3] != _slice(r.locks, self._index(i)) or row[4] != r.timeout:
+            raise HtlcError("the ledger's HTLC %d has other terms than the series" % i)
+        return row
+
     def claimed(self, i, data, books):
         """Payee: the ledger's result for ``claim(i)``; the amount goes into ``books``.
         HTLC_NOT_OPEN means the payer refunded it first."""

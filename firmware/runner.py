@@ -15,6 +15,7 @@ back) and unanswered ledger requests go out again (the ledger answers a repeat
 from plugpay.protocol import topics
 from plugpay.protocol.port import ticks_diff, ticks_ms
 
+from .gateway_client import DEFAULT_RESEND_MS as RESEND_MS
 from .gateway_client import Requests
 
 POLL_MAX_MS = 50  # never sleep longer: a slow clock or a lost wake-up costs this at most
@@ -39,6 +40,7 @@ class SessionRunner:
         self.connects = mqtt.connects
         self.published = 0
         self.received = 0
+        self.sent_at = {}  # ledger request key -> when it last went out
 
     def step(self, max_wait_ms=POLL_MAX_MS):
         """Wait for input up to the session's next deadline, handle it, send the output."""
@@ -59,8 +61,10 @@ class SessionRunner:
             else:
                 answer = self.requests.on_message(topic, payload)
                 if answer is not None:
+                    self.sent_at.pop(answer[0], None)
                     s.ledger_answer(answer[1].encode(), now)
         s.tick(now)
+        self._resend_ledger_requests(now)
         self.flush()
         if self.on_step is not None:
             self.on_step(s, now)
@@ -71,8 +75,17 @@ class SessionRunner:
             self.published += 1
             self.mqtt.publish(self.outgoing, data, 1)
         for kind, raw in s.ledger_requests():
-            topic, payload, _ = self.requests.submit(raw) if kind == "submit" else self.requests.query(raw)
+            topic, payload, key = self.requests.submit(raw) if kind == "submit" else self.requests.query(raw)
             self.mqtt.publish(topic, payload, 1)
+            self.sent_at[key] = self.clock()
+
+    def _resend_ledger_requests(self, now):
+        """An answer can be lost on a live connection too (the gateway gave up on the
+        ledger): a request unanswered for ``RESEND_MS`` goes again (see gateway_client)."""
+        for topic, payload, key in self.requests.pending():
+            if now - self.sent_at.get(key, now) >= RESEND_MS:
+                self.mqtt.publish(topic, payload, 1)
+                self.sent_at[key] = now
 
     def run(self, timeout_ms=None):
         """Step until the session is finished (or ``timeout_ms`` passed); True if finished."""
@@ -91,10 +104,11 @@ class SessionRunner:
         m = s.machine
         if not m.paused:
             m.connection_lost(now)
-        if m.paused and m.stop_code is None:
+        if m.paused and m.stop_code is None and not m.resuming:  # else it is re-sent as it stands
             m.resume(s.balance(), now)
-        for topic, payload, _ in self.requests.pending():
+        for topic, payload, key in self.requests.pending():
             self.mqtt.publish(topic, payload, 1)
+            self.sent_at[key] = now
 
 
 class _Ticks:

@@ -51,6 +51,8 @@ NO_POWER_POLL_MS = 10
 # energy flows fast, the next reading is already on its way) so one write stores both.
 # Losing it to a power cut in between loses nothing: the producer holds the same state.
 ACCEPT_WRITE_MS = 5
+# What the wallet and the codec raise on input they refuse (``DecodeError`` is a ValueError).
+REFUSALS = (WalletError, ChannelError, HtlcError, ValueError)
 WATCH_MS = 250  # the producer looks at the channel on the ledger this often while it waits
 SETTLE_RETRY_MS = 200
 
@@ -58,8 +60,8 @@ SETTLE_RETRY_MS = 200
 class Terms:
     """What both sides agreed before the link starts (in the market): the charge
     parameters, the payment mode, the session id, who produces and who initiates, the
-    channel's dispute window (blocks), the HTLCs' timeout (block height) and the fee offered
-    with each ledger request."""
+    channel's dispute window (blocks), the HTLCs' timeout (block height: the producer takes
+    no series that refunds earlier) and the fee offered with each ledger request."""
 
     def __init__(self, session_id, parameters, mode, producer, initiator, window=10, htlc_timeout=100000, fee=0):
         if mode not in (CHANNEL, HTLC):
@@ -135,6 +137,7 @@ class Session:
         self.closing = None  # the close (or dispute) request on its way to the ledger
         self.closing_started = False
         self.close_tries = 0
+        self.disputed = False  # a unilateral close (or the answer to one) went to the ledger
         self.wake = None  # when wake_action runs next (closing and settling)
         self.wake_action = None
         self.stale = None  # misbehaving consumer: the fully signed state of seq 1
@@ -175,7 +178,7 @@ class Session:
             self.onchain.append(raw)
         try:
             callback(result, data, now)
-        except (WalletError, ChannelError, HtlcError) as e:  # the wallet refused the ledger's answer
+        except REFUSALS as e:  # the wallet refused the ledger's answer
             self._note(now, "ledger answer refused by the wallet: %s" % e)
             self._stop(M.FAILED, now)
         self._collect(now)
@@ -242,7 +245,7 @@ class Session:
         for ev in events:
             try:
                 self._on_event(ev, now)
-            except (WalletError, ChannelError, HtlcError) as e:
+            except REFUSALS as e:
                 self._note(now, "refused: %s" % e)
                 self._stop(M.FAILED_UnpaidOverLimit if self.producer else M.FAILED_SignatureError, now)
         self._collect(now)
@@ -318,9 +321,13 @@ class Session:
         outcome = self.wallet.handle_result(data)
         if outcome != "confirmed":
             self._note(now, "channel open %s: %s %s" % (outcome, L.reason_name(result.reason), result.detail))
-            return self._stop(M.FAILED, now)
+            self._stop(M.FAILED, now)
+            return self._after_stop(now)  # (again, if the link had stopped already: now it can finish)
         self.channel = self.wallet.channel(L.decode_request(self.deposit).channel_id())
         self._signed(self.terms.paid_after(0), now)
+        if self.stopped:  # the link ended while the open was on its way: close the channel now
+            self._note(now, "the channel opened after the link stopped: closing it")
+            return self._after_stop(now)
         self._pay(now)
 
     def _fund_next(self, now):
@@ -329,6 +336,8 @@ class Session:
 
     def _htlc_funded(self, result, data, now):
         outcome = self.wallet.handle_result(data)
+        if self.stopped:  # no more HTLCs once the link is over; the funded ones refund later
+            return self._after_stop(now)
         if outcome != "confirmed":
             self._note(now, "HTLC %d: %s %s" % (self.funded, L.reason_name(result.reason), result.detail))
             return self._stop(M.FAILED, now)
@@ -376,8 +385,10 @@ class Session:
     def _reading_received(self, reading, now):
         self.board.update(self._board_now())
         measured = self.board.measured_wh
-        if reading.cumulative_wh > measured + self.params.tolerance_wh:
-            self._note(now, "reading %d says %d Wh, measured %d Wh" % (reading.index, reading.cumulative_wh, measured))
+        tolerance = self.params.tolerance_wh
+        if reading.cumulative_wh > measured + tolerance or measured + tolerance < self.params.due_wh(reading.index):
+            self._note(now, "reading %d says %d Wh, measured %d Wh, %d Wh due" % (
+                reading.index, reading.cumulative_wh, measured, self.params.due_wh(reading.index)))
             return self._stop(M.FAILED_ReceiptMismatch, now)
         receipt = MeterReceipt(reading, b"")
         receipt.ev_sig = signing.sign(self.session_secret, receipt)
@@ -395,7 +406,10 @@ class Session:
                                                           self.params.installments, self.terms.window)
                 query = self.channel.query()
                 return self._query(query, self._channel_seen, now)
-            state = ChannelState.decode(proof, M.MAX_PROOF_BYTES)
+            try:
+                state = ChannelState.decode(proof, M.MAX_PROOF_BYTES)
+            except DecodeError as e:
+                raise ChannelError("installment %d is not a channel state: %s" % (k, e))
             due = (self.terms.paid_after(k), self.params.due_wh(k), self.receipt)
             if (state.paid_to_producer, state.energy_wh, state.receipt_digest) != due:
                 raise ChannelError("installment %d pays %d for %d Wh; %d for %d Wh against the last receipt is due"
@@ -415,23 +429,32 @@ class Session:
                     or self.series.rec.amount * self.series.count() != self.terms.budget():
                 raise HtlcError("the series is not %d HTLCs of %d" % (
                     self.params.installments, self.terms.budget() // self.params.installments))
+            if self.series.rec.timeout < self.terms.htlc_timeout:
+                raise HtlcError("the HTLCs refund from block %d, before the agreed %d" % (
+                    self.series.rec.timeout, self.terms.htlc_timeout))
         else:
             preimage = proof
         self.series.take_preimage(k, preimage)
         query = L.Query(L.QUERY_HTLC, self.series.htlc_id(k), 0).encode()
-        self._query(query, lambda result, data, t: self._htlc_seen(k, result, t), now)
+        self._query(query, lambda result, data, t: self._htlc_seen(k, result, data, t), now)
 
     def _channel_seen(self, result, data, now):
-        if not result.ok or result.data[5] != L.STATUS_OPEN:
-            self._note(now, "the channel is not open on the ledger: %s" % L.reason_name(result.reason))
+        row = self.channel.ledger_row(data)
+        if self.stopped:
+            return  # too late for the link: the watch after the stop settles the channel
+        if row is None or row[5] != L.STATUS_OPEN:
+            self._note(now, "the channel is not open on the ledger: %s" % (
+                "no such channel" if row is None else "status %d" % row[5]))
             return self._stop(M.FAILED_UnpaidOverLimit, now)
         self._accepted(0, b"", now)
 
-    def _htlc_seen(self, k, result, now):
-        if not result.ok or result.data[5] != L.STATUS_OPEN:
-            self._note(now, "HTLC %d is not open on the ledger: %s" % (k, L.reason_name(result.reason)))
+    def _htlc_seen(self, k, result, data, now):
+        row = self.series.ledger_row(k, data)
+        if row is None or row[5] != L.STATUS_OPEN:
+            self._note(now, "HTLC %d is not open on the ledger: %s" % (k, "not there" if row is None else "status %d" % row[5]))
             return self._stop(M.FAILED_UnpaidOverLimit, now)
-        self._accepted(k, b"", now)
+        if not self.stopped:  # else the link is over, but the preimage I hold is still claimed
+            self._accepted(k, b"", now)
         self.claims += 1
         self._submit(self.series.claim(k), lambda r, d, t: self._claimed(k, d, t), now)
 
@@ -485,6 +508,9 @@ class Session:
             return
         self.closing_started = True
         if self.channel is None:
+            if not self.producer and self._waiting:
+                self.closing_started = False  # the deposit is on its way: settled once answered
+                return
             if self.series is not None and not self.producer:
                 self._note(now, "%d of %d preimages revealed; the rest refund after block %d" % (
                     self.series.rec.revealed, self.series.count(), self.series.rec.timeout))
@@ -525,11 +551,12 @@ class Session:
     def _watched(self, result, data, now):
         if self.closing is not None:
             return
-        status = result.data[5] if result.ok else None
+        row = self.channel.ledger_row(data)
+        status = None if row is None else row[5]
         if status == L.STATUS_CLOSING:
-            if result.data[6] < self.channel.latest().seq:
+            if row[6] < self.channel.latest().seq:
                 self._note(now, "the consumer closed alone with seq %d: answering with seq %d" % (
-                    result.data[6], self.channel.latest().seq))
+                    row[6], self.channel.latest().seq))
                 return self._dispute(now)
             self.closing = b"settle"
             return self._settle(now)
@@ -546,7 +573,7 @@ class Session:
         except (DecodeError, L.UnknownOp) as e:
             self._note(now, "dropped a bad close message: %s" % e)
             return
-        if self.channel is None or not isinstance(op, L.ChannelClose) or self.closing is not None:
+        if self.channel is None or not isinstance(op, L.ChannelClose) or self.closing is not None or not self.stopped:
             return
         if self.producer:
             try:
@@ -556,7 +583,7 @@ class Session:
                 return
             self._out.append(full)
             self._submit_close(full, now)
-        elif op.sig_producer:
+        elif op.sig_producer and op.sig_consumer and op.state.encode() == self.channel.latest().encode():
             self._submit_close(data, now)
         self._collect(now)
 
@@ -575,6 +602,7 @@ class Session:
     def _dispute(self, now):
         """Close alone with my latest state (or answer a stale close with it)."""
         self._note(now, "closing alone with seq %d" % self.channel.latest().seq)
+        self.disputed = True
         self.wake = None
         self.closing = self.channel.dispute()
         self._submit(self.closing, self._disputed, now)
@@ -602,18 +630,30 @@ class Session:
         self._submit(self.channel.settle(), self._settled, now)
 
     def _settled(self, result, data, now):
-        if result.ok or result.reason in (L.DUPLICATE, L.CHANNEL_CLOSED, L.CHANNEL_NOT_CLOSING):
-            return self._finish(now)
-        if result.reason != L.CHANNEL_TOO_EARLY:
+        if result.reason == L.CHANNEL_TOO_EARLY:
+            return self._later(now + SETTLE_RETRY_MS, self._settle)  # the window has not passed yet
+        if not (result.ok or result.reason in (L.DUPLICATE, L.CHANNEL_CLOSED, L.CHANNEL_NOT_CLOSING)):
             self._note(now, "settle refused: %s %s" % (L.reason_name(result.reason), result.detail))
-        self._later(now + SETTLE_RETRY_MS, self._settle)  # the window has not passed yet
+        self._finish(now)  # what the ledger shows decides
 
     def _finish(self, now):
         self._query(self.channel.query(), self._paid_out, now)
 
     def _paid_out(self, result, data, now):
-        if not result.ok or result.data[5] in (L.STATUS_OPEN, L.STATUS_CLOSING):
+        row = self.channel.ledger_row(data)
+        if row is None:  # the open never confirmed: nothing is locked, nothing to pay out
+            self._note(now, "the ledger has no channel %s: nothing to settle" % self.channel.channel_id.hex()[:16])
+            self.payout = 0
+            self.finished = True
+            return
+        if row[5] == L.STATUS_CLOSING:
             return self._later(now + SETTLE_RETRY_MS, self._settle)
+        if row[5] == L.STATUS_OPEN:  # nobody closed it (a close or dispute was refused)
+            if self.disputed:
+                self._note(now, "the channel is still open after my unilateral close: giving up; the wallet keeps it")
+                self.finished = True
+                return
+            return self._dispute(now)
         self.payout = self.wallet.finish_channel(self.channel.channel_id, data)
         self._note(now, "channel closed: %d to me" % self.payout)
         self.finished = True

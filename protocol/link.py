@@ -233,6 +233,11 @@ class _Link:
     def state(self):
         return PHASES[self.phase]
 
+    @property
+    def resuming(self):
+        """True while our ``ResumeReq`` waits for its answer."""
+        return self._pending(M.TAG_RESUME_REQ) is not None
+
     # ---- application side ----------------------------------------------------------
 
     def send_reading(self, reading, now):

@@ -737,6 +737,21 @@ def test_resume_after_a_drop_only_one_side_noticed():
     assert of(consumer.events, E.ResumeRequested) and of(producer.events, E.Resumed)
 
 
+def test_a_resume_is_asked_for_once_while_it_waits_for_its_answer():
+    sim = sim_session("g2v", CH)
+    _, consumer, _, _ = roles(sim)
+    sim.run(until=1500)  # charging
+    m = consumer.machine
+    m.connection_lost(sim.now)
+    assert not m.resuming
+    m.resume(consumer.balance, sim.now)
+    assert m.resuming and m.paused  # a second reconnect meanwhile re-sends it (the runner checks this)
+    with pytest.raises(link.LocalProtocolError):
+        m.resume(consumer.balance, sim.now)
+    sim.run()
+    assert not m.resuming and consumer.machine.stop_code == M.OK
+
+
 def test_a_side_that_missed_the_stop_learns_it_when_it_resumes():
     sim = sim_session("v2g", HTLC)
     producer, consumer, p_side, c_side = roles(sim)
