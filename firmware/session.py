@@ -276,9 +276,13 @@ class Session:
         elif isinstance(ev, E.PowerDeliveryStopped):
             self.board.stop_delivery(self._board_now())
         elif isinstance(ev, E.ResumeRequested):
+            if not self._same_balance(ev.balance, now):
+                return self._stop(M.FAILED_UnpaidOverLimit, now)
             m.accept_resume(self.balance(), now)
             self._pay(now)  # an installment that fell due while paused goes now
         elif isinstance(ev, E.Resumed):
+            if not self._same_balance(ev.balance, now):
+                return self._stop(M.FAILED_UnpaidOverLimit, now)
             self._note(now, "resumed")
             self._pay(now)
         elif isinstance(ev, E.SessionStopped):
@@ -288,6 +292,19 @@ class Session:
         elif isinstance(ev, (E.Timeout, E.MessageRefused, E.PeerRefused, E.Paused)):
             self._note(now, repr(ev))
 
+    def pause(self, now):
+        """The owner pauses the session (a driver in the vehicle, an operator at the
+        charger): the peer is told, energy stops and no installment falls due until
+        ``resume``. ``LocalProtocolError`` if there is nothing to pause now."""
+        self.machine.pause(now)
+        self._note(now, "paused")
+        self.tick(now)  # the contactor opens at once
+
+    def resume(self, now):
+        """End the owner's pause, naming my latest co-signed balance to the peer."""
+        self.machine.resume(self.balance(), now)
+        self._collect(now)
+
     def balance(self):
         """The latest co-signed balance, for a resume: the channel state or the count of
         preimages given."""
@@ -296,6 +313,33 @@ class Session:
         if self.series is not None:
             return codec.dumps(self.series.rec.revealed)
         return b""
+
+    def _same_balance(self, theirs, now):
+        """A resume's balance against mine: the same, or one installment apart (the one in
+        flight when the link dropped: its request, sent again before the resume, settles
+        it). Anything else means one side lost or forged state: the session stops."""
+        mine = self.balance()
+        if theirs == mine:
+            return True
+        a, b = self._progress(mine), self._progress(theirs)
+        if a is not None and b is not None and abs(a - b) == 1:
+            return True
+        self._note(now, "the peer resumes from another balance (%s, mine %s)" % (b, a))
+        return False
+
+    def _progress(self, balance):
+        """How far a balance is: the channel state's seq (-1 before the channel) or the
+        count of preimages given; None if it is neither."""
+        channel = self.terms.mode == CHANNEL
+        if not balance:
+            return -1 if channel else 0
+        try:
+            if channel:
+                return ChannelState.decode(balance, M.MAX_PROOF_BYTES).seq
+            given = codec.loads(balance, "preimages given", 16)
+        except ValueError:  # DecodeError
+            return None
+        return given if type(given) is int and given >= 0 else None
 
     # ---- consumer ------------------------------------------------------------------------
 

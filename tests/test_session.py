@@ -133,6 +133,38 @@ def test_the_consumer_writes_an_acceptance_with_its_next_proposal_or_soon_after(
     assert c.stop_code == M.OK and w.producer.payout == c.terms.budget()
 
 
+@pytest.mark.parametrize("scenario", ["g2v", "v2g"])
+@pytest.mark.parametrize("who", ["consumer", "producer"])
+def test_either_side_pauses_and_resumes_and_no_energy_flows_meanwhile(tmp_path, authority, scenario, who):
+    w = World(tmp_path, authority, scenario, CHANNEL, n=10)
+    c, p = w.consumer, w.producer
+    side = c if who == "consumer" else p
+    now = w.pair.run(until=lambda: c.machine.readings >= 3)
+    side.pause(now)
+    w.pair.run(limit_ms=now + 50)  # the peer hears of it
+    assert c.machine.paused and p.machine.paused and not p.board.contactor.closed
+    energy, paid = p.board.delivered_wh, c.paid_signed
+    now = w.pair.run(limit_ms=now + 5000)  # longer than the payment timeout: nothing is due while paused
+    assert (p.board.delivered_wh, c.paid_signed, c.stop_code, p.stop_code) == (energy, paid, None, None)
+    side.resume(now)
+    w.run()
+    assert c.stop_code == p.stop_code == M.OK and p.payout == c.terms.budget()
+    w.check_bounds()
+
+
+def test_a_resume_from_a_stale_balance_stops_the_session(tmp_path, authority):
+    w = World(tmp_path, authority, "g2v", CHANNEL, n=10)
+    c, p = w.consumer, w.producer
+    now = w.pair.run(until=lambda: c.machine.readings >= 4)
+    c.pause(now)
+    w.pair.run(limit_ms=now + 50)
+    c.machine.resume(L.opening_state(c.channel.channel_id, c.terms.paid_after(0)).encode(), now + 50)
+    w.run()
+    assert p.stop_code == M.FAILED_UnpaidOverLimit
+    assert p.finished and p.payout == c.terms.paid_after(c.channel.latest().seq)  # the latest co-signed state
+    w.check_bounds()
+
+
 def test_an_htlc_session_is_n_creates_and_n_claims(tmp_path, authority):
     n = 5
     w = World(tmp_path, authority, "g2v", HTLC, n=n)
