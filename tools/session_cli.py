@@ -152,7 +152,8 @@ def add_parser(subparsers):
     p.add_argument("--scale", type=float, default=2000.0,
                    help="simulated seconds per real second for the board's energy flow (default 2000)")
     p.add_argument("--timeout", type=float, default=120.0,
-                   help="give up on a session after this many seconds (default 120)")
+                   help="give up finding a deal on the market after this many seconds, and on the "
+                   "session itself after as many again from the deal (default 120)")
     p.add_argument("--json", action="store_true", help="print one JSON record per session on stdout "
                    "(progress goes to stderr)")
     p.set_defaults(func=run)
@@ -270,7 +271,7 @@ class _Device:
                 self._fund(fund)
             deadline = time.monotonic() + self.args.timeout
             deal = self._sell(deadline) if self.plan.producer else self._buy()
-            return self._run(deal, deadline)
+            return self._run(deal)
         finally:
             self.mqtt.close()
 
@@ -448,7 +449,7 @@ class _Device:
         meter = Meter(urandom(32)) if self.plan.producer else None
         return SimBoard(self.args.role, ScaledClock(self.args.scale), power, battery=battery, meter=meter)
 
-    def _run(self, terms, deadline):
+    def _run(self, terms):
         board = self._board(terms.parameters)
         clock = _Millis()
         session = Session(self.wallet, board, terms, clock(), timestamp=int(time.time()))
@@ -462,8 +463,7 @@ class _Device:
         runner = SessionRunner(session, self.mqtt, now=clock, on_step=show)
         self.say("session %s: %s as %s" % (terms.session_id.hex()[:8], "producer" if terms.producer else "consumer",
                                           "initiator" if terms.initiator else "responder"))
-        left_ms = max(0, int((deadline - time.monotonic()) * 1000))
-        runner.run(left_ms)
+        runner.run(int(self.args.timeout * 1000))  # from the deal: a late deal still gets its whole session
         show(session, clock())
         return _record(self.args, terms, session, board)
 
