@@ -156,6 +156,29 @@ def _check(args):
     return 0 if report["ok"] else 1
 
 
+def _settle(args):
+    from plugpay.firmware.gateway_client import GatewayClient, GatewayError
+    from plugpay.firmware.mqtt import Mqtt, MqttError
+    from plugpay.firmware.settle import settle
+    from plugpay.host import broker
+
+    try:
+        host, port = broker.parse_url(args.broker)
+    except ValueError as e:
+        raise UsageError(str(e))
+    wallet = _open(args)
+    mqtt = Mqtt(host, port)
+    try:
+        mqtt.connect()
+        for line in settle(wallet, GatewayClient(mqtt)) or ["nothing open: no channel, HTLC or request waits"]:
+            print(line)
+    except (MqttError, GatewayError) as e:
+        return _fail("%s (nothing was lost: run it again)" % e)
+    finally:
+        mqtt.close()
+    return 0
+
+
 def _guarded(func):
     def run(args):
         try:
@@ -189,4 +212,9 @@ def add_parser(subparsers):
     c.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     command("check", _check, "integrity: every key record, every wallet record, every invariant "
             "(exit 0 ok, 1 problems, 2 unusable)")
+    c = command("settle", _settle, "finish what sessions left open (after a crash or a timeout): re-send "
+                "unanswered requests, close and settle channels, claim or refund HTLCs; run it again "
+                "once a dispute window or HTLC timeout has passed")
+    c.add_argument("--broker", required=True, metavar="URL", help="the MQTT broker of the ledger's gateway, "
+                   "mqtt://host:port")
     return p
