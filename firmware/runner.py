@@ -104,7 +104,7 @@ class SessionRunner:
         m = s.machine
         if not m.paused:
             m.connection_lost(now)
-        if m.paused and m.stop_code is None and not m.resuming:  # else it is re-sent as it stands
+        if m.paused and m.stop_code is None and not m.resuming and not s.held:  # else re-sent as it stands
             m.resume(s.balance(), now)
         for topic, payload, key in self.requests.pending():
             self.mqtt.publish(topic, payload, 1)

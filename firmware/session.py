@@ -142,6 +142,7 @@ class Session:
         self.wake_action = None
         self.stale = None  # misbehaving consumer: the fully signed state of seq 1
         self.save_at = None  # consumer: when tick writes an acceptance still in memory
+        self.held = False  # my owner paused the session (``pause``) and has not resumed
         self.claims = 0  # producer, HTLC: claims waiting for the ledger
         self.now = now
         self.finished = False
@@ -278,6 +279,9 @@ class Session:
         elif isinstance(ev, E.ResumeRequested):
             if not self._same_balance(ev.balance, now):
                 return self._stop(M.FAILED_UnpaidOverLimit, now)
+            if self.held:  # my owner's pause: the peer waits for my resume
+                self._note(now, "the peer asks to resume; held until my owner resumes")
+                return
             m.accept_resume(self.balance(), now)
             self._pay(now)  # an installment that fell due while paused goes now
         elif isinstance(ev, E.Resumed):
@@ -297,12 +301,20 @@ class Session:
         charger): the peer is told, energy stops and no installment falls due until
         ``resume``. ``LocalProtocolError`` if there is nothing to pause now."""
         self.machine.pause(now)
+        self.held = True
         self._note(now, "paused")
         self.tick(now)  # the contactor opens at once
 
     def resume(self, now):
-        """End the owner's pause, naming my latest co-signed balance to the peer."""
-        self.machine.resume(self.balance(), now)
+        """End the owner's pause: answer the peer's resume if it asked, else ask, naming my
+        latest co-signed balance. Only the side that paused lifts its pause."""
+        self.held = False
+        m = self.machine
+        if m.owes_resume:
+            m.accept_resume(self.balance(), now)
+            self._pay(now)
+        else:
+            m.resume(self.balance(), now)
         self._collect(now)
 
     def balance(self):

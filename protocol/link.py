@@ -238,6 +238,11 @@ class _Link:
         """True while our ``ResumeReq`` waits for its answer."""
         return self._pending(M.TAG_RESUME_REQ) is not None
 
+    @property
+    def owes_resume(self):
+        """True while the peer's ``ResumeReq`` waits for ``accept_resume``."""
+        return self._owes(M.TAG_RESUME_REQ)
+
     # ---- application side ----------------------------------------------------------
 
     def send_reading(self, reading, now):

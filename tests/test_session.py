@@ -152,6 +152,20 @@ def test_either_side_pauses_and_resumes_and_no_energy_flows_meanwhile(tmp_path, 
     w.check_bounds()
 
 
+def test_only_the_side_that_paused_lifts_its_pause(tmp_path, authority):
+    w = World(tmp_path, authority, "g2v", CHANNEL, n=10)
+    c, p = w.consumer, w.producer
+    now = w.pair.run(until=lambda: c.machine.readings >= 3)
+    p.pause(now)  # the charger's operator
+    now = w.pair.run(limit_ms=now + 50)
+    c.resume(now)  # the vehicle asks to go on: the charger holds
+    now = w.pair.run(limit_ms=now + 2000)
+    assert c.machine.paused and p.machine.paused and not p.board.contactor.closed and p.machine.owes_resume
+    p.resume(now)  # the operator lets it go on: the vehicle's request is answered
+    w.run()
+    assert c.stop_code == p.stop_code == M.OK and p.payout == c.terms.budget()
+
+
 def test_a_resume_from_a_stale_balance_stops_the_session(tmp_path, authority):
     w = World(tmp_path, authority, "g2v", CHANNEL, n=10)
     c, p = w.consumer, w.producer
