@@ -182,6 +182,7 @@ class _Link:
         self._events = None  # collects events during receive() and tick()
         self._now = now
         self._since = now  # when the current phase, pause or resume began
+        self._ran = 0  # how long the phase had run when the pause began
 
     # ---- transport side -------------------------------------------------------------
 
@@ -286,8 +287,7 @@ class _Link:
         self._now = now
         self._require(self._established() and not self.paused, "pause")
         self._request(M.PauseReq())
-        self.paused = True
-        self._since = now
+        self._begin_pause()
 
     def connection_lost(self, now):
         """The transport lost its connection: pause without telling (it cannot). Before
@@ -295,8 +295,7 @@ class _Link:
         cover those."""
         self._now = now
         if self._established() and not self.paused:
-            self.paused = True
-            self._since = now
+            self._begin_pause()
 
     def resume(self, balance, now):
         """Resume a pause (after a dropped connection too), naming the latest co-signed
@@ -478,8 +477,7 @@ class _Link:
     def _on_pause_req(self, p, entry):
         self._respond(entry, M.PauseRes(M.OK))
         if not self.paused:
-            self.paused = True
-            self._since = self._now
+            self._begin_pause()
             self._events.append(E.Paused(True))
 
     def _on_resume_req(self, p, entry):
@@ -623,9 +621,19 @@ class _Link:
             return (self._since + t.payment, M.FAILED_PaymentOverdue, "installment_req")
         return (self._since + t.sequence, M.FAILED_Timeout, "the peer's next request")
 
+    def _begin_pause(self):
+        """The pause timeout runs from now; the phase's own timer stops where it was."""
+        self.paused = True
+        self._ran = self._now - self._since
+        self._since = self._now
+
     def _restart_timers(self):
+        """After a resume the phase's timer goes on from where the pause stopped it, so
+        pausing again and again cannot put off a payment; requests get a fresh response
+        timer (they were re-sent)."""
         now = self._now
-        self._since = now
+        self._since = now - self._ran
+        self._ran = 0
         for u in self._unacked:
             u[2] = now
 

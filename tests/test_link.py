@@ -589,6 +589,23 @@ def test_consumer_that_stops_paying_gets_no_more_energy():
     check_risk_invariants(producer, consumer)
 
 
+def test_pausing_does_not_put_off_a_payment():
+    sim = sim_session("v2g", CH)
+    producer, consumer, p_side, c_side = roles(sim)
+    consumer.stop_paying_at = 2
+    sim.run()
+    t_receipt, _ = timed(sim, p_side, E.ReceiptReceived)[-1]
+    sim = sim_session("v2g", CH)  # the same again, and the consumer pauses for 1 s meanwhile
+    producer, consumer, p_side, c_side = roles(sim)
+    consumer.stop_paying_at = 2
+    sim.at(t_receipt + 1000, consumer.machine.pause)
+    sim.at(t_receipt + 2000, lambda now: consumer.machine.resume(consumer.balance, now))
+    sim.run()
+    (t_out, timeout), = timed(sim, p_side, E.Timeout)
+    assert timeout.code == M.FAILED_PaymentOverdue
+    assert t_out - t_receipt == TIMEOUTS.payment + 1000  # the time before the pause counts
+
+
 def test_producer_that_stops_delivering_costs_at_most_one_installment():
     sim = sim_session("g2v", CH)
     producer, consumer, p_side, c_side = roles(sim)
