@@ -6,6 +6,12 @@ matching replies have not arrived within the retransmission timeout it is re-sen
 replica (backups relay it to the primary and start their view-change timers), with the
 timeout doubling up to a cap, until the caller's deadline.
 
+The first timeout adapts to the confirmation times seen, as TCP's does (RFC 6298: smoothed
+time plus four mean deviations, never below ``retransmit``; doubled when it expires; only
+requests answered without a re-send are sampled). A fixed timeout below the queueing delay
+of a loaded cluster makes the client re-send everything to every replica, which only adds
+work where it is already short.
+
 Requests are identified by (client id, timestamp) and the replicas execute a client's
 requests in timestamp order, answering a replay from their reply cache. A client object
 therefore runs ``lanes`` independent client ids (``name/0``, ``name/1``, ...), each with at
@@ -57,6 +63,10 @@ class Client:
         self.tasks = []
         self.stats = collections.Counter()
         self.next_query = 0
+        self.srtt = None                    # smoothed confirmation time, s (RFC 6298)
+        self.rttvar = 0.0
+        self.rto = retransmit               # the first retransmission timeout of a request
+        self.resent = set()                 # (lane, ts) re-sent at least once: not sampled
 
     async def __aenter__(self):
         await self.start()
@@ -187,15 +197,28 @@ class Client:
         future = self.loop.create_future()
         self.waiting[key] = (future, {})
         self._queue(self.primary(), [lane, ts, op])
+        start = self.loop.time()
+        wait = self.rto
         # A timer callback rather than wait_for: no extra task per request on the hot path.
-        timer = self.loop.call_later(self.retransmit, self._retry, key, op, self.retransmit,
-                                     self.loop.time() + timeout)
+        timer = self.loop.call_later(wait, self._retry, key, op, wait, start + timeout)
         try:
-            return await future
+            result = await future
+            if key not in self.resent:
+                self._sample(self.loop.time() - start)
+            return result
         finally:
             timer.cancel()
             del self.waiting[key]
+            self.resent.discard(key)
             self.free.put_nowait(lane)
+
+    def _sample(self, elapsed):
+        if self.srtt is None:
+            self.srtt, self.rttvar = elapsed, elapsed / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - elapsed)
+            self.srtt = 0.875 * self.srtt + 0.125 * elapsed
+        self.rto = min(max(self.retransmit, self.srtt + 4 * self.rttvar), self.max_retransmit)
 
     def _retry(self, key, op, wait, deadline):
         """No f+1 matching replies yet: re-send to every replica, back off, or give up."""
@@ -207,6 +230,9 @@ class Client:
             future.set_exception(TimeoutError("no f+1 matching replies within the deadline"))
             return
         self.stats["retransmissions"] += 1
+        if key not in self.resent:  # its first time-out: back off until a sample says otherwise
+            self.resent.add(key)
+            self.rto = min(self.rto * 2, self.max_retransmit)
         for r in range(self.n):
             self._queue(r, [key[0], key[1], op])
         wait = min(wait * 2, self.max_retransmit)

@@ -7,9 +7,13 @@ gets back a list of ``(destination, message)`` pairs to send. A destination is a
 ``tests/test_pbft.py`` run four replicas, Byzantine ones included, in one process on a
 simulated clock, and the very same code run in the real replicas.
 
-The only thing the engine calls synchronously is its ``store`` (``replica.ChainStore``),
-which executes a committed batch as one hash-chained block in one SQLite transaction and
-serves blocks to lagging peers.
+The engine reads its ``store`` (``replica.ChainStore``), which executes a committed batch
+as one hash-chained block in one SQLite transaction and serves blocks to lagging peers. By
+default the engine executes through it synchronously. With ``deferred=True`` it only hands
+committed batches out, in order (``take_ready``), and goes on voting while the caller runs
+them elsewhere and reports each one back (``executed``): a replica then keeps consensus on
+the next batches moving while a block executes and commits, instead of leaving their votes
+in socket buffers. State transfer waits until nothing handed out is still running.
 
 Messages are CBOR lists (see ``plugpay.protocol.codec``); the sender of a replica message is
 the authenticated link it came in on, never a field inside it:
@@ -67,7 +71,7 @@ class Config:
     """Protocol parameters; every replica of a cluster must use the same values."""
 
     def __init__(self, n=4, checkpoint_interval=32, watermark_window=None, max_batch=256,
-                 batch_timeout=0.002, max_inflight=4, request_timeout=1.0,
+                 batch_timeout=0.002, max_inflight=2, request_timeout=1.0,
                  view_change_timeout=1.0, status_interval=0.5, fetch_timeout=0.5,
                  fetch_max_blocks=64, max_op_bytes=16384):
         if n < 4 or (n - 1) % 3:
@@ -86,6 +90,9 @@ class Config:
         self.watermark_window = watermark_window or least
         self.max_batch = max_batch
         self.batch_timeout = batch_timeout
+        # Batches the primary runs ahead of its own execution. Two keep one block executing
+        # while the next is agreed on; more only queue small blocks behind it, each paying
+        # its own commit, where waiting would have made one larger block.
         self.max_inflight = max_inflight
         self.request_timeout = request_timeout
         self.view_change_timeout = view_change_timeout
@@ -121,14 +128,18 @@ def _is_list(x, max_len):
 class Engine:
     """One replica's PBFT state. ``receive``/``tick`` return messages to send."""
 
-    def __init__(self, replica_id, config, store, now=0.0):
+    def __init__(self, replica_id, config, store, now=0.0, deferred=False):
         self.id = replica_id
+        self.deferred = deferred
         self.cfg = config
         self.n, self.f = config.n, config.f
         self.store = store
         self.view = 0
         self.active = True
         self.last_exec = store.height
+        self.handed = self.last_exec  # highest seq executed or, deferred, handed out to execute
+        self.executing = {}           # deferred: seq -> batch handed out, not reported back yet
+        self.ready = []               # deferred: (seq, batch) to hand out, in order
         k = config.checkpoint_interval
         base = self.last_exec - self.last_exec % k
         self.stable = (base, store.block_hash(base))
@@ -354,27 +365,63 @@ class Engine:
             self.sent_commit.add((view, seq))
             self._vote("c", view, seq, d, self.id)
             self._broadcast(["c", view, seq, d], out)
-        if seq > self.last_exec and seq not in self.committed \
+        if seq > self.handed and seq not in self.committed \
                 and self._count("c", view, seq, d) >= 2 * self.f + 1:
             self.committed[seq] = batch
             self._execute_ready(now, out)
 
     def _execute_ready(self, now, out):
+        if self.deferred:
+            while self.handed + 1 in self.committed:
+                seq = self.handed + 1
+                batch = self.executing[seq] = self.committed.pop(seq)
+                self.ready.append((seq, batch))
+                self.handed = seq
+            return
         executed = False
         while self.last_exec + 1 in self.committed:
             seq = self.last_exec + 1
             batch = self.committed.pop(seq)
             for client, ts, result in self.store.execute(seq, batch):
                 out.append((client, ["rep", self.view, ts, result]))
-            self._after_block(seq, batch, now, out)
+            self._after_block(seq, batch, self.store.head_hash, now, out)
             executed = True
         if executed:
             self.req_deadline = now + self.cfg.request_timeout if self.pending else None
             self._propose(now, out)
 
-    def _after_block(self, seq, batch, now, out):
-        """Bookkeeping shared by consensus execution and state transfer."""
+    def take_ready(self):
+        """Deferred: the committed batches to execute now, ``[(seq, batch)]`` in seq order."""
+        ready, self.ready = self.ready, []
+        return ready
+
+    def executed(self, seq, replies, head, now):
+        """Deferred: block ``seq`` is executed and stored with hash ``head``; ``replies`` as
+        ``ChainStore.execute`` returns them. ``replies`` None: the store failed it, so none
+        of the later batches handed out can follow; state transfer catches up instead."""
+        out = []
+        batch = self.executing.pop(seq, None)
+        if batch is None:
+            return out
+        if replies is None:
+            self.stats["execution_failures"] += 1
+            self.executing = {}
+            self.handed = self.last_exec
+            return out
+        for client, ts, result in replies:
+            out.append((client, ["rep", self.view, ts, result]))
+        self._after_block(seq, batch, head, now, out)
+        self.req_deadline = now + self.cfg.request_timeout if self.pending else None
+        if self.fetch is not None and not self.executing:
+            self._advance_fetch(now, out)
+        self._propose(now, out)
+        return out
+
+    def _after_block(self, seq, batch, head, now, out):
+        """Bookkeeping shared by consensus execution and state transfer; ``head`` is the
+        hash of block ``seq``."""
         self.last_exec = seq
+        self.handed = max(self.handed, seq)
         self.seq = max(self.seq, seq)
         self.stats["blocks"] += 1
         self.stats["requests"] += len(batch)
@@ -382,10 +429,9 @@ class Engine:
             self.pending.pop((client, ts), None)
             self.proposed.discard((client, ts))
         if seq % self.cfg.checkpoint_interval == 0:
-            d = self.store.head_hash
-            self.own_ckpts[seq] = d
-            self._broadcast(["ck", seq, d], out)
-            self._record_checkpoint(self.id, seq, d, now, out)
+            self.own_ckpts[seq] = head
+            self._broadcast(["ck", seq, head], out)
+            self._record_checkpoint(self.id, seq, head, now, out)
 
     # ---- checkpoints and garbage collection -----------------------------------------------
 
@@ -429,7 +475,7 @@ class Engine:
         self.own_ckpts = {k: v for k, v in self.own_ckpts.items() if k >= seq}
         self.far_ckpts = {k: v for k, v in self.far_ckpts.items() if v[0] > seq}
         self.seq = max(self.seq, seq)
-        if self.last_exec < seq:
+        if self.handed < seq:
             self._start_fetch(now, out)
         self._propose(now, out)
 
@@ -573,7 +619,7 @@ class Engine:
             if not primary:
                 self._vote("p", view, seq, d, self.id)
                 self._broadcast(["p", view, seq, d], out)
-        self.seq = max([ck_seq, self.last_exec] + [s for s, _, _ in chosen])
+        self.seq = max([ck_seq, self.handed] + [s for s, _, _ in chosen])
         self.queue, self.proposed = [], set(reissued)
         for (client, ts), op in self.pending.items():
             if primary:
@@ -603,7 +649,7 @@ class Engine:
         views = sorted((v for v, active, _ in self.peer_status.values() if active), reverse=True)
         if len(views) > self.f and views[self.f] > self.view:
             self._adopt_view(views[self.f], now, out)
-        if self._peers_height() > self.last_exec:
+        if self._peers_height() > self.handed:
             self._start_fetch(now, out)
         return True
 
@@ -662,7 +708,10 @@ class Engine:
 
     def _advance_fetch(self, now, out):
         """Apply fetched blocks that are certified: by the stable checkpoint's hash chain,
-        or by f+1 peers serving the same block (at least one of them honest)."""
+        or by f+1 peers serving the same block (at least one of them honest). Deferred, it
+        waits until the blocks handed out are reported back (``executed`` calls it again)."""
+        if self.executing:
+            return
         chains = self.fetch["chains"]
         progressed = False
         while True:
@@ -689,7 +738,7 @@ class Engine:
                     self.fetch["chains"] = {}
                     return
                 self.stats["blocks_fetched"] += 1
-                self._after_block(record[0], record[2], now, out)
+                self._after_block(record[0], record[2], self.store.head_hash, now, out)
             progressed = True
         self.fetch["chains"] = chains
         if self.last_exec >= max(self.stable[0], self._peers_height()):

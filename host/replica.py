@@ -8,6 +8,11 @@ module only gives it durable storage, a clock and a network:
   block (height, prev hash, batch, results digest, app state digest) and the client reply
   cache in ONE SQLite transaction (WAL). A ``kill -9`` at any instant leaves either the
   whole block or none of it, and a reply only leaves after its block is committed.
+* One worker thread owns the SQLite connection while the replica runs: it executes the
+  blocks the engine hands out (``pbft.Engine`` with ``deferred=True``) and answers queries
+  and block reads in the same order, so a query never sees half a block. The event loop
+  meanwhile keeps reading, authenticating and voting: executing a block (signature checks,
+  the commit's fsync) no longer holds up the consensus on the next ones.
 * ``Link`` authenticates every frame with HMAC-SHA256 under the pairwise key of the two
   ends, bound to the direction, a fresh per-connection nonce and a frame counter, so frames
   cannot be forged, reflected, replayed or reordered. One MAC per frame, and a frame carries
@@ -26,6 +31,7 @@ connection.
 import argparse
 import asyncio
 import collections
+import concurrent.futures
 import hmac
 import importlib
 import logging
@@ -145,10 +151,11 @@ class ChainStore:
 
 
 def open_database(path, synchronous="FULL"):
-    """SQLite in WAL mode; FULL also survives power loss, NORMAL only a process crash."""
+    """SQLite in WAL mode; FULL also survives power loss, NORMAL only a process crash.
+    Not tied to the opening thread: a replica hands it to its worker thread."""
     if synchronous not in ("FULL", "NORMAL"):
         raise ValueError("sqlite_synchronous must be FULL or NORMAL, got %r" % (synchronous,))
-    conn = sqlite3.connect(path)
+    conn = sqlite3.connect(path, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=" + synchronous)
     return conn
@@ -162,6 +169,37 @@ def load_application(spec, conn, options):
     app = getattr(importlib.import_module(module), name)(conn, **options)
     conn.commit()
     return app
+
+
+class WorkerStore:
+    """The engine's view of a ``ChainStore`` that a worker thread owns: reads the engine
+    makes of the connection (blocks for a peer, state transfer) run on the worker, after
+    whatever it is executing, and the caller waits for them. Those are rare; the hot path,
+    executing committed batches, goes through ``Replica`` without waiting."""
+
+    def __init__(self, store, worker):
+        self.store = store
+        self.worker = worker
+
+    @property
+    def height(self):
+        return self.store.height
+
+    @property
+    def head_hash(self):
+        return self.store.head_hash
+
+    def last_reply(self, client):
+        return self.store.last_reply(client)
+
+    def block_hash(self, height):
+        return self.worker.submit(self.store.block_hash, height).result()
+
+    def blocks(self, start, limit):
+        return self.worker.submit(self.store.blocks, start, limit).result()
+
+    def apply_block(self, record, expect_hash):
+        return self.worker.submit(self.store.apply_block, record, expect_hash).result()
 
 
 # ---- authenticated links ---------------------------------------------------------------------
@@ -254,6 +292,7 @@ class Replica:
         self.conn = open_database(self.db_path, config.get("sqlite_synchronous", "FULL"))
         app = load_application(config["app"], self.conn, config.get("app_options", {}))
         self.store = ChainStore(self.conn, app)
+        self.worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="replica-%d-store" % replica_id)
         self.loop = None
         self.engine = None
         self.pbft_config = pbft.Config.from_dict(dict(config.get("pbft", {}), n=n))
@@ -288,7 +327,44 @@ class Replica:
         if out and not self.flush_pending:
             self.flush_pending = True
             self.loop.call_soon(self._flush)
+        for seq, batch in self.engine.take_ready():
+            done = self.worker.submit(self._execute, seq, batch)
+            done.add_done_callback(lambda f, seq=seq: self.loop.call_soon_threadsafe(self._executed, seq, f))
         self._arm_timer()
+
+    def _execute(self, seq, batch):
+        """On the worker: run and store block ``seq``; its replies and hash."""
+        return self.store.execute(seq, batch), self.store.head_hash
+
+    def _executed(self, seq, done):
+        try:
+            replies, head = done.result()
+        except Exception:
+            log.exception("replica %d: executing block %d failed", self.id, seq)
+            replies, head = None, None
+        try:
+            out = self.engine.executed(seq, replies, head, self._now())
+        except Exception:
+            log.exception("replica %d: engine error after block %d", self.id, seq)
+            self.dropped["engine_errors"] += 1
+            out = []
+        self._dispatch(out)
+
+    def _answer_later(self, conn, qid, fn, *args):
+        """Send a client ``["answer", qid, fn(*args)]``, run on the worker (it owns the
+        connection) after the blocks it has in hand."""
+        def send(done):
+            try:
+                answer = done.result()
+            except Exception:
+                log.exception("replica %d: answering %r failed", self.id, qid)
+                return
+            self._write(conn, ["answer", qid, answer])
+        self.worker.submit(fn, *args).add_done_callback(lambda f: self.loop.call_soon_threadsafe(send, f))
+
+    def _block_record(self, height):
+        """[height, prev, batch, results digest, state digest], None above our tip."""
+        return self.store.blocks(height, 1)[0] if 1 <= height <= self.store.height else None
 
     def _arm_timer(self):
         when = self.engine.next_deadline()
@@ -457,12 +533,9 @@ class Replica:
                 else:
                     self.dropped["malformed"] += 1
         elif kind == "query" and len(msg) == 3 and type(msg[2]) is bytes:
-            self._write((writer, link), ["answer", msg[1], self.store.app.query(msg[2])])
+            self._answer_later((writer, link), msg[1], self.store.app.query, msg[2])
         elif kind == "block" and len(msg) == 3 and type(msg[2]) is int:
-            # [height, prev, batch, results digest, state digest], None above our tip.
-            height = msg[2]
-            record = self.store.blocks(height, 1)[0] if 1 <= height <= self.store.height else None
-            self._write((writer, link), ["answer", msg[1], record])
+            self._answer_later((writer, link), msg[1], self._block_record, msg[2])
         elif kind == "status" and len(msg) == 1:
             self._write((writer, link), ["status", self.status()])
         else:
@@ -477,7 +550,8 @@ class Replica:
     async def run(self, stop):
         """Serve until ``stop`` is set."""
         self.loop = asyncio.get_running_loop()
-        self.engine = pbft.Engine(self.id, self.pbft_config, self.store, self._now())
+        self.engine = pbft.Engine(self.id, self.pbft_config, WorkerStore(self.store, self.worker), self._now(),
+                                  deferred=True)
         host, port = cluster.address(self.config, self.id)
         server = await asyncio.start_server(self._on_connection, host, port, reuse_address=True)
         for peer in range(self.config["n"]):
@@ -499,6 +573,7 @@ class Replica:
                 await asyncio.gather(*lingering, return_exceptions=True)
             if self.timer is not None:
                 self.timer.cancel()
+            self.worker.shutdown()  # lets the block in hand finish and commit
             self.conn.close()
             log.info("replica %d stopped at height %d; engine %s; dropped %s", self.id,
                      self.engine.last_exec, dict(self.engine.stats), dict(self.dropped))

@@ -2,6 +2,7 @@
 SQLite, results accepted on f+1 matching replies, and every replica ending in one state."""
 import asyncio
 import sqlite3
+import time
 
 import pytest
 
@@ -49,6 +50,11 @@ def test_transactions_confirm_and_every_replica_agrees(ledger_cluster):
     results = submit_all(ledger_cluster, [mint, pay, double, overspend, forged, pay])
     assert H.reasons(results) == ["OK", "OK", "DOUBLE_SPEND", "INPUTS_BELOW_OUTPUTS", "BAD_INPUT_SIGNATURE", "DUPLICATE"]
 
+    # f+1 replicas answered; the others may still be a block or two behind: wait for them.
+    heights = lambda: {_height(ledger_cluster.db_path(i)) for i in range(ledger_cluster.config["n"])}  # noqa: E731
+    deadline = time.monotonic() + 10
+    while len(heights()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
     digests = set()
     for i in range(ledger_cluster.config["n"]):
         conn = sqlite3.connect("file:%s?mode=ro" % ledger_cluster.db_path(i), uri=True)
@@ -59,3 +65,11 @@ def test_transactions_confirm_and_every_replica_agrees(ledger_cluster):
         finally:
             conn.close()
     assert len(digests) == 1
+
+
+def _height(db_path):
+    conn = sqlite3.connect("file:%s?mode=ro" % db_path, uri=True)
+    try:
+        return conn.execute("SELECT COALESCE(MAX(height), 0) FROM blocks").fetchone()[0]
+    finally:
+        conn.close()

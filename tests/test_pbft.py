@@ -3,7 +3,9 @@
 Every replica is a real ``pbft.Engine`` over a real ``ChainStore`` and ``KvApp`` on an
 in-memory SQLite database; the network is a seeded event queue (per-link FIFO like TCP,
 with optional loss, duplication and Byzantine rewriting). Every message crosses the wire
-codec, so what the engines see is what a socket would deliver. Every test ends with
+codec, so what the engines see is what a socket would deliver. With ``deferred=True`` the
+engines hand committed batches out and the simulation runs each one after a random delay,
+in order per replica, as a replica's worker thread does. Every test ends with
 ``assert_safe``: no two honest replicas executed different blocks at the same height.
 """
 import collections
@@ -29,11 +31,14 @@ def add(name, delta=1):
 class Net:
     """A simulated cluster: engines, a network, and clients that retransmit like ours."""
 
-    def __init__(self, n=4, seed=0, drop=0.0, dup=0.0, delay=(0.0005, 0.003), **cfg):
+    def __init__(self, n=4, seed=0, drop=0.0, dup=0.0, delay=(0.0005, 0.003), deferred=False,
+                 exec_delay=(0.0005, 0.01), **cfg):
         self.cfg = pbft.Config(n=n, **dict(FAST, **cfg))
         self.n, self.f = n, self.cfg.f
         self.rng = random.Random(seed)
         self.drop, self.dup, self.delay = drop, dup, delay
+        self.exec_delay = exec_delay
+        self.exec_free = {}        # replica -> when its worker is done with what it was handed
         self.now = 0.0
         self.events = []
         self.counter = 0
@@ -45,7 +50,7 @@ class Net:
             conn = sqlite3.connect(":memory:")
             store = ChainStore(conn, KvApp(conn))
             self.stores.append(store)
-            self.engines.append(pbft.Engine(i, self.cfg, store, now=0.0))
+            self.engines.append(pbft.Engine(i, self.cfg, store, now=0.0, deferred=deferred))
         self.outstanding = {}      # (client, ts) -> [op, votes {replica: result}, next retry]
         self.results = {}          # (client, ts) -> accepted result
         self.client_ts = collections.Counter()
@@ -53,6 +58,10 @@ class Net:
     # -- network
 
     def _emit(self, src, out):
+        for seq, batch in self.engines[src].take_ready():
+            t = max(self.now + self.rng.uniform(*self.exec_delay), self.exec_free.get(src, 0.0))
+            self.exec_free[src] = t
+            self._push(t, ("exec", None, src, (seq, batch)))
         for dst, msg in out:
             for m in (self.byzantine[src](dst, msg) if src in self.byzantine else [msg]):
                 if type(dst) is str:
@@ -128,6 +137,12 @@ class Net:
 
     def _deliver(self, ev):
         kind, src, dst, payload = ev
+        if kind == "exec":  # the worker finishes even while the replica is cut off
+            seq, batch = payload
+            store = self.stores[dst]
+            replies = store.execute(seq, batch)
+            self._emit(dst, self.engines[dst].executed(seq, replies, store.head_hash, self.now))
+            return
         if kind == "req":
             if dst not in self.down:
                 ts, op = payload
@@ -359,3 +374,32 @@ def test_random_loss_delay_and_duplication_never_fork(seed, drop, dup, slow):
         assert codec.loads(result)[0] == "ok"
     if drop == 0:
         assert all(k in net.results for k in keys)
+
+
+def test_deferred_execution_keeps_voting_while_blocks_run_and_commits_the_same_chain():
+    net = Net(deferred=True, exec_delay=(0.002, 0.02))
+    keys = [net.submit("lee/%d" % lane, add("c")) for lane in range(40)]
+    assert net.wait(keys, 5.0)
+    net.run(net.now + 0.5)
+    assert len(set(net.heights())) == 1
+    assert all(net.counter_value(i, "c") == 40 for i in range(4))
+    assert all(e.last_exec == e.handed and not e.executing for e in net.engines)
+    assert_safe(net)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32), drop=st.floats(0, 0.1), slow=st.floats(0.001, 0.05))
+def test_deferred_execution_with_loss_and_a_lagging_replica_never_forks(seed, drop, slow):
+    net = Net(seed=seed, drop=drop, deferred=True, exec_delay=(0.0005, slow))
+    net.down.add(3)
+    keys = [net.submit("q%d/0" % c, add("c")) for c in range(6)]
+    net.run(1.5)
+    net.down.discard(3)
+    keys += [net.submit("q%d/1" % c, add("c")) for c in range(6)]
+    net.run(8.0, lambda: all(k in net.results for k in keys) and len(set(net.heights())) == 1)
+    assert_safe(net)
+    for result in net.results.values():
+        assert codec.loads(result)[0] == "ok"
+    if drop == 0:
+        assert all(k in net.results for k in keys)
+        assert len(set(net.heights())) == 1

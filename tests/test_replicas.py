@@ -174,3 +174,29 @@ def test_garbage_unauthenticated_and_oversized_frames_are_dropped_and_counted(lo
     status = run(local, lambda client: client.status())
     assert status[1][6] >= len(attempts)
     assert local.running() == [0, 1, 2, 3]
+
+
+def test_client_retransmission_timeout_follows_confirmation_times_and_backs_off():
+    """RFC 6298 on the client: a cluster that answers slowly raises the first timeout, so a
+    loaded cluster is not sent every request again by every lane; an expired timeout doubles
+    it once per request; fast answers bring it back down to the floor."""
+    client = Client({"n": 4, "f": 1}, {}, retransmit=0.5, max_retransmit=4.0)
+    assert client.rto == 0.5
+    for _ in range(20):
+        client._sample(1.5)
+    assert 1.5 <= client.rto <= 4.0
+    for _ in range(60):
+        client._sample(0.02)
+    assert client.rto == 0.5
+
+    async def expire_twice():
+        client.loop = asyncio.get_running_loop()
+        future = client.loop.create_future()
+        client.waiting[(0, 1)] = (future, {})
+        client._retry((0, 1), add("c"), 0.5, client.loop.time() + 10)
+        client._retry((0, 1), add("c"), 1.0, client.loop.time() + 10)
+        future.set_result(b"")
+        await asyncio.sleep(0)
+
+    asyncio.run(expire_twice())
+    assert client.rto == 1.0 and client.stats["retransmissions"] == 2
