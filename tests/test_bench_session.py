@@ -59,7 +59,7 @@ def test_installment_loop_figures_are_consistent(report):
         # Each state is stored before it is signed and sent: the consumer's proposal (with its
         # acceptance of the previous answer when both came in one poll, else apart), the
         # producer's countersignature.
-        assert 1 <= loop["consumer_writes_per_installment"] <= 2.1
+        assert 0.9 <= loop["consumer_writes_per_installment"] <= 2.1  # one at either end may fall outside
         assert loop["producer_writes_per_installment"] == pytest.approx(1, abs=0.1)
         assert 0 < loop["durable_write_ms"] <= loop["durable_write_p99_ms"]
         assert 0 < loop["mqtt_round_trip_ms"] <= loop["mqtt_round_trip_p99_ms"]

@@ -4,7 +4,7 @@ and refusing the ones that do not fit. (tests/test_market.py runs the same code 
 real ledger and checks that CPython and MicroPython build the same bytes.)"""
 import mpyunit
 from plugpay.firmware import market as M
-from plugpay.protocol import codec
+from plugpay.protocol import codec, signing
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol.codec import DecodeError
 from plugpay.protocol.port import sha256
@@ -78,8 +78,11 @@ def test_reading_answers_and_the_commitment():
     view = M.read_market(answer(q, data), q)
     assert M.is_chosen(view, mine) and view.bids[0].site() == CITY
     assert not M.is_chosen(view, M.bid(sha256(b"producer"), REQUEST_KEY, CITY, 2, 299))
-    sid = M.session_id(REQUEST_KEY, sha256(mine))
-    assert len(sid) == 16 and sid == M.session_id(REQUEST_KEY, view.chosen)
+    # Both ends derive the session id, each from its own secret and the other's key (ECDH).
+    consumer, producer = sha256(b"consumer"), sha256(b"producer")
+    request_key = signing.public_key(consumer)
+    sid = M.session_id(producer, request_key, request_key, sha256(mine))
+    assert len(sid) == 16 and sid == M.session_id(consumer, signing.public_key(producer), request_key, view.chosen)
     for bad in (data[:6] + [L.STATUS_OPEN] + data[7:], data[:8] + [2] + data[9:], data[:-1]):
         try:
             M.read_market(answer(q, bad), q)
