@@ -51,8 +51,8 @@ NO_POWER_POLL_MS = 10
 # energy flows fast, the next reading is already on its way) so one write stores both.
 # Losing it to a power cut in between loses nothing: the producer holds the same state.
 ACCEPT_WRITE_MS = 5
-# What the wallet and the codec raise on input they refuse (``DecodeError`` is a ValueError).
-REFUSALS = (WalletError, ChannelError, HtlcError, ValueError)
+# What the wallet and the codec raise on input they refuse.
+REFUSALS = (WalletError, ChannelError, HtlcError, DecodeError)
 WATCH_MS = 250  # the producer looks at the channel on the ledger this often while it waits
 SETTLE_RETRY_MS = 200
 
@@ -349,7 +349,7 @@ class Session:
             if channel:
                 return ChannelState.decode(balance, M.MAX_PROOF_BYTES).seq
             given = codec.loads(balance, "preimages given", 16)
-        except ValueError:  # DecodeError
+        except DecodeError:
             return None
         return given if type(given) is int and given >= 0 else None
 
@@ -507,7 +507,8 @@ class Session:
     def _htlc_seen(self, k, result, data, now):
         row = self.series.ledger_row(k, data)
         if row is None or row[5] != L.STATUS_OPEN:
-            self._note(now, "HTLC %d is not open on the ledger: %s" % (k, "not there" if row is None else "status %d" % row[5]))
+            self._note(now, "HTLC %d is not open on the ledger: %s" % (
+                k, "not there" if row is None else "status %d" % row[5]))
             return self._stop(M.FAILED_UnpaidOverLimit, now)
         if not self.stopped:  # else the link is over, but the preimage I hold is still claimed
             self._accepted(k, b"", now)

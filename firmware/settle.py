@@ -17,12 +17,13 @@ for: run it again later. Each line of the report names the channel or HTLC and w
 happened; nothing is changed on an answer the wallet refuses.
 """
 from plugpay.protocol import ledger_ops as L
+from plugpay.protocol.codec import DecodeError
 
 from .bookkeeping import WalletError
 from .channels import ChannelError
 from .htlcs import OPEN, PAYEE, PAYER, HtlcError
 
-_REFUSED = (WalletError, ChannelError, HtlcError, ValueError)  # ValueError: DecodeError
+_REFUSED = (WalletError, ChannelError, HtlcError, DecodeError)
 
 
 def settle(wallet, gateway):
@@ -46,7 +47,7 @@ def settle(wallet, gateway):
 def _tag(raw):
     try:
         return type(L.decode_request(raw)).__name__
-    except (ValueError, L.UnknownOp):
+    except (DecodeError, L.UnknownOp):
         return "?"
 
 
@@ -62,7 +63,8 @@ def _channel(wallet, gateway, channel_id):
         if status == L.STATUS_OPEN or (status == L.STATUS_CLOSING and seq < latest):
             result = gateway.submit(channel.dispute())
             if not result.ok and result.reason != L.DUPLICATE:
-                return "closing alone with seq %d refused: %s %s" % (latest, L.reason_name(result.reason), result.detail)
+                return "closing alone with seq %d refused: %s %s" % (
+                    latest, L.reason_name(result.reason), result.detail)
             return "closing alone with my latest state, seq %d%s; settle after the window" % (
                 latest, "" if status == L.STATUS_OPEN else " (the other side closed with seq %d)" % seq)
         if status == L.STATUS_CLOSING:

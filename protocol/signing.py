@@ -84,10 +84,13 @@ class _Coincurve:
         pk = ffi.new("secp256k1_pubkey *")
         if not lib.secp256k1_ec_pubkey_create(ctx, pk, secret):
             raise ValueError("secret key out of range")
-        out = ffi.new("unsigned char[33]")
-        size = ffi.new("size_t *", 33)
-        lib.secp256k1_ec_pubkey_serialize(ctx, out, size, pk, lib.SECP256K1_EC_COMPRESSED)
-        return bytes(ffi.buffer(out, 33))
+        return self._compressed(pk)
+
+    def _compressed(self, pk):
+        out = self.ffi.new("unsigned char[33]")
+        size = self.ffi.new("size_t *", 33)
+        self.lib.secp256k1_ec_pubkey_serialize(self.ctx, out, size, pk, self.lib.SECP256K1_EC_COMPRESSED)
+        return bytes(self.ffi.buffer(out, 33))
 
     def sign(self, secret, digest):
         # libsecp256k1 signs with RFC 6979 and always returns a low-S signature.
@@ -108,10 +111,7 @@ class _Coincurve:
         if not lib.secp256k1_ec_pubkey_parse(ctx, pk, pubkey, len(pubkey)) \
                 or not lib.secp256k1_ec_pubkey_tweak_mul(ctx, pk, secret):
             raise ValueError("bad public key or secret")
-        out = ffi.new("unsigned char[33]")
-        size = ffi.new("size_t *", 33)
-        lib.secp256k1_ec_pubkey_serialize(ctx, out, size, pk, lib.SECP256K1_EC_COMPRESSED)
-        return bytes(ffi.buffer(out, 33))
+        return self._compressed(pk)
 
     def parsed_key(self, pubkey):
         """The parsed key, from the cache or parsed now; None for a key off the curve."""
