@@ -44,9 +44,20 @@ def test_other_modes_scenarios_and_cheats_keep_the_bounds(capsys, options, code_
     assert int(_figure(out, r"max producer exposure: (-?\d+)")[0]) <= 0
 
 
+@pytest.mark.parametrize("side", ["charger", "vehicle"])
+def test_either_owner_pauses_half_way_and_the_session_still_pays_everything(capsys, side):
+    code, out = _demo(capsys, "-n", "10", "--pause", side)
+    assert code == 0, out
+    assert "%s: the owner pauses the session" % side in out and "%s: the owner resumes" % side in out
+    assert _figure(out, r"payout to the producer: (\d+) of (\d+)") == ("600", "600")
+    assert _figure(out, r"max consumer exposure: (\d+) \(bound b/N = (\d+)") == ("60", "60")
+
+
 def test_bad_options_are_refused_before_anything_starts(capsys):
     with pytest.raises(SystemExit):
         cli.main(["demo", "--mode", "cheque"])
     capsys.readouterr()
     assert cli.main(["demo", "--mode", "htlc", "-n", "65"]) == 1
     assert "at most 64 HTLCs" in capsys.readouterr().err
+    assert cli.main(["demo", "--scenario", "v2v", "--pause", "charger"]) == 1
+    assert "the v2v scenario has a vehicle and a vehicle-2" in capsys.readouterr().err

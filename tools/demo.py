@@ -44,6 +44,7 @@ SCENARIOS = {  # (initiator's name, responder's name, does the initiator produce
     "v2v": ("vehicle", "vehicle-2", False),
 }
 KEYS = 64
+PAUSE_MS = 1000  # how long --pause holds the session
 
 
 def add_arguments(p):
@@ -60,6 +61,9 @@ def add_arguments(p):
     p.add_argument("--misbehave", choices=sorted(MISBEHAVIOURS), default="none",
                    help="a cheating side: the producer stops delivering half-way, the consumer stops paying "
                    "half-way, or the consumer closes the channel with a stale state (default none)")
+    p.add_argument("--pause", choices=["vehicle", "charger", "vehicle-2"], metavar="SIDE",
+                   help="that side's owner (vehicle, charger or vehicle-2) pauses half-way for %g s, then "
+                   "resumes; energy and payments stop meanwhile" % (PAUSE_MS / 1000))
     p.add_argument("--scale", type=float, default=2000.0,
                    help="simulated seconds per real second for the boards' energy flow (default 2000: "
                    "20 kWh at 11 kW in about a second)")
@@ -71,6 +75,9 @@ def add_arguments(p):
 
 def run(args):
     n = args.installments or (100 if args.mode == "channel" else 10)
+    if args.pause is not None and args.pause not in SCENARIOS[args.scenario][:2]:
+        raise ValueError("--pause %s: the %s scenario has a %s and a %s" % ((args.pause, args.scenario)
+                                                                           + SCENARIOS[args.scenario][:2]))
     if args.mode == "htlc" and n > 64:
         raise ValueError("an HTLC series has at most 64 HTLCs (each is two ledger transactions); use -n 64 or less")
     params = M.ChargeParameters(args.energy_wh, 1790000000, 1790007200, args.power_w, args.price, n, 5)
@@ -111,7 +118,7 @@ def _run(args, params, directory):
             cheat = make(params.installments) if who == ("producer" if side.producer else "consumer") else None
             terms = Terms(session_id, params, mode, side.producer, side.initiator, window=10,
                           htlc_timeout=10 ** 6)
-            side.start(terms, cheat)
+            side.start(terms, cheat, pause=args.pause == side.name)
         _say("session %s: topics plugpay/link/%s/..." % (session_id.hex()[:8], session_id.hex()))
         started = int(time.time())
         ok = _watch(sides, args.timeout, budget // params.installments)
@@ -162,16 +169,30 @@ class Device:
             raise RuntimeError("the faucet refused: %s %s" % (L.reason_name(result.reason), result.detail))
         self.wallet.receive(result.data, 0, index, amount)
 
-    def start(self, terms, cheat=None):
-        """Run a session with ``terms`` in a thread of its own."""
+    def start(self, terms, cheat=None, pause=False):
+        """Run a session with ``terms`` in a thread of its own; ``pause``: this side's owner
+        pauses half-way for ``PAUSE_MS``."""
         self.session_mqtt = Mqtt(self.host.broker_host, self.host.broker_port)
         self.session_mqtt.connect()
         self.runner_clock = _Millis()
         self.session = Session(self.wallet, self.board, terms, self.runner_clock(), misbehaviour=cheat,
                                timestamp=int(time.time()))
-        self.runner = SessionRunner(self.session, self.session_mqtt, now=self.runner_clock)
+        self.paused_at = None if pause else False  # False: never; None: not yet; else when
+        self.runner = SessionRunner(self.session, self.session_mqtt, now=self.runner_clock, on_step=self._owner)
         self.thread = threading.Thread(target=self._run, name="plugpay-" + self.name, daemon=True)
         self.thread.start()
+
+    def _owner(self, session, now):
+        """The owner at the controls, on the runner's own thread: the ``--pause`` plan."""
+        m = session.machine
+        if self.paused_at is None and m.installments_paid * 2 >= m.parameters.installments \
+                and m.phase == link.CHARGING and not m.paused:
+            session.pause(now)
+            self.paused_at = now
+            _say("  %s: the owner pauses the session" % self.name)
+        elif self.paused_at and session.held and now - self.paused_at >= PAUSE_MS and m.stop_code is None:
+            session.resume(now)
+            _say("  %s: the owner resumes after %.1f s" % (self.name, (now - self.paused_at) / 1000))
 
     def _run(self):
         try:
@@ -223,9 +244,9 @@ def _status(side, per_installment):
     s = side.session
     m = s.machine
     energy = side.board.delivered_wh if side.producer else side.board.measured_wh
-    return "%s (%s): %s, %d Wh, %d/%d paid, exposure %d (max %d)" % (
-        side.name, "producer" if side.producer else "consumer", m.state, energy, m.installments_paid,
-        s.params.installments, s.exposure(), s.max_exposure)
+    return "%s (%s): %s%s, %d Wh, %d/%d paid, exposure %d (max %d)" % (
+        side.name, "producer" if side.producer else "consumer", m.state, " (paused)" if m.paused else "", energy,
+        m.installments_paid, s.params.installments, s.exposure(), s.max_exposure)
 
 
 def _summary(host, consumer, producer, params, budget, ok):
