@@ -62,7 +62,9 @@ class ChainStore:
         self.app = app
         conn.execute("CREATE TABLE IF NOT EXISTS blocks (height INTEGER PRIMARY KEY, hash BLOB NOT NULL,"
                      " prev BLOB NOT NULL, batch BLOB NOT NULL, results_digest BLOB NOT NULL,"
-                     " state_digest BLOB NOT NULL)")
+                     " state_digest BLOB NOT NULL, results BLOB)")
+        if "results" not in [row[1] for row in conn.execute("PRAGMA table_info(blocks)")]:
+            conn.execute("ALTER TABLE blocks ADD COLUMN results BLOB")  # a database of an earlier version
         conn.execute("CREATE TABLE IF NOT EXISTS clients (client TEXT PRIMARY KEY, ts INTEGER NOT NULL,"
                      " result BLOB NOT NULL)")
         conn.commit()
@@ -116,9 +118,9 @@ class ChainStore:
                 self._rollback()
                 return None
             self.conn.executemany("INSERT OR REPLACE INTO clients VALUES (?, ?, ?)", rows)
-            self.conn.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?)",
+            self.conn.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)",
                               (height, h, self.head_hash, codec.dumps(batch), pbft.digest(results),
-                               self.app.state_digest()))
+                               self.app.state_digest(), codec.dumps([list(row) for row in rows])))
             self.conn.commit()
         except BaseException:
             self._rollback()
@@ -136,6 +138,12 @@ class ChainStore:
     def apply_block(self, record, expect_hash):
         """State transfer: re-execute a fetched block; True if we reach the same hash."""
         return self.execute(record[0], record[2], expect_hash) is not None
+
+    def results(self, height):
+        """``[[client, ts, result]]`` of the requests block ``height`` ran (the results its
+        results digest covers, in order), or None for a block stored before they were kept."""
+        row = self.conn.execute("SELECT results FROM blocks WHERE height = ?", (height,)).fetchone()
+        return None if row is None or row[0] is None else codec.loads(row[0], "stored results", max_bytes=MAX_FRAME)
 
     def blocks(self, start, limit, max_bytes=MAX_FRAME // 2):
         """Stored blocks from ``start`` on, as ``[height, prev, batch, results d., state d.]``."""
@@ -363,8 +371,10 @@ class Replica:
         self.worker.submit(fn, *args).add_done_callback(lambda f: self.loop.call_soon_threadsafe(send, f))
 
     def _block_record(self, height):
-        """[height, prev, batch, results digest, state digest], None above our tip."""
-        return self.store.blocks(height, 1)[0] if 1 <= height <= self.store.height else None
+        """[height, prev, batch, results digest, state digest, results], None above our tip."""
+        if not 1 <= height <= self.store.height:
+            return None
+        return self.store.blocks(height, 1)[0] + [self.store.results(height)]
 
     def _arm_timer(self):
         when = self.engine.next_deadline()

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from plugpay.host import cluster, ra
+from plugpay.host import cluster, pbft, ra
 from plugpay.host.client import Client
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import ra_messages as msg
@@ -163,7 +163,7 @@ def test_tx_text_shows_other_operations_readably(world, capsys):
 
 
 def test_block_json_matches_the_stored_chain(world, capsys):
-    for op, result in ((world.pay, "OK"), (world.double, "REJECTED")):
+    for op, result in ((world.pay, "OK"), (world.double, "DOUBLE_SPEND")):
         height = world.height_of[op.encode()]
         code, out, _ = plugpay(capsys, "ledger", "block", height, "--config", world.config, "--json")
         assert code == 0
@@ -173,9 +173,11 @@ def test_block_json_matches_the_stored_chain(world, capsys):
             (height, stored_hash.hex(), prev.hex(), rd.hex(), sd.hex())
         assert [(r["client"], r["ts"]) for r in block["requests"]] == [(c, ts) for c, ts, _ in batch]
         mine = [r for r, (_, _, raw) in zip(block["requests"], batch) if raw == op.encode()]
+        detail = mine[0]["detail"]
         assert mine == [{"client": mine[0]["client"], "ts": mine[0]["ts"], "op": "transaction",
-                         "id": op.txhash().hex(), "result": result,
+                         "id": op.txhash().hex(), "result": result, "detail": detail,
                          "confirmed_height": height if result == "OK" else None}]
+        assert (detail is None) == (result == "OK")  # a refusal says why
 
 
 def test_block_text_and_the_newest_block(world, capsys):
@@ -257,7 +259,9 @@ def test_block_answer_above_the_tip_is_none(world):
     above, zero, tip = asyncio.run(ask())
     assert above is None and zero is None
     stored_hash, prev, batch, rd, sd = world.chain[max(world.chain)]
-    assert tip == [max(world.chain), prev, batch, rd, sd]
+    assert tip[:5] == [max(world.chain), prev, batch, rd, sd]
+    assert {(c, ts) for c, ts, _ in tip[5]} <= {(c, ts) for c, ts, _ in batch}  # the requests it ran
+    assert pbft.digest([r for _, _, r in tip[5]]) == rd
 
 
 def test_the_forged_answer_is_never_accepted(world, capsys):

@@ -247,6 +247,20 @@ def test_duplicates_inside_a_block_run_once_and_stale_requests_not_at_all():
     assert replies == [("x/0", 5, codec.dumps(["ok", 1])), ("x/0", 6, codec.dumps(["ok", 11]))]
     assert codec.loads(store.app.query(codec.dumps(["counter", "d"]))) == ["ok", 11]
     assert store.last_reply("x/0") == (6, codec.dumps(["ok", 11]))
+    assert store.results(2) == [["x/0", 6, codec.dumps(["ok", 11])]]  # what block 2 ran, no replays
+    assert store.results(3) is None
+
+
+def test_a_chain_of_an_earlier_version_gets_the_results_column(tmp_path):
+    conn = sqlite3.connect(str(tmp_path / "old.db"))
+    conn.execute("CREATE TABLE blocks (height INTEGER PRIMARY KEY, hash BLOB NOT NULL, prev BLOB NOT NULL,"
+                 " batch BLOB NOT NULL, results_digest BLOB NOT NULL, state_digest BLOB NOT NULL)")
+    conn.commit()
+    store = ChainStore(conn, KvApp(conn))
+    store.execute(1, [["x/0", 1, add("d")]])
+    assert store.results(1) == [["x/0", 1, codec.dumps(["ok", 1])]]
+    conn.execute("UPDATE blocks SET results = NULL")  # as a block stored before the column
+    assert store.results(1) is None
 
 
 def test_checkpoints_become_stable_and_collect_garbage():

@@ -83,7 +83,9 @@ def add_parser(subparsers):
                          description="Show block HEIGHT (-1 or --last: the newest block that f+1 replicas hold): "
                          "height, hash (recomputed from the contents), prev, results and state digests, and per "
                          "request its client, timestamp, operation, txhash/digest and result (OK, DUPLICATE, "
-                         "MALFORMED..., or REJECTED when the ledger kept no reason). Accepted on f+1 matching "
+                         "DOUBLE_SPEND..., checked against the block's results digest; --json adds the "
+                         "refusal's detail; REJECTED for a block of a replica of an earlier version, which "
+                         "kept no results). Accepted on f+1 matching "
                          "replica answers. Exit code 2 on bad input or a height beyond the tip.")
     blk.add_argument("height", type=int, nargs="?", help="block height, from 1; -1 for the newest")
     blk.add_argument("--last", action="store_true", help="the newest block")

@@ -6,12 +6,13 @@ well-formed CBOR. A block's hash is recomputed from its contents rather than tak
 anyone. The newest block is the one at the (f+1)-th highest height the replicas report,
 so at least one honest replica holds it.
 
-A block stores its requests but only the digest of their results, and the ledger confirms
-only what it applied. So a request's result is read from the confirmed requests
-(``QUERY_TX``): ``OK`` if it was confirmed in this block, ``DUPLICATE`` if it was confirmed
-before; bytes that decode as no request get the reason the ledger gives every replica for
-them (``MALFORMED``, ``UNKNOWN_OP``, ``TOO_LARGE``); any other rejection shows as
-``REJECTED``: its reason went only to the client that submitted it.
+A block keeps the results of the requests it ran beside their digest, so a request's result
+and a refusal's reason come with the block, checked against the digest its hash covers. A
+request the block did not run (a replay answered from the reply cache) and the blocks of
+replicas of an earlier version, which kept only the digest, are read from the confirmed
+requests (``QUERY_TX``): ``OK`` if confirmed in this block, ``DUPLICATE`` if before; bytes
+that decode as no request get the reason the ledger gives every replica for them
+(``MALFORMED``, ``UNKNOWN_OP``, ``TOO_LARGE``); any other rejection shows as ``REJECTED``.
 """
 import asyncio
 import collections
@@ -36,7 +37,9 @@ STATUS_WAIT = 1.0  # status waits for every replica: a silent one costs this lon
 
 Confirmed = collections.namedtuple("Confirmed", "ident height op raw")
 Output = collections.namedtuple("Output", "account amount")
-Block = collections.namedtuple("Block", "height hash prev requests results_digest state_digest")
+# results: {(client, ts): Result bytes} of the requests the block ran, or None (a replica of
+# an earlier version kept only their digest)
+Block = collections.namedtuple("Block", "height hash prev requests results_digest state_digest results")
 Request = collections.namedtuple("Request", "client ts raw")
 
 
@@ -204,17 +207,28 @@ class LedgerReader:
             await asyncio.sleep(RETRY_PAUSE)
 
     def _check_block(self, what, height, record):
-        if not (type(record) is list and len(record) == 5 and record[0] == height and _is_hash(record[1])
+        if not (type(record) is list and len(record) in (5, 6) and record[0] == height and _is_hash(record[1])
                 and type(record[2]) is list and _is_hash(record[3]) and _is_hash(record[4])):
             raise self._malformed(what)
         requests = []
         for r in record[2]:
-            if not (type(r) is list and len(r) == 3 and type(r[0]) is str and _is_uint(r[1]) and type(r[2]) is bytes):
+            if not _is_request(r):
                 raise self._malformed(what)
             requests.append(Request(*r))
-        _, prev, batch, results_digest, state_digest = record
+        prev, batch, results_digest, state_digest = record[1:5]
         block_hash = pbft.block_hash(height, prev, pbft.digest(batch), results_digest, state_digest)
-        return Block(height, block_hash, prev, requests, results_digest, state_digest)
+        results = record[5] if len(record) == 6 else None
+        if results is not None:  # they must be the ones the block's hash covers
+            if type(results) is not list or not all(_is_request(r) for r in results) \
+                    or pbft.digest([r[2] for r in results]) != results_digest:
+                raise self._malformed(what)
+            results = {(c, ts): r for c, ts, r in results}
+        return Block(height, block_hash, prev, requests, results_digest, state_digest, results)
+
+
+def _is_request(r):
+    """``[client, ts, bytes]``: a batch entry, or a result of one."""
+    return type(r) is list and len(r) == 3 and type(r[0]) is str and _is_uint(r[1]) and type(r[2]) is bytes
 
 
 async def in_chunks(fetch, items):
@@ -341,6 +355,16 @@ def _result(height, raw, found, applied):
     return "REJECTED"  # the same id, other bytes (say, other witnesses) were applied later
 
 
+def _stored_result(raw):
+    """(reason name, detail or None) of a result the block kept; (None, None) if it does
+    not decode."""
+    try:
+        result = L.Result.decode(raw)
+    except DecodeError:
+        return None, None
+    return L.reason_name(result.reason), result.detail or None
+
+
 async def describe_block(read, block):
     """A block as a JSON object: its header and, per request, its result."""
     decoded = [_decoded(r.raw) for r in block.requests]
@@ -350,9 +374,13 @@ async def describe_block(read, block):
     requests = []
     for r, (op, ident, reason) in zip(block.requests, decoded):  # in order: a repeat is applied once
         found = confirmed.get(ident)
+        ran = None if block.results is None else block.results.get((r.client, r.ts))
+        result, detail = _stored_result(ran) if ran is not None else (None, None)
+        if result == L.reason_name(L.OK):
+            applied.add(ident)
         requests.append({
             "client": r.client, "ts": r.ts, "op": None if op is None else op.NAME, "id": ident.hex(),
-            "result": reason or _result(block.height, r.raw, found, applied),
+            "result": result or reason or _result(block.height, r.raw, found, applied), "detail": detail,
             "confirmed_height": None if found is None else found.height})
     return {
         "height": block.height,
