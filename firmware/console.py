@@ -35,7 +35,7 @@ SEQ_MOD = const(65536)
 
 HELLO = "HELLO"  # {"board", "kind": sim|esp32|rpi, "role": vehicle|charger}: a board (re)started its console
 STATUS = "STATUS"  # a wallet summary (``wallet_summary``)
-METER = "METER"  # {"t", "delivered_wh"} (a producer's meter) or {"t", "measured_wh"} (a consumer)
+METER = "METER"  # {"t", "measured_wh"}: what the board measured through its end this session
 PROGRESS = "PROG"  # [t_ms, exposure, energy_wh, paid]: one row of Session.exposure_log
 INSTALLMENT = "INST"  # [k, sent_ms, accepted_ms]: consumer, one accepted installment
 EVENT = "LOG"  # [t_ms, text]: one line of Session.log
@@ -296,20 +296,17 @@ class BoardConsole:
         elif what == "status":
             self.status(wallet)
         elif what == "meter":
-            self.meter(board, 0, board.meter is not None)
+            self.meter(board, 0)
         else:
             self.error("console: ASK for %r: ask for hello, status or meter" % (what,))
 
     def status(self, wallet):
         self.send(STATUS, wallet_summary(wallet))
 
-    def meter(self, board, now, producer):
-        """The board's meter (a producer) or its own measurement (a consumer)."""
+    def meter(self, board, now):
+        """What the board measured through its end (out for a producer, in for a consumer)."""
         board.update(board.clock.now_ms())
-        if producer:
-            self.send(METER, {"t": now, "delivered_wh": board.delivered_wh})
-        else:
-            self.send(METER, {"t": now, "measured_wh": board.measured_wh})
+        self.send(METER, {"t": now, "measured_wh": board.measured_wh})
         self._meter_at = now
 
     def error(self, text):
@@ -331,7 +328,7 @@ class BoardConsole:
             self.send(ONCHAIN, {"op": L.decode_request(raw).NAME, "digest": sha256(raw).hex()})
         shown[3] = len(session.onchain)
         if self._meter_at is None or now - self._meter_at >= self.meter_every_ms:
-            self.meter(session.board, now, session.producer)
+            self.meter(session.board, now)
         if session.finished and not self._done:
             self._done = True
             self.send(DONE, done_payload(session))
@@ -358,7 +355,7 @@ def done_payload(session):
     board = session.board
     return {"stop_code": None if session.stop_code is None else M.code_name(session.stop_code),
             "finished": session.finished, "payout": session.payout, "max_exposure": session.max_exposure,
-            "energy_wh": board.delivered_wh if session.producer else board.measured_wh}
+            "energy_wh": board.measured_wh}
 
 
 def terms_payload(terms, timestamp, fund=0):

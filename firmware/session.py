@@ -25,9 +25,16 @@ Each installment pays for the next e/N in advance, so the producer never deliver
 it holds no payment for (exposure <= 0) and the consumer never has more than b/N
 outstanding. Both sides measure their exposure at every step (``exposure``).
 
-Before a payment goes out the consumer checks the reading against its own measurement
-(``tolerance_wh``) and signs the receipt that the payment covers; the producer checks that
-each state pays exactly what is due, for the energy and receipt of that reading.
+Energy is metered by the responder (the charger, or the vehicle acting as one in V2V),
+whoever produces: the producer lets each paid chunk flow and the responder's meter stops it
+at the chunk's energy and signs the reading. The initiator checks the reading against its
+own measurement (``tolerance_wh``) and counter-signs it; each side refuses a reading that
+would cost it (a consumer one that shows more than it measured, or less than due; a producer
+one that shows less than it delivered). The receipt is what the next payment covers: the
+consumer pays once it signed the receipt (G2V) or once the receipt came back (V2G), and the
+producer checks that each state pays exactly what is due, for the energy and receipt of
+that reading. A producer that does not meter lets each chunk flow up to the tolerance past
+its energy, as its own measurement may show a little more than the responder's meter.
 """
 from plugpay.protocol import codec, link, signing
 from plugpay.protocol import ledger_ops as L
@@ -107,6 +114,7 @@ class Session:
         self.terms = terms
         self.params = terms.parameters
         self.producer = terms.producer
+        self.meters = not terms.initiator  # the responder's meter signs the readings
         self.cheat = misbehaviour or Misbehaviour()
         self.timestamp = timestamp  # Unix seconds the meter stamps, advanced with the clock
         self.started = now
@@ -114,16 +122,20 @@ class Session:
         self.account = account
         self.session_secret = wallet.keystore.secret(self.index)
         role = M.ROLE_PRODUCER if self.producer else M.ROLE_CONSUMER
-        meter_key = board.meter.pubkey if self.producer else b""
+        if self.meters and board.meter is None:
+            raise ValueError("the responder meters the energy: board %s has no meter" % board.name)
+        meter_key = board.meter.pubkey if self.meters else b""
         config = link.LinkConfig(terms.session_id, role, account.pubkey, self.params, (terms.mode,), meter_key,
-                                 timeouts, account.encode() if self.producer else b"")
+                                 timeouts, account.encode() if self.producer else b"",
+                                 getattr(board.clock, "scale", 1))
         self.machine = (link.Initiator if terms.initiator else link.Responder)(config, now)
         self.peer_account = None
         self.channel = None  # the wallet's Channel
         self.series = None  # the wallet's HtlcSeries
         self.deposit = None  # consumer: the ChannelOpen bytes, or the HTLC terms being funded
         self.funded = 0  # consumer, HTLC: HTLCs confirmed
-        self.delivering = None  # producer: the cumulative Wh of the chunk being delivered
+        self.chunk = None  # the cumulative Wh the paid chunk may reach: the producer's limit, the meter's target
+        self.chunk_paused = False  # the chunk's energy was stopped for a pause
         self.receipt = None  # the last receipt's digest
         self.paid_signed = 0  # consumer: the most it signed away; producer: the most it holds
         self.max_exposure = 0
@@ -151,8 +163,8 @@ class Session:
         self._ledger = []
         self._waiting = {}  # request digest -> callback(result, now)
         self._asked = {}  # digest -> (kind, bytes) of each request still waiting
-        board.reset_session()
-        if self.producer:
+        board.reset_session(self.producer)
+        if self.meters:
             board.meter.start(terms.session_id, self.params.unit_price)
         self._collect(now)
 
@@ -186,13 +198,15 @@ class Session:
 
     def tick(self, now):
         self._handle(self.machine.tick(now), now)
-        if self.producer and self.delivering is not None:
-            closed = self.board.contactor.closed
-            if self.machine.paused and closed:  # no energy while the link is paused
-                self.board.stop_delivery(self._board_now())
-            elif not self.machine.paused and not closed:
-                self.board.start_delivery(self._board_now(), self.delivering)
-            self._deliver(now)
+        if self.chunk is not None:
+            paused = self.machine.paused
+            if paused != self.chunk_paused:  # no energy while the link is paused
+                self.chunk_paused = paused
+                if paused:
+                    self.board.stop_delivery(self._board_now())
+                else:
+                    self.board.start_delivery(self._board_now(), self.chunk)
+            self._read_meter(now)
         if self.wake is not None and now >= self.wake:
             action, self.wake = self.wake_action, None
             action(now)
@@ -215,9 +229,9 @@ class Session:
 
     def next_deadline(self):
         t = self.machine.next_deadline()
-        if self.producer and self.delivering is not None and not self.machine.paused:
-            sim_ms = self.board.time_to_reach_ms(self.delivering)
-            if sim_ms is None:  # no power yet (the consumer's contactor is still open): look again soon
+        if self.meters and self.chunk is not None and not self.machine.paused:
+            sim_ms = self.board.time_to_reach_ms(self.chunk)
+            if sim_ms is None:  # no power yet (the peer's contactor is still open): look again soon
                 d = self.now + NO_POWER_POLL_MS
             else:
                 d = self.now + -(-sim_ms * 1000 // int(getattr(self.board.clock, "scale", 1) * 1000))
@@ -235,10 +249,8 @@ class Session:
     def exposure(self):
         """Money at risk now: the consumer's signed payments beyond the energy it measured,
         the producer's delivered energy beyond the payments it holds (smallest units)."""
-        price = self.params.unit_price
-        if self.producer:
-            return self.board.delivered_wh * price // 1000 - self.paid_signed
-        return self.paid_signed - self.board.measured_wh * price // 1000
+        energy = self.board.measured_wh * self.params.unit_price // 1000
+        return energy - self.paid_signed if self.producer else self.paid_signed - energy
 
     # ---- link events ---------------------------------------------------------------------
 
@@ -262,11 +274,11 @@ class Session:
         elif isinstance(ev, E.InstallmentReceived):
             self._installment_received(ev.index, ev.proof, now)
         elif isinstance(ev, E.InstallmentAccepted):
-            if ev.index == 0:  # the consumer is ready before power is asked for, as an EV is before
-                self.board.start_delivery(self._board_now())  # PowerDeliveryReq: it measures the first Wh
+            if ev.index == 0 and not self.meters:  # a consuming vehicle is ready before power is asked
+                self.board.start_delivery(self._board_now())  # for (PowerDeliveryReq): it measures the first Wh
             self._installment_accepted(ev.index, ev.proof, now)
         elif isinstance(ev, E.PowerDeliveryStarted):
-            if self.producer:
+            if self.producer or self.meters:
                 self._start_chunk(now)  # closes the contactor with the chunk's energy limit set
             else:
                 self.board.start_delivery(self._board_now())
@@ -274,6 +286,7 @@ class Session:
             self._reading_received(ev.reading, now)
         elif isinstance(ev, E.ReceiptReceived):
             self.receipt = ev.receipt.digest()
+            self._pay(now)  # a metering consumer pays against the receipt it got back
         elif isinstance(ev, E.PowerDeliveryStopped):
             self.board.stop_delivery(self._board_now())
         elif isinstance(ev, E.ResumeRequested):
@@ -437,15 +450,27 @@ class Session:
                 self.save_at = now + ACCEPT_WRITE_MS
             if k == 1 and self.cheat.stale_close:
                 self.stale = proof
+        if self.meters and k > 0:
+            self._start_chunk(now)
+
+    # ---- initiator: checks and counter-signs the readings -----------------------------------
 
     def _reading_received(self, reading, now):
         self.board.update(self._board_now())
         measured = self.board.measured_wh
         tolerance = self.params.tolerance_wh
-        if reading.cumulative_wh > measured + tolerance or measured + tolerance < self.params.due_wh(reading.index):
+        due = self.params.due_wh(reading.index)
+        if self.producer:  # it must credit what I delivered
+            wrong = reading.cumulative_wh + tolerance < measured
+        else:  # it must not bill more than I measured, nor have me measure less than due
+            wrong = reading.cumulative_wh > measured + tolerance or measured + tolerance < due
+        if wrong:
             self._note(now, "reading %d says %d Wh, measured %d Wh, %d Wh due" % (
-                reading.index, reading.cumulative_wh, measured, self.params.due_wh(reading.index)))
+                reading.index, reading.cumulative_wh, measured, due))
             return self._stop(M.FAILED_ReceiptMismatch, now)
+        if self.producer:  # the meter took the chunk: no more flows until it is paid
+            self.chunk = None
+            self.board.stop_delivery(self._board_now())
         receipt = MeterReceipt(reading, b"")
         receipt.ev_sig = signing.sign(self.session_secret, receipt)
         self.receipt = receipt.digest()
@@ -528,27 +553,38 @@ class Session:
         if k > 0:
             self._start_chunk(now)
 
+    # ---- energy: the producer's limit, the responder's meter ---------------------------------
+
     def _start_chunk(self, now):
+        """Chunk k is paid for: the producer lets it flow, the responder meters it."""
         k = self.machine.readings + 1
-        if self.cheat.stop_delivering_after is not None and k > self.cheat.stop_delivering_after:
+        if self.producer and self.cheat.stop_delivering_after is not None and k > self.cheat.stop_delivering_after:
             self.board.stop_delivery(self._board_now())
             self._note(now, "misbehaving: not delivering chunk %d" % k)
             return
-        self.delivering = self.params.due_wh(k)
-        if not self.machine.paused:  # else once the link resumes (``tick``)
-            self.board.start_delivery(self._board_now(), self.delivering)
-            self._deliver(now)
+        due = self.params.due_wh(k)
+        self.chunk = due if self.meters else due + self.params.tolerance_wh
+        self.chunk_paused = self.machine.paused
+        if not self.chunk_paused:  # else once the link resumes (``tick``)
+            self.board.start_delivery(self._board_now(), self.chunk)
+            self._read_meter(now)
 
-    def _deliver(self, now):
-        """Send reading k once the meter reached it; energy stops until it is paid."""
-        if self.machine.paused or self.machine.phase != link.CHARGING:
+    def _read_meter(self, now):
+        """Responder: send reading k once the meter shows the chunk, or once the flow
+        stopped short of it but within the tolerance (the producer's own measurement
+        reached its limit first: the initiator's check decides); energy stops until the
+        next installment is paid."""
+        m = self.machine
+        if not self.meters or self.chunk is None or m.paused or m.phase != link.CHARGING:
             return
         self.board.update(self._board_now())
-        if self.board.delivered_wh < self.delivering:
+        shown = self.board.measured_wh
+        if shown < self.chunk and (shown + self.params.tolerance_wh < self.chunk
+                                   or self.board.time_to_reach_ms(self.chunk) is not None):
             return
         self.board.stop_delivery(self._board_now())
-        self.delivering = None
-        k = self.machine.readings + 1
+        self.chunk = None
+        k = m.readings + 1
         self.timestamp += 1
         reading = self.board.meter.read(k, self.timestamp)
         self.machine.send_reading(reading, now)
@@ -558,7 +594,7 @@ class Session:
 
     def _after_stop(self, now):
         """The link is over: stop energy, then settle the money (once)."""
-        self.delivering = None
+        self.chunk = None
         self.board.stop_delivery(self._board_now())
         self._track(now)
         if self.closing_started or self.finished:
@@ -737,7 +773,7 @@ class Session:
         e = self.exposure()
         if e > self.max_exposure:
             self.max_exposure = e
-        energy = self.board.delivered_wh if self.producer else self.board.measured_wh
+        energy = self.board.measured_wh
         self.exposure_log.append((now - self.started, e, energy, self.paid_signed))
 
     def _submit(self, raw, callback, now):

@@ -7,6 +7,11 @@ whatever ``messages_to_send()`` returns (one MQTT publish each) and calls ``tick
 that need a payment decision through explicit calls. Producer and consumer are roles of
 their own, so G2V, V2G and V2V run through the same two classes.
 
+Energy is metered by the responder's meter (the charger's; in V2V the responding vehicle
+acts as the charger), whoever produces: the responder sends each signed reading and the
+initiator (the vehicle) checks it against its own measurement and counter-signs it. That
+receipt is what the next installment pays for.
+
 Message sequence (I initiator, R responder, P producer, C consumer; N installments)::
 
     I -> R  SessionSetupReq(session key, meter key, payee account)
@@ -20,8 +25,8 @@ Message sequence (I initiator, R responder, P producer, C consumer; N installmen
     I -> R  PowerDeliveryReq(start)
     R -> I  PowerDeliveryRes(OK)                          both: PowerDeliveryStarted
     for k = 1 .. N:                                       (P delivers e/N first)
-        P -> C  ChargingStatus(reading k)                 C: MeterReadingReceived
-        C -> P  MeteringReceipt(OK, digest, signature)    P: ReceiptReceived
+        R -> I  ChargingStatus(reading k)                 I: MeterReadingReceived
+        I -> R  MeteringReceipt(OK, digest, signature)    R: ReceiptReceived
         if k < N:
             C -> P  InstallmentReq(k, proof)              P: InstallmentReceived
             P -> C  InstallmentRes(OK, k, proof)          C: InstallmentAccepted
@@ -58,7 +63,9 @@ payment proof checked by the wallet).
 
 Timeouts (``Timeouts``): a request unanswered after ``response`` ms, the peer's next request
 not there after ``sequence`` ms, a due installment not there after ``payment`` ms
-(FAILED_PaymentOverdue) and a pause longer than ``pause`` ms each give a ``Timeout`` event
+(FAILED_PaymentOverdue), a paid chunk's reading not there after its energy's time at the
+agreed power plus ``sequence`` ms (both sides: the responder waits for the energy, the
+initiator for the reading) and a pause longer than ``pause`` ms each give a ``Timeout`` event
 and a stop. While paused only the pause timeout runs; requests are still re-sent, so they
 arrive once a dropped connection is back. A resume exchanges the latest co-signed balances.
 """
@@ -124,15 +131,17 @@ class LinkConfig:
 
     ``session_id``: the random id both sides know (it names the topics). ``role``:
     ``ROLE_PRODUCER`` or ``ROLE_CONSUMER``. ``session_key``: this side's one-time public key
-    (the consumer's signs receipts). ``meter_key``: the public key of the meter this side
-    reads, ``b""`` if none (the producer needs one). ``parameters``: the agreed
+    (the initiator's signs receipts). ``meter_key``: the public key of the meter this side
+    signs readings with: the responder's, ``b""`` for the initiator. ``parameters``: the agreed
     ``ChargeParameters``. ``payment_modes``: the initiator proposes the first, the
     responder accepts any of them. ``account``: the producer's encoded payee ``Account``
-    (the wallet checks the peer's), ``b""`` for the consumer.
+    (the wallet checks the peer's), ``b""`` for the consumer. ``time_scale``: how many times
+    faster than real time the energy flows (a simulation's boards), for the time a chunk
+    takes.
     """
 
     def __init__(self, session_id, role, session_key, parameters, payment_modes, meter_key=b"", timeouts=None,
-                 account=b""):
+                 account=b"", time_scale=1):
         if not isinstance(session_id, bytes) or len(session_id) != M.SESSION_ID_BYTES:
             raise ValueError("a session id is %d bytes" % M.SESSION_ID_BYTES)
         if role not in (M.ROLE_PRODUCER, M.ROLE_CONSUMER):
@@ -149,6 +158,9 @@ class LinkConfig:
         self.parameters = parameters
         self.payment_modes = tuple(payment_modes)
         self.timeouts = timeouts or Timeouts()
+        if not time_scale > 0:
+            raise ValueError("the time scale must be positive")
+        self.chunk_ms = int(parameters.chunk_ms() / time_scale)
 
 
 class _Link:
@@ -161,6 +173,7 @@ class _Link:
         self.session_id = config.session_id
         self.role = config.role
         self.producer = config.role == M.ROLE_PRODUCER
+        self.meters = not self.INITIATOR  # this side signs the readings, the other receipts
         self.parameters = config.parameters
         self.payment_mode = None
         self.peer_session_key = None
@@ -169,7 +182,7 @@ class _Link:
         self.phase = SETUP
         self.paused = False
         self.stop_code = None
-        self.readings = 0  # meter readings sent (producer) or accepted (consumer)
+        self.readings = 0  # meter readings sent (responder) or accepted (initiator)
         self.installments_paid = 0  # accepted installments, the deposit included
         self.tx_seq = 0  # the last sequence number sent
         self.rx_seq = 0  # the last sequence number accepted from the peer
@@ -247,9 +260,9 @@ class _Link:
     # ---- application side ----------------------------------------------------------
 
     def send_reading(self, reading, now):
-        """Producer: after delivering the next e/N, send the meter's signed reading."""
+        """Responder: once its meter shows the next e/N, send the meter's signed reading."""
         self._now = now
-        self._require(self.producer and self.phase == CHARGING and not self.paused, "send a reading")
+        self._require(self.meters and self.phase == CHARGING and not self.paused, "send a reading")
         k = self.readings + 1
         if reading.session_id != self.session_id or reading.index != k or reading.installment != k or reading.prev_digest != self._chain:
             raise LocalProtocolError("the reading does not continue this session's chain at index %d" % k)
@@ -260,7 +273,7 @@ class _Link:
         self._enter(RECEIPT)
 
     def send_receipt(self, ev_sig, now):
-        """Consumer: counter-sign the last reading (``ev_sig`` signs
+        """Initiator: counter-sign the last reading (``ev_sig`` signs
         ``MeterReceipt(reading, b"")`` with the session key)."""
         self._now = now
         entry = self._take_owed(M.TAG_CHARGING_STATUS, "send a receipt")
@@ -389,7 +402,7 @@ class _Link:
                 return self._on_resume_req
             return None
         if kind == M.TAG_CHARGING_STATUS:
-            return self._on_charging_status if not self.producer and phase == CHARGING else None
+            return self._on_charging_status if not self.meters and phase == CHARGING else None
         if kind == M.TAG_INSTALLMENT_REQ:
             if self.producer and phase in (DEPOSIT, INSTALLMENT) and p.index == self.installments_paid:
                 return self._on_installment_req
@@ -418,10 +431,9 @@ class _Link:
         self._enter(SELECTION)
 
     def _on_selection_req(self, p, entry):
-        producer_meter = self.config.meter_key if self.producer else self.peer_meter_key
         if p.payment_mode not in self.config.payment_modes:
             return self._refuse_request(entry, p, M.FAILED_PaymentSelectionInvalid)
-        if p.initiator_role == self.role or len(producer_meter) != 33:
+        if p.initiator_role == self.role:
             return self._refuse_request(entry, p, M.FAILED_ServiceSelectionInvalid)
         self.payment_mode = p.payment_mode
         self._respond(entry, M.ServicePaymentSelectionRes(M.OK))
@@ -455,7 +467,8 @@ class _Link:
         self._events.append(E.MeterReadingReceived(reading, self.parameters.due_wh(self.readings)))
 
     def _reading_problem(self, r):
-        """The consumer's checks of reading k, cheapest first; OK or the refusal code."""
+        """The initiator's checks of reading k, cheapest first; OK or the refusal code. (Its
+        own measurement is the application's check.)"""
         k = self.readings + 1
         if r.session_id != self.session_id or r.index != k or r.installment != k or r.prev_digest != self._chain:
             return M.FAILED_MeteringSignatureNotValid  # not the next link of this session's chain
@@ -466,7 +479,7 @@ class _Link:
         if self._reading is not None and r.cumulative_wh < self._reading.cumulative_wh:
             return M.FAILED_MeteringSignatureNotValid  # a meter never runs backwards
         if r.cumulative_wh + self.parameters.tolerance_wh < self.parameters.due_wh(k):
-            return M.FAILED_ReceiptMismatch  # less energy than paid for
+            return M.FAILED_ReceiptMismatch  # less energy than was paid for
         return M.OK
 
     def _on_installment_req(self, p, entry):
@@ -518,6 +531,8 @@ class _Link:
             self.peer_session_key = p.session_key
             self.peer_meter_key = p.meter_key
             self.peer_account = p.account
+            if len(p.meter_key) != 33:  # a responder that cannot meter cannot serve
+                return self._halt(M.FAILED_ServiceSelectionInvalid)
             self._request(M.ServicePaymentSelectionReq(self.config.payment_modes[0], self.role))
             self._enter(SELECTION)
         elif kind == M.TAG_SERVICE_PAYMENT_SELECTION_RES:
@@ -595,12 +610,11 @@ class _Link:
         return self.phase != SETUP and self.phase != STOPPED
 
     def _peer_turn(self):
-        """True when the next request is the peer's (and none of ours is open)."""
+        """True when the next request is the peer's (and none of ours is open); CHARGING
+        has its own timer."""
         phase = self.phase
         if phase in (DEPOSIT, INSTALLMENT):
             return self.producer
-        if phase == CHARGING:
-            return not self.producer
         if phase in (RECEIPT, INSTALLMENT_ACK):
             return False  # one side waits for its response, the other for its application
         return not self.INITIATOR
@@ -615,6 +629,9 @@ class _Link:
         if self._unacked:
             u = self._unacked[0]
             return (u[2] + t.response, M.FAILED_Timeout, _RESPONSE_NAME[u[0]])
+        if self.phase == CHARGING:  # a paid chunk flows, then the responder's meter reads it
+            waiting_for = "energy" if self.meters else "charging_status"
+            return (self._since + self.config.chunk_ms + t.sequence, M.FAILED_Timeout, waiting_for)
         if not self._peer_turn():
             return None
         if self.producer and self.phase in (DEPOSIT, INSTALLMENT):
@@ -698,5 +715,10 @@ class Initiator(_Link):
 
 
 class Responder(_Link):
-    """The SECC end: it answers setup with its own terms and refuses others'; its
+    """The SECC end: it meters, answers setup with its own terms and refuses others'; its
     sequence timeout runs from ``now``."""
+
+    def __init__(self, config, now):
+        if len(config.meter_key) != 33:
+            raise ValueError("the responder meters: its meter key is needed")
+        _Link.__init__(self, config, now)

@@ -9,9 +9,10 @@ Tags 64-95 are the link's (kinds 64-82 are used). Elsewhere: 1-7 signed structur
 
 Requests and their responses follow ISO 15118-2's names where one exists; every response
 starts with a response code. Unlike ISO 15118, where the EVCC always asks, the charging loop
-is driven by the roles: the producer sends each signed meter reading (``ChargingStatus``),
-the consumer answers with its counter-signature (``MeteringReceipt``) and pays with an
-``InstallmentReq`` that the producer answers. Payment proofs (a signed channel state, an
+is driven by the meter and the roles: the responder (SECC, the charger) sends each reading
+of its meter (``ChargingStatus``), the initiator (the vehicle) answers with its
+counter-signature (``MeteringReceipt``), and the consumer pays with an ``InstallmentReq``
+that the producer answers. Payment proofs (a signed channel state, an
 HTLC preimage) and balances are opaque bytes here: the wallet checks them, not the link.
 """
 from . import codec
@@ -131,6 +132,11 @@ class ChargeParameters(Record):
         """Cumulative energy the k-th reading must reach."""
         return k * self.energy_wh // self.installments
 
+    def chunk_ms(self):
+        """How long the largest e/N takes to flow at the agreed power (ms, rounded up)."""
+        chunk_wh = -(-self.energy_wh // self.installments)
+        return -(-chunk_wh * 3600000 // self.max_power_w)
+
 
 class _Payload(Struct):
     """A link payload. ``RESPONSE`` is the response class of a request, None otherwise."""
@@ -194,9 +200,9 @@ class SessionStopRes(_CodeOnly):
 
 
 class MeteringReceipt(_Payload):
-    """The consumer's answer to a reading: the reading's digest and the consumer's
-    signature over ``MeterReceipt(reading, b"")``. The producer, who sent the reading,
-    rebuilds the full ``MeterReceipt`` from these; a refusal carries zeros and no signature."""
+    """The initiator's answer to a reading: the reading's digest and its signature over
+    ``MeterReceipt(reading, b"")``. The responder, who sent the reading, rebuilds the
+    full ``MeterReceipt`` from these; a refusal carries zeros and no signature."""
 
     NAME = "metering_receipt"
     TAG = TAG_METERING_RECEIPT
@@ -278,7 +284,7 @@ class PowerDeliveryReq(_Payload):
 
 
 class ChargingStatus(_Payload):
-    """The producer's meter reading after each e/N of energy, signed by the meter."""
+    """The responder's meter reading after each e/N of energy, signed by the meter."""
 
     NAME = "charging_status"
     TAG = TAG_CHARGING_STATUS

@@ -65,6 +65,10 @@ def test_installment_loop_figures_are_consistent(report):
         assert 0 < loop["mqtt_round_trip_ms"] <= loop["mqtt_round_trip_p99_ms"]
     assert report["installments_per_s"] == report["mosquitto"]["installments_per_s"]
     assert report["p99_ms_amqtt"] == report["amqtt"]["p99_ms"]
+    v2g = report["v2g"]  # the charger meters and pays: the same loop, one hop longer
+    assert (v2g["scenario"], v2g["installments"], v2g["payout_ok"]) == ("v2g", INSTALLMENTS, True)
+    assert 0 < v2g["p50_ms"] <= v2g["p99_ms"] and report["installments_per_s_v2g"] == v2g["installments_per_s"] > 0
+    assert v2g["producer_writes_per_installment"] == pytest.approx(1, abs=0.1)
 
 
 def test_link_step_and_concurrent_sessions(report):

@@ -39,6 +39,11 @@ def roles(sim):
     return sim.apps["r"], sim.apps["i"], "r", "i"
 
 
+def metering(sim):
+    """(the responder's app, which meters, the initiator's app, which counter-signs)."""
+    return sim.apps["r"], sim.apps["i"]
+
+
 def names(events):
     return [type(e).__name__ for e in events]
 
@@ -94,13 +99,15 @@ def check_risk_invariants(producer, consumer):
     """Unterweger et al.'s bound: the producer never delivers an unpaid e/N, the consumer
     is never more than one installment ahead; the two views differ by one message at most."""
     p, c = producer.machine, consumer.machine
+    meter, signer = (p, c) if p.meters else (c, p)
     assert p.readings <= p.installments_paid
     assert c.installments_paid <= c.readings + 1
     assert 0 <= p.installments_paid - c.installments_paid <= 1
-    assert 0 <= p.readings - c.readings <= 1
+    assert 0 <= meter.readings - signer.readings <= 1
     indexes = [e.index for e in of(producer.events, E.InstallmentReceived)]
     assert indexes == sorted(set(indexes)), "an installment was acted on twice"
-    readings = [e.reading.index for e in of(consumer.events, E.MeterReadingReceived)]
+    initiator = consumer if signer is c else producer
+    readings = [e.reading.index for e in of(initiator.events, E.MeterReadingReceived)]
     assert readings == list(range(1, len(readings) + 1))
 
 
@@ -120,24 +127,26 @@ def test_whole_session(scenario, mode):
         assert (m.state, m.stop_code, m.installments_paid, m.readings) == ("stopped", M.OK, n, n)
         assert m.payment_mode == mode
     assert producer.balance == consumer.balance != b""
+    meter, signer = metering(sim)
+    reading = {id(meter): "ReceiptReceived", id(signer): "MeterReadingReceived"}  # what each side gets
     assert names(producer.events) == (
         ["TermsAgreed", "InstallmentReceived", "PowerDeliveryStarted"]
-        + ["ReceiptReceived", "InstallmentReceived"] * (n - 1)
-        + ["ReceiptReceived", "PowerDeliveryStopped", "SessionStopped"]
+        + [reading[id(producer)], "InstallmentReceived"] * (n - 1)
+        + [reading[id(producer)], "PowerDeliveryStopped", "SessionStopped"]
     )
     assert names(consumer.events) == (
         ["TermsAgreed", "InstallmentAccepted", "PowerDeliveryStarted"]
-        + ["MeterReadingReceived", "InstallmentAccepted"] * (n - 1)
-        + ["MeterReadingReceived", "PowerDeliveryStopped", "SessionStopped"]
+        + [reading[id(consumer)], "InstallmentAccepted"] * (n - 1)
+        + [reading[id(consumer)], "PowerDeliveryStopped", "SessionStopped"]
     )
-    assert [e.due_wh for e in of(consumer.events, E.MeterReadingReceived)] == [500, 1000, 1500, 2000]
+    assert [e.due_wh for e in of(signer.events, E.MeterReadingReceived)] == [500, 1000, 1500, 2000]
     assert [e.index for e in of(producer.events, E.InstallmentReceived)] == [0, 1, 2, 3]
     assert [e.by_peer for e in of(sim.apps["i"].events, E.SessionStopped)] == [False]
     assert [e.by_peer for e in of(sim.apps["r"].events, E.SessionStopped)] == [True]
     assert len(sim.wire) == 6 + 4 + (4 * n - 2) + 4  # setup, deposit, loop, end: nothing resent
-    receipts = of(producer.events, E.ReceiptReceived)
-    consumer_pub = consumer.machine.config.session_key
-    assert all(signing.verify(consumer_pub, r.receipt, r.receipt.ev_sig) for r in receipts)
+    receipts = of(meter.events, E.ReceiptReceived)
+    signer_pub = signer.machine.config.session_key
+    assert len(receipts) == n and all(signing.verify(signer_pub, r.receipt, r.receipt.ev_sig) for r in receipts)
 
 
 def test_message_sequence_is_the_chart():
@@ -172,7 +181,7 @@ def test_one_installment_is_a_deposit_and_a_prepaid_delivery():
 
 
 def _valid_next_reading(consumer, producer):
-    reading = D.producer_reading(producer, 1)
+    reading = D.meter_reading(producer, 1)
     return reading, next_frame(producer.machine, M.ChargingStatus(reading))
 
 
@@ -203,7 +212,7 @@ def test_non_bytes_input_is_refused(value):
 
 def test_unknown_session_is_refused_and_told_its_own_id():
     consumer, producer = at_charging()
-    reading = D.producer_reading(producer, 1)
+    reading = D.meter_reading(producer, 1)
     data = next_frame(producer.machine, M.ChargingStatus(reading), session_id=OTHER_SID)
     before = snapshot(consumer.machine)
     events = consumer.machine.receive(data, 0)
@@ -235,7 +244,7 @@ def test_duplicate_request_is_answered_again_and_not_acted_on_twice():
 def test_duplicate_response_is_ignored():
     consumer, producer = at_charging()
     p = producer.machine
-    p.send_reading(D.producer_reading(producer, 1), 0)
+    p.send_reading(D.meter_reading(producer, 1), 0)
     consumer.handle(consumer.machine.receive(p.messages_to_send()[0], 0), 0)
     receipt, installment = consumer.machine.messages_to_send()
     assert names(p.receive(receipt, 0)) == ["ReceiptReceived"]
@@ -265,7 +274,7 @@ def test_replay_older_than_the_duplicate_window_is_refused():
     c, p = consumer.machine, producer.machine
     first = None
     for k in range(1, 6):  # each round: a reading and an installment answer reach the consumer
-        p.send_reading(D.producer_reading(producer, k), 0)
+        p.send_reading(D.meter_reading(producer, k), 0)
         (status,) = p.messages_to_send()
         first = first or status
         consumer.handle(c.receive(status, 0), 0)
@@ -280,7 +289,7 @@ def test_replay_older_than_the_duplicate_window_is_refused():
 def test_a_gap_is_refused_and_the_missing_message_then_heals_it():
     consumer, producer = at_charging()
     p, c = producer.machine, consumer.machine
-    p.send_reading(D.producer_reading(producer, 1), 0)
+    p.send_reading(D.meter_reading(producer, 1), 0)
     status = p.messages_to_send()[0]
     p.pause(0)
     pause = p.messages_to_send()[0]
@@ -446,7 +455,7 @@ def test_bad_meter_reading_ends_the_session(change, code):
     consumer, producer = at_charging()
     c, p = consumer.machine, producer.machine
     data = next_frame(p, M.ChargingStatus(_reading(producer, 1, **change)))
-    p.send_reading(D.producer_reading(producer, 1), 0)  # what the producer's machine expects back
+    p.send_reading(D.meter_reading(producer, 1), 0)  # what the producer's machine expects back
     p.messages_to_send()
     events = c.receive(data, 0)
     assert names(events) == ["SessionStopped"] and (events[0].code, events[0].by_peer) == (code, False)
@@ -476,8 +485,9 @@ def test_reading_within_tolerance_is_accepted_and_meter_may_not_run_backwards():
     assert [e.code for e in of(events, E.SessionStopped)] == [M.FAILED_MeteringSignatureNotValid]
 
 
-def test_wrong_meter_reading_from_a_dishonest_producer_in_flight():
-    sim = sim_session("v2g", CH)
+@pytest.mark.parametrize("scenario", ["g2v", "v2g"])  # the charger's meter: the producer's, or the consumer's
+def test_wrong_meter_reading_from_a_dishonest_charger_in_flight(scenario):
+    sim = sim_session(scenario, CH)
     producer, consumer, p_side, c_side = roles(sim)
     rogue = D.Meter(SID, 350, key=D.secret("rogue meter"))
 
@@ -487,10 +497,11 @@ def test_wrong_meter_reading_from_a_dishonest_producer_in_flight():
         rogue.index, rogue.prev = r.index - 1, r.prev_digest
         return M.encode_message(SID, envelope.seq, M.ChargingStatus(rogue.read(r.cumulative_wh * 2, r.timestamp)))
 
-    sim.rules.append(L.rewrite(p_side, M.TAG_CHARGING_STATUS, forge, nth=2))
+    sim.rules.append(L.rewrite("r", M.TAG_CHARGING_STATUS, forge, nth=2))
     sim.run()
     assert consumer.machine.stop_code == producer.machine.stop_code == M.FAILED_MeteringSignatureNotValid
-    assert consumer.machine.installments_paid == 2 and producer.machine.readings == 2
+    meter, signer = metering(sim)
+    assert consumer.machine.installments_paid == 2 and meter.machine.readings == 2 and signer.machine.readings == 1
     check_risk_invariants(producer, consumer)
 
 
@@ -498,7 +509,7 @@ def test_wrong_meter_reading_from_a_dishonest_producer_in_flight():
 def test_bad_receipt_ends_the_session(case, code):
     consumer, producer = at_charging()
     p = producer.machine
-    reading = D.producer_reading(producer, 1)
+    reading = D.meter_reading(producer, 1)
     p.send_reading(reading, 0)
     p.messages_to_send()
     if case == "digest":
@@ -536,10 +547,9 @@ def _pair(i_role=M.ROLE_CONSUMER, r_role=M.ROLE_PRODUCER, i_params=None, r_param
         (dict(r_params=D.parameters(unit_price=300)), M.FAILED_WrongChargeParameter),
         (dict(r_params=D.parameters(n=5)), M.FAILED_WrongChargeParameter),
         (dict(i_modes=(HTLC,), r_modes=(CH,)), M.FAILED_PaymentSelectionInvalid),
-        (dict(i_role=M.ROLE_PRODUCER, i_meter=D.Meter(SID, 1).pubkey), M.FAILED_ServiceSelectionInvalid),
-        (dict(r_meter=b""), M.FAILED_ServiceSelectionInvalid),  # the producer has no meter
+        (dict(i_role=M.ROLE_PRODUCER), M.FAILED_ServiceSelectionInvalid),
     ],
-    ids=["price", "installments", "mode", "same-role", "no-meter"],
+    ids=["price", "installments", "mode", "same-role"],
 )
 def test_setup_refusals(kwargs, code):
     initiator, responder = _pair(**kwargs)
@@ -547,6 +557,19 @@ def test_setup_refusals(kwargs, code):
     assert [(e.code, e.by_peer) for e in of(responder.events, E.SessionStopped)] == [(code, False)]
     assert [(e.code, e.by_peer) for e in of(initiator.events, E.SessionStopped)] == [(code, True)]
     assert not of(initiator.events + responder.events, E.TermsAgreed)
+
+
+def test_the_responder_meters():
+    with pytest.raises(ValueError, match="meter key"):
+        _pair(r_meter=b"")
+    initiator, responder = _pair()
+    setup_req = initiator.machine.messages_to_send()[0]
+    responder.machine.receive(setup_req, 0)
+    (setup_res,) = responder.machine.messages_to_send()
+    envelope, res = M.decode_message(setup_res)
+    without_meter = M.encode_message(SID, envelope.seq, M.SessionSetupRes(M.OK, res.session_key, b"", res.account))
+    events = initiator.machine.receive(without_meter, 0)
+    assert [(e.code, e.by_peer) for e in of(events, E.SessionStopped)] == [(M.FAILED_ServiceSelectionInvalid, False)]
 
 
 def test_setup_accepts_the_other_offered_mode():
@@ -575,12 +598,18 @@ def test_producer_refuses_a_bad_installment_proof():
     check_risk_invariants(producer, consumer)
 
 
-def test_consumer_that_stops_paying_gets_no_more_energy():
-    sim = sim_session("v2g", CH)
+def receipt_time(sim, p_side):
+    """When the producer last got a receipt (it meters) or signed one (it does not)."""
+    return max(t for t, e in sim.events[p_side] if isinstance(e, (E.ReceiptReceived, E.MeterReadingReceived)))
+
+
+@pytest.mark.parametrize("scenario", ["g2v", "v2g"])
+def test_consumer_that_stops_paying_gets_no_more_energy(scenario):
+    sim = sim_session(scenario, CH)
     producer, consumer, p_side, c_side = roles(sim)
     consumer.stop_paying_at = 2
     sim.run()
-    t_receipt, _ = timed(sim, p_side, E.ReceiptReceived)[-1]
+    t_receipt = receipt_time(sim, p_side)
     (t_out, timeout), = timed(sim, p_side, E.Timeout)
     assert (timeout.code, timeout.waiting_for) == (M.FAILED_PaymentOverdue, "installment_req")
     assert t_out - t_receipt == TIMEOUTS.payment
@@ -594,7 +623,7 @@ def test_pausing_does_not_put_off_a_payment():
     producer, consumer, p_side, c_side = roles(sim)
     consumer.stop_paying_at = 2
     sim.run()
-    t_receipt, _ = timed(sim, p_side, E.ReceiptReceived)[-1]
+    t_receipt = receipt_time(sim, p_side)
     sim = sim_session("v2g", CH)  # the same again, and the consumer pauses for 1 s meanwhile
     producer, consumer, p_side, c_side = roles(sim)
     consumer.stop_paying_at = 2
@@ -606,21 +635,26 @@ def test_pausing_does_not_put_off_a_payment():
     assert t_out - t_receipt == TIMEOUTS.payment + 1000  # the time before the pause counts
 
 
-def test_producer_that_stops_delivering_costs_at_most_one_installment():
-    sim = sim_session("g2v", CH)
+@pytest.mark.parametrize("scenario", ["g2v", "v2g"])
+def test_producer_that_stops_delivering_costs_at_most_one_installment(scenario):
+    sim = sim_session(scenario, CH)
     producer, consumer, p_side, c_side = roles(sim)
+    meter, signer = metering(sim)
     producer.stop_delivering_at = 3
     sim.run()
-    (timeout,) = [e for t, e in sim.events[c_side] if isinstance(e, E.Timeout)]
-    assert (timeout.code, timeout.waiting_for) == (M.FAILED_Timeout, "the peer's next request")
-    assert consumer.machine.installments_paid == consumer.machine.readings + 1 == 3  # b/N ahead
+    t_paid = timed(sim, p_side, E.InstallmentReceived)[-1][0]
+    (t_out, timeout), = [(t, e) for t, e in sim.events["r"] + sim.events["i"] if isinstance(e, E.Timeout)]
+    assert (timeout.code, timeout.waiting_for) == (M.FAILED_Timeout, "energy" if producer is meter else "charging_status")
+    assert t_out - t_paid == meter.chunk_ms + TIMEOUTS.sequence  # the chunk's time at full power, and then some
+    assert consumer.machine.stop_code == producer.machine.stop_code == M.FAILED_Timeout
+    assert consumer.machine.installments_paid == signer.machine.readings + 1 == 3  # b/N ahead
     check_risk_invariants(producer, consumer)
 
 
 def test_consumer_refuses_a_reading_that_disagrees_with_its_measurement():
     consumer, producer = at_charging()
     p, c = producer.machine, consumer.machine
-    p.send_reading(D.producer_reading(producer, 1), 0)
+    p.send_reading(D.meter_reading(producer, 1), 0)
     assert names(c.receive(p.messages_to_send()[0], 0)) == ["MeterReadingReceived"]
     c.stop(M.FAILED_ReceiptMismatch, 0)  # its own meter saw less
     (answer,) = c.messages_to_send()
@@ -631,7 +665,7 @@ def test_consumer_refuses_a_reading_that_disagrees_with_its_measurement():
 def test_normal_stop_while_deciding_does_not_answer_ok():
     consumer, producer = at_charging()
     p, c = producer.machine, consumer.machine
-    p.send_reading(D.producer_reading(producer, 1), 0)
+    p.send_reading(D.meter_reading(producer, 1), 0)
     c.receive(p.messages_to_send()[0], 0)
     c.stop(M.OK, 0)  # e.g. the battery is full: a normal end, no receipt
     (stop,) = c.messages_to_send()
@@ -670,7 +704,7 @@ def test_silent_initiator():
 def test_consumer_app_that_never_answers_a_reading():
     consumer, producer = at_charging()
     p = producer.machine
-    p.send_reading(D.producer_reading(producer, 1), 1000)
+    p.send_reading(D.meter_reading(producer, 1), 1000)
     consumer.machine.receive(p.messages_to_send()[0], 1000)  # no answer from its application
     assert p.next_deadline() == 1000 + TIMEOUTS.retransmit
     assert p.tick(1500) == [] and len(p.messages_to_send()) == 1  # sent again
@@ -716,7 +750,7 @@ def test_pause_and_resume_by_either_side(scenario, who):
 def test_nothing_moves_forward_while_paused():
     consumer, producer = at_charging()
     c, p = consumer.machine, producer.machine
-    reading = D.producer_reading(producer, 1)
+    reading = D.meter_reading(producer, 1)
     p.send_reading(reading, 0)
     c.receive(p.messages_to_send()[0], 0)
     c.pause(0)
@@ -728,7 +762,7 @@ def test_nothing_moves_forward_while_paused():
     producer.machine.pause(0)
     assert producer.machine.state == "charging"
     with pytest.raises(link.LocalProtocolError, match="paused"):
-        producer.machine.send_reading(D.producer_reading(producer, 1), 0)
+        producer.machine.send_reading(D.meter_reading(producer, 1), 0)
 
 
 @pytest.mark.parametrize("mode", MODES, ids=["channel", "htlc"])
@@ -770,7 +804,7 @@ def test_a_resume_is_asked_for_once_while_it_waits_for_its_answer():
 
 
 def test_a_side_that_missed_the_stop_learns_it_when_it_resumes():
-    sim = sim_session("v2g", HTLC)
+    sim = sim_session("g2v", HTLC)
     producer, consumer, p_side, c_side = roles(sim)
     sim.outage(1500, 5500, notify=(c_side,))  # the producer waits for a receipt and times out
     sim.run()
@@ -807,7 +841,7 @@ def test_pause_timeout():
 def test_application_misuse_raises_local_protocol_error():
     consumer, producer = at_charging()
     c, p = consumer.machine, producer.machine
-    reading = D.producer_reading(producer, 1)
+    reading = D.meter_reading(producer, 1)
     for call in (
         lambda: c.send_reading(reading, 0),  # the consumer has no readings to send
         lambda: c.send_receipt(bytes(64), 0),  # no reading to receipt
@@ -835,7 +869,7 @@ def test_application_misuse_raises_local_protocol_error():
 def _machines_in_every_phase():
     consumer, producer = at_charging()
     p = producer.machine
-    p.send_reading(D.producer_reading(producer, 1), 0)
+    p.send_reading(D.meter_reading(producer, 1), 0)
     consumer.machine.receive(p.messages_to_send()[0], 0)
     initiator, responder = D.session("v2g", HTLC, timeouts=TIMEOUTS)
     return [initiator.machine, responder.machine, consumer.machine, p]

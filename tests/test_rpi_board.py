@@ -80,18 +80,18 @@ def test_serial_meter_reads_through_garbage(meter):
 def test_board_over_the_pty_delivers_to_its_limit(meter):
     relay = []
     board = HardwareBoard("pi", relay.append, rpi.open_meter(_profile(meter.path)["meter"]), 11000, poll_ms=50)
-    board.reset_session()
+    board.reset_session(True)
     board.start_delivery(board.clock.now_ms(), 20)
     assert relay == [False, True]
     meter.wh = 5025
     board.update(board.clock.now_ms(), True)
-    assert board.delivered_wh == 25 and relay[-1] is False and not board.contactor.closed
+    assert board.measured_wh == 25 and relay[-1] is False and not board.contactor.closed
 
 
 def test_a_silent_meter_is_a_clear_error_and_opens_the_relay(meter):
     relay = []
     board = HardwareBoard("pi", relay.append, rpi.open_meter(_profile(meter.path)["meter"]), 11000)
-    board.reset_session()
+    board.reset_session(True)
     board.start_delivery(board.clock.now_ms())
     meter.silent = True
     with pytest.raises(ML.MeterLineError, match="no valid reading from the meter within 300 ms"):

@@ -48,8 +48,7 @@ class World:
             party = Party(tmp_path / name, authority, keys=24)
             battery = Battery(80000, 60000 if producer else 20000, 50000, 50000) if (name == "a" or scenario == "v2v") \
                 else None
-            meter = Meter(sha256(b"meter " + name.encode()), error_ppm=meter_error_ppm if producer else 0) \
-                if producer else None
+            meter = None if initiator else Meter(sha256(b"meter " + name.encode()), error_ppm=meter_error_ppm)
             board = SimBoard(name, ScaledView(self.clock, scale), POWER_W, battery=battery, meter=meter)
             sides[name] = (party, board, initiator, producer)
         self.consumer_name = "b" if initiator_produces else "a"
@@ -100,8 +99,8 @@ def test_a_whole_channel_session_is_two_ledger_requests_and_pays_everything(tmp_
     assert p.payout == b and c.payout == 0
     assert [op for _, op, _, _ in w.onchain()] == [L.TAG_CHANNEL_OPEN, L.TAG_CHANNEL_CLOSE]
     # Energy stops on the millisecond after the meter reached the due Wh: at most 1 Wh more.
-    assert w.params.energy_wh <= p.board.delivered_wh <= w.params.energy_wh + 1
-    assert c.board.measured_wh == p.board.delivered_wh
+    assert w.params.energy_wh <= p.board.measured_wh <= w.params.energy_wh + 1
+    assert c.board.measured_wh == p.board.measured_wh
     w.check_bounds()
     assert c.max_exposure == w.per_installment()  # reached: one installment ahead
     assert w.ledger.ledger.supply()["channels"] == 0
@@ -143,9 +142,9 @@ def test_either_side_pauses_and_resumes_and_no_energy_flows_meanwhile(tmp_path, 
     side.pause(now)
     w.pair.run(limit_ms=now + 50)  # the peer hears of it
     assert c.machine.paused and p.machine.paused and not p.board.contactor.closed
-    energy, paid = p.board.delivered_wh, c.paid_signed
+    energy, paid = p.board.measured_wh, c.paid_signed
     now = w.pair.run(limit_ms=now + 5000)  # longer than the payment timeout: nothing is due while paused
-    assert (p.board.delivered_wh, c.paid_signed, c.stop_code, p.stop_code) == (energy, paid, None, None)
+    assert (p.board.measured_wh, c.paid_signed, c.stop_code, p.stop_code) == (energy, paid, None, None)
     side.resume(now)
     w.run()
     assert c.stop_code == p.stop_code == M.OK and p.payout == c.terms.budget()
@@ -207,7 +206,7 @@ def test_a_consumer_that_stops_paying_gets_no_more_energy(tmp_path, authority):
     w.run()
     c, p = w.consumer, w.producer
     assert p.stop_code == M.FAILED_PaymentOverdue
-    assert w.params.due_wh(6) <= p.board.delivered_wh <= w.params.due_wh(6) + 1
+    assert w.params.due_wh(6) <= p.board.measured_wh <= w.params.due_wh(6) + 1
     assert p.payout == c.terms.paid_after(5) and c.finished and p.finished
     w.check_bounds()
 
@@ -222,6 +221,51 @@ def test_a_stale_close_is_overridden_by_the_latest_state(tmp_path, authority):
     assert tags == [L.TAG_CHANNEL_OPEN, L.TAG_CHANNEL_DISPUTE, L.TAG_CHANNEL_DISPUTE,
                     L.TAG_CHANNEL_SETTLE]
     w.check_bounds()
+
+
+def test_v2g_the_charger_meters_and_the_producing_vehicle_counter_signs(tmp_path, authority):
+    w = World(tmp_path, authority, "v2g", CHANNEL, n=10)
+    c, p = w.consumer, w.producer  # the charger buys, the vehicle sells
+    assert c.board.meter is not None and p.board.meter is None
+    w.run()
+    assert p.machine.peer_meter_key == c.board.meter.pubkey and c.machine.peer_meter_key == b""
+    assert c.stop_code == p.stop_code == M.OK and p.payout == c.terms.budget()
+    assert c.board.meter.index == w.params.installments  # every reading came from the charger's meter
+    assert c.receipt == p.receipt  # both hold the last receipt: the charger got back what the vehicle signed
+    w.check_bounds()
+
+
+def test_v2g_the_vehicle_refuses_a_charger_meter_that_under_counts(tmp_path, authority):
+    w = World(tmp_path, authority, "v2g", CHANNEL, n=10, meter_error_ppm=-20000)  # 2 % low: 4 Wh per chunk
+    w.run()
+    c, p = w.consumer, w.producer
+    # The vehicle stops the flow at 405 Wh (chunk 2 and the tolerance) by its own measurement; the
+    # meter shows 396 Wh, within the tolerance of 400, and reads: the vehicle refuses to sign it.
+    assert p.stop_code == M.FAILED_ReceiptMismatch
+    assert c.paid_signed == p.paid_signed == c.terms.paid_after(1)
+    # The vehicle gives up to the tolerance it agreed to beyond what the meter credits.
+    tolerance = -(-w.params.tolerance_wh * w.params.unit_price // 1000)
+    assert p.max_exposure <= tolerance + (p.board.measured_wh - c.board.measured_wh) * w.params.unit_price // 1000
+    assert p.board.measured_wh <= w.params.due_wh(2) + 2 * w.params.tolerance_wh
+    assert c.max_exposure <= w.per_installment()
+
+
+def test_v2g_a_charger_that_draws_more_than_was_paid_for_gets_no_more_than_the_tolerance(tmp_path, authority):
+    w = World(tmp_path, authority, "v2g", CHANNEL, n=10)
+    c, p = w.consumer, w.producer
+    honest = c._start_chunk
+
+    def greedy(now):  # the charger's meter would take the next 100 Wh as well
+        honest(now)
+        c.chunk += 100
+        c.board.start_delivery(c._board_now(), c.chunk)
+
+    c._start_chunk = greedy
+    w.run()
+    assert c.stop_code == p.stop_code == M.FAILED_Timeout  # the energy it wanted never came
+    assert p.board.measured_wh == w.params.due_wh(1) + w.params.tolerance_wh  # the vehicle's limit held
+    assert p.max_exposure <= -(-w.params.tolerance_wh * w.params.unit_price // 1000)
+    assert c.max_exposure <= w.per_installment()
 
 
 def test_an_over_counting_meter_is_caught_by_the_vehicle(tmp_path, authority):

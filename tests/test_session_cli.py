@@ -91,6 +91,29 @@ def test_a_charger_and_a_vehicle_meet_in_the_market_and_settle_a_channel(host):
     assert "47.81" not in v_out + v_err and "47810000" not in v_out + v_err  # the position stays private
 
 
+def test_v2g_the_vehicle_sells_and_the_charger_meters_what_it_buys(host):
+    common, wallets = host
+    v2g = ["--scenario", "v2g"]
+    charger = session("--role", "charger", "--position", "47.80,13.04", "--fund", "5000", "--json",
+                      *(common + wallets["charger"] + FAST + v2g))
+    vehicle = session("--role", "vehicle", "--position", "47.81,13.05", "--json", *(common + wallets["vehicle"] + FAST + v2g))
+    v_out, v_err = vehicle.communicate(timeout=60)
+    c_out, c_err = charger.communicate(timeout=60)
+    assert (vehicle.returncode, charger.returncode) == (0, 0), v_err + c_err
+    v, c = json.loads(v_out), json.loads(c_out)
+    assert (v["producer"], v["initiator"], c["producer"], c["initiator"]) == (True, True, False, False)
+    assert v["stop_code"] == c["stop_code"] == "OK" and v["finished"] and c["finished"]
+    assert v["payout"] == c["budget"] and c["payout"] == 0
+    assert c["metered_wh"] == 2000  # the charger's meter
+    # Each process simulates its own end of the cable: the vehicle's stops at what was paid for
+    # plus the agreed tolerance by its own measurement, or when the charger's reading comes.
+    tolerance_wh = 2  # 1 % of an installment's energy (session_cli.charge_parameters)
+    assert 2000 <= v["metered_wh"] <= 2000 + tolerance_wh
+    assert v["max_exposure"] <= -(-tolerance_wh * v["unit_price"] // 1000)
+    # b/N, and whole money units: at 302 per kWh, 400 Wh are worth 120 while 3 of 10 installments of 604 are 181.
+    assert 0 < c["max_exposure"] <= c["exposure_bound"] + 2
+
+
 def test_a_consumer_without_bids_gives_up_after_its_bid_window(host):
     common, wallets = host
     vehicle = session("--role", "vehicle", "--position", "47.81,13.05", "--bid-window", "1", "--fund", "100",

@@ -108,10 +108,10 @@ def test_the_consumer_pays_for_no_less_than_it_measured(tmp_path, authority):
     p = w.producer
     tol = w.params.tolerance_wh
 
-    def short(now):  # and the producer stops every chunk its tolerance early
-        p.delivering = p.params.due_wh(p.machine.readings + 1) - tol
-        p.board.start_delivery(p._board_now(), p.delivering)
-        p._deliver(now)
+    def short(now):  # and the charger (producing, metering) stops every chunk its tolerance early
+        p.chunk = p.params.due_wh(p.machine.readings + 1) - tol
+        p.board.start_delivery(p._board_now(), p.chunk)
+        p._read_meter(now)
 
     p._start_chunk = short
     w.run()

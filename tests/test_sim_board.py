@@ -45,7 +45,7 @@ def test_energy_is_power_times_time_exactly():
     producer, consumer = cable(clock)
     start(producer, consumer)
     producer.update(HOUR_MS)
-    assert producer.delivered_wh == 11000 and consumer.measured_wh == 11000
+    assert producer.measured_wh == 11000 and consumer.measured_wh == 11000
 
 
 def test_many_small_steps_add_up_to_the_same_energy_as_one():
@@ -55,10 +55,10 @@ def test_many_small_steps_add_up_to_the_same_energy_as_one():
     start(producer, consumer)
     for t in range(1, 1000):
         (producer if t % 2 else consumer).update(t)
-        assert producer.delivered_wh == 0
+        assert producer.measured_wh == 0
     consumer.update(1000)
-    assert producer.delivered_wh == consumer.measured_wh == 1
-    assert producer.meter.session_mj == consumer.received_mj == MJ_PER_WH
+    assert producer.measured_wh == consumer.measured_wh == 1
+    assert producer.meter.session_mj == consumer.flowed_mj == MJ_PER_WH
 
 
 def test_a_standalone_board_trades_with_the_grid():
@@ -68,7 +68,7 @@ def test_a_standalone_board_trades_with_the_grid():
     start(producer, consumer)
     producer.update(HOUR_MS)
     consumer.update(HOUR_MS)
-    assert producer.delivered_wh == 7
+    assert producer.measured_wh == 7
     assert consumer.measured_wh == 5 and consumer.battery.soc_wh == 5
 
 
@@ -78,7 +78,7 @@ def test_the_flow_runs_at_the_lowest_power_on_the_cable():
     producer, consumer = cable(clock, 11000, 7400, producer_battery=battery)
     start(producer, consumer)
     consumer.update(HOUR_MS)
-    assert producer.delivered_wh == consumer.measured_wh == 3000
+    assert producer.measured_wh == consumer.measured_wh == 3000
     assert battery.soc_wh == 57000
 
 
@@ -87,11 +87,11 @@ def test_an_open_contactor_on_either_end_stops_the_flow():
     producer, consumer = cable(clock)
     producer.start_delivery(0)
     producer.update(HOUR_MS)  # the vehicle has not closed yet
-    assert producer.delivered_wh == 0
+    assert producer.measured_wh == 0
     consumer.start_delivery(HOUR_MS)
     consumer.stop_delivery(HOUR_MS + HOUR_MS // 2)
     producer.update(3 * HOUR_MS)
-    assert producer.delivered_wh == consumer.measured_wh == 5500
+    assert producer.measured_wh == consumer.measured_wh == 5500
     assert producer.contactor.closed and not consumer.contactor.closed
     assert consumer.contactor.switches == 2 and consumer.contactor.changed_ms == HOUR_MS + HOUR_MS // 2
 
@@ -121,7 +121,7 @@ def test_a_full_battery_absorbs_no_more():
     start(producer, consumer)
     consumer.update(HOUR_MS)
     assert battery.soc_wh == 20000 and battery.room_mj() == 0
-    assert producer.delivered_wh == consumer.measured_wh == 10  # the meter counts only what flowed
+    assert producer.measured_wh == consumer.measured_wh == 10  # the meter counts only what flowed
     assert producer.time_to_reach_ms(11) is None
     assert battery.absorb_mj(MJ_PER_WH) == 0
 
@@ -132,7 +132,7 @@ def test_an_empty_battery_supplies_no_more():
     producer, consumer = cable(clock, producer_battery=battery)
     start(producer, consumer)
     producer.update(HOUR_MS)
-    assert battery.stored_mj == 0 and producer.delivered_wh == consumer.measured_wh == 5
+    assert battery.stored_mj == 0 and producer.measured_wh == consumer.measured_wh == 5
     assert battery.supply_mj(MJ_PER_WH) == 0
 
 
@@ -156,8 +156,9 @@ def test_bad_board_and_meter_settings_are_refused():
         SimBoard("x", clock, 1, measure_error_ppm=-1000000)
     with pytest.raises(ValueError, match="ppm"):
         Meter(METER_KEY, error_ppm=0.5)
-    with pytest.raises(ValueError, match="no meter"):
-        SimBoard("x", clock, 1).time_to_reach_ms(1)
+    producer, consumer = cable(clock)
+    with pytest.raises(ValueError, match="connected as the consumer"):
+        consumer.reset_session(True)
 
 
 def test_meter_readings_are_signed_chained_and_verifiable():
@@ -188,9 +189,9 @@ def test_a_new_session_starts_a_new_chain_and_register():
     producer, consumer = cable(clock, 3600, 3600)
     start(producer, consumer)
     clock.advance(HOUR_MS)
-    producer.reset_session()  # the hour flowed in the old session: integrated up to the clock first
-    consumer.reset_session()
-    assert producer.delivered_wh == consumer.measured_wh == 0
+    producer.reset_session(True)  # the hour flowed in the old session: integrated up to the clock first
+    consumer.reset_session(False)
+    assert producer.measured_wh == consumer.measured_wh == 0
     producer.meter.start(sha256(b"next")[:16], 250)
     clock.advance(HOUR_MS)
     consumer.update(clock.now_ms())
@@ -211,7 +212,7 @@ def test_an_over_counting_meter_shows_its_error_and_the_vehicle_measures_the_tru
     t = producer.time_to_reach_ms(204)
     clock.advance(t)
     producer.stop_delivery(clock.now_ms())
-    assert producer.delivered_wh == 204 and consumer.measured_wh == 200
+    assert producer.measured_wh == 204 and consumer.measured_wh == 200
     assert producer.meter.read(1, 1).cumulative_wh == 204
 
 
@@ -220,7 +221,7 @@ def test_a_measuring_error_on_the_consumer_side():
     producer, consumer = cable(clock, measure_error_ppm=-10000)  # reads 1 % low
     start(producer, consumer)
     producer.update(HOUR_MS)
-    assert producer.delivered_wh == 11000 and consumer.measured_wh == 10890
+    assert producer.measured_wh == 11000 and consumer.measured_wh == 10890
 
 
 def test_time_to_reach_is_exact_and_none_when_nothing_flows():
@@ -234,9 +235,9 @@ def test_time_to_reach_is_exact_and_none_when_nothing_flows():
     assert t == 328  # 3 600 000 mJ at 11 000 W is 327.27 ms
     clock.advance(t - 1)
     producer.update(clock.now_ms())
-    assert producer.delivered_wh == 0
+    assert producer.measured_wh == 0
     clock.advance(1)
-    assert producer.time_to_reach_ms(1) == 0 and producer.delivered_wh == 1
+    assert producer.time_to_reach_ms(1) == 0 and producer.measured_wh == 1
 
 
 def deliver(clock, producer, consumer, energy_wh, n):
@@ -335,3 +336,38 @@ def test_a_manual_clock_moves_only_when_told():
         clock.advance(-1)
     with pytest.raises(ValueError, match="positive"):
         ScaledClock(0)
+
+
+def test_v2g_the_consuming_charger_meters_and_either_end_limits_the_flow():
+    clock = ManualClock()
+    meter = Meter(METER_KEY)
+    charger_board = SimBoard("charger", clock, 11000, meter=meter)
+    vehicle = SimBoard("vehicle", clock, 11000, battery=Battery(80000, 60000, 50000, 50000), measure_error_ppm=-10000)
+    charger_board.connect(vehicle)  # the charger takes what the vehicle gives
+    charger_board.reset_session(False)
+    vehicle.reset_session(True)
+    meter.start(SESSION, 300)
+    vehicle.start_delivery(0, 1000)  # the vehicle gives at most 1000 Wh by its own (1 % low) measurement
+    charger_board.start_delivery(0, 500)  # the charger's meter stops the flow at 500 Wh
+    clock.advance(HOUR_MS)
+    charger_board.update(clock.now_ms())
+    assert charger_board.measured_wh == meter.read(1, 1).cumulative_wh == 500
+    assert vehicle.measured_wh == 495 and vehicle.battery.soc_wh == 59500
+    assert charger_board.time_to_reach_ms(501) is None  # its own limit holds the flow
+    charger_board.start_delivery(clock.now_ms(), 2000)
+    clock.advance(HOUR_MS)
+    vehicle.update(clock.now_ms())
+    assert vehicle.measured_wh == 1000 and charger_board.measured_wh == 1010  # the vehicle's limit holds now
+
+
+def test_a_board_alone_takes_or_gives_to_the_grid_as_its_session_says():
+    clock = ManualClock()
+    board = charger(clock, 3600)
+    board.reset_session(False)  # a charger that buys (V2G) consumes from its vehicle's side
+    board.start_delivery(0)
+    clock.advance(HOUR_MS)
+    board.update(clock.now_ms())
+    assert board.measured_wh == board.meter.session_wh == 3600 and board.cable.consumer is board
+    board.stop_delivery(clock.now_ms())
+    board.reset_session(True)
+    assert board.cable.producer is board and board.measured_wh == 0

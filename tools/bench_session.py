@@ -192,15 +192,18 @@ class StampedMqtt:
         return getattr(self._mqtt, name)
 
 
-def installment_loop(host, directory, n, broker, progress=_stderr):
+def installment_loop(host, directory, n, broker, progress=_stderr, scenario="g2v"):
     """One channel of ``n`` installments between two fresh wallets, each side in its own
-    thread; the per-installment round trips and the loop's rate."""
-    progress("[%s] one channel of %d installments between two wallets ..." % (broker, n))
-    wallets = fleet.provision(host, directory, ["consumer-" + broker, "producer-" + broker], 8, storage=TimedStorage)
-    consumer, producer = wallets["consumer-" + broker], wallets["producer-" + broker]
+    thread; the per-installment round trips and the loop's rate. In V2G the charger, who
+    meters, pays: its reading goes out and the receipt comes back before it pays, one hop
+    more per installment than G2V."""
+    label = broker if scenario == "g2v" else scenario  # wallet names (the V2G loop runs once, on Mosquitto)
+    progress("[%s] one %s channel of %d installments between two wallets ..." % (broker, scenario, n))
+    wallets = fleet.provision(host, directory, ["consumer-" + label, "producer-" + label], 8, storage=TimedStorage)
+    consumer, producer = wallets["consumer-" + label], wallets["producer-" + label]
     budget = 20 * n * PRICE // 1000
     fleet.fund(host, [(consumer, budget + CHANGE)])
-    pair = fleet.Pair(consumer, producer, params(n, 20 * n), CHANNEL, scale=INSTANT)
+    pair = fleet.Pair(consumer, producer, params(n, 20 * n), CHANNEL, scenario, scale=INSTANT)
     times = []  # (k, taken up, sent, accepted): perf_counter seconds
     sent = {}  # k -> (when the poll that brought reading k returned, when installment k was out)
     writes = {}
@@ -233,6 +236,7 @@ def installment_loop(host, directory, n, broker, progress=_stderr):
     counted = n - 2 if n > 2 else 1
     return {
         "broker": broker,
+        "scenario": scenario,
         "installments": n,
         "installments_per_s": (n - 1) * 1000.0 / span_ms,
         "p50_ms": percentile(rtts, 50),
@@ -319,7 +323,7 @@ def _exposure_row(pair):
     c, s = pair.consumer.session, pair.producer.session
     price = pair.params.unit_price
     payout = s.payout or 0
-    settled_producer = pair.producer.board.delivered_wh * price // 1000 - payout
+    settled_producer = pair.producer.board.measured_wh * price // 1000 - payout
     settled_consumer = payout - pair.consumer.board.measured_wh * price // 1000
     consumer_max = max(c.max_exposure, settled_consumer)
     return {
@@ -445,6 +449,7 @@ def run(sessions=100, installments=1000, quick=False, micropython=True, progress
         with MosquittoProcess(tmp) as mosquitto, \
                 HostStack(os.path.join(tmp, "mosquitto-run"), broker_url=mosquitto.url) as host:
             mosq = broker_figures(host, host.directory, installments, "mosquitto", progress)
+            v2g = installment_loop(host, host.directory, installments, "mosquitto", progress, "v2g")
             rows = exposures(host, host.directory, progress)
             report.update(concurrent(host, host.directory, sessions, progress))
         progress("starting the RA, 4 replicas, the embedded amqtt broker and the gateway ...")
@@ -464,6 +469,9 @@ def run(sessions=100, installments=1000, quick=False, micropython=True, progress
         "htlc_installments": SCENARIO_N,
         "installments_per_s": mosq["installments_per_s"],
         "p99_ms": mosq["p99_ms"],
+        "installments_per_s_v2g": v2g["installments_per_s"],
+        "p99_ms_v2g": v2g["p99_ms"],
+        "v2g": v2g,
         "installments_per_s_amqtt": amqtt["installments_per_s"],
         "p99_ms_amqtt": amqtt["p99_ms"],
         "mosquitto": mosq,
@@ -511,6 +519,10 @@ def table(r):
                        ("reading taken up -> accepted, p99 ms", "cycle_p99_ms")):
         lines.append("%-50s %14.2f %18.2f%s" % (label, mq[key], aq[key],
                                                 "  target < %.0f" % TARGETS["p99_ms"] if key == "p99_ms" else ""))
+    v2g = r["v2g"]
+    lines.append("%-50s %14.0f %18s" % ("V2G (the paying charger meters): installments/s", v2g["installments_per_s"],
+                                        "-"))
+    lines.append("%-50s %14.2f %18s" % ("V2G round trip p99 ms", v2g["p99_ms"], "-"))
     lines.append("%-50s %14.3f %18.3f  issue: %.2f" % ("baseline: fsynced small write ms (p50)", mq["durable_write_ms"],
                                                        aq["durable_write_ms"], ISSUE_ESTIMATE_MS["durable_write"]))
     lines.append("%-50s %14.3f %18.3f" % ("  the same after %.0f ms idle, as in the loop" % (WRITE_IDLE_S * 1000),

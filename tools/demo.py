@@ -143,7 +143,7 @@ class Device:
         self.clock = ScaledClock(args.scale)
         vehicle = name.startswith("vehicle")
         battery = Battery(80000, 70000 if producer else 10000, 150000, 150000) if vehicle else None
-        meter = Meter(urandom(32)) if producer else None
+        meter = None if initiator else Meter(urandom(32))  # the responder (the charger) meters
         self.board = SimBoard(name, self.clock, args.power_w, battery=battery, meter=meter)
         self.mqtt = Mqtt(host.broker_host, host.broker_port)
         self.mqtt.connect()
@@ -243,7 +243,7 @@ def _watch(sides, timeout, per_installment):
 def _status(side, per_installment):
     s = side.session
     m = s.machine
-    energy = side.board.delivered_wh if side.producer else side.board.measured_wh
+    energy = side.board.measured_wh
     return "%s (%s): %s%s, %d Wh, %d/%d paid, exposure %d (max %d)" % (
         side.name, "producer" if side.producer else "consumer", m.state, " (paused)" if m.paused else "", energy,
         m.installments_paid, s.params.installments, s.exposure(), s.max_exposure)
@@ -260,8 +260,9 @@ def _summary(host, consumer, producer, params, budget, ok):
                                       "settled" if s.finished else "NOT settled"))
         if side.error is not None:
             _say("    error: %s" % side.error)
-    _say("  energy: %d Wh delivered (meter), %d Wh measured by the consumer" % (
-        producer.board.delivered_wh, consumer.board.measured_wh))
+    for side in (producer, consumer):
+        _say("  energy, %s's %s: %d Wh %s" % (side.name, "meter" if side.board.meter is not None else "measurement",
+                                             side.board.measured_wh, "delivered" if side.producer else "received"))
     onchain = list(dict.fromkeys(c.onchain + p.onchain))  # a close both sides sent is one transaction
     _say("  on-chain transactions of the session: %d (%s)" % (len(onchain), ", ".join(
         "%d %s" % (count, name) for name, count in _count(L.decode_request(raw).NAME for raw in onchain))))

@@ -139,7 +139,7 @@ class Side:
         self.initiator = initiator
         vehicle = name.startswith("vehicle")
         battery = Battery(80000, 70000 if producer else 10000, 150000, 150000) if vehicle else None
-        meter = Meter(urandom(32)) if producer else None
+        meter = None if initiator else Meter(urandom(32))  # the responder (the charger) meters
         self.board = SimBoard(name, clock, power_w, battery=battery, meter=meter)
         self.mqtt = None
         self.session = None

@@ -435,7 +435,7 @@ class _Device:
 
     def _board(self, params):
         """The simulated hardware, sized by the terms: the agreed power, a vehicle's battery
-        with room for (or holding) the energy, the producer's meter with a fresh key; or
+        with room for (or holding) the energy, the responder's meter with a fresh key; or
         the real board this side runs on."""
         if self.hardware is not None:
             return self.hardware
@@ -446,7 +446,7 @@ class _Device:
             soc = capacity - BATTERY_MARGIN_WH if self.plan.producer else BATTERY_MARGIN_WH
             rate = max(150000, power)
             battery = Battery(capacity, soc, rate, rate)
-        meter = Meter(urandom(32)) if self.plan.producer else None
+        meter = None if self.plan.initiator else Meter(urandom(32))
         return SimBoard(self.args.role, ScaledClock(self.args.scale), power, battery=battery, meter=meter)
 
     def _run(self, terms):
@@ -488,7 +488,7 @@ def _record(args, terms, session, board):
         "unit_price": p.unit_price,
         "installments": p.installments,
         "energy_wh": p.energy_wh,
-        "metered_wh": board.delivered_wh if terms.producer else board.measured_wh,
+        "metered_wh": board.measured_wh,
         "installments_paid": session.machine.installments_paid,
         "budget": terms.budget(),
         "max_exposure": session.max_exposure,

@@ -30,7 +30,7 @@ class RecordError(ValueError):
 
 def side_of(session, board, kind, initiator):
     """The SIDE of the record for one ``firmware.session.Session``."""
-    energy = session.board.delivered_wh if session.producer else session.board.measured_wh
+    energy = session.board.measured_wh
     return {
         "board": board, "kind": kind, "initiator": bool(initiator),
         "stop_code": None if session.stop_code is None else M.code_name(session.stop_code),

@@ -73,7 +73,7 @@ class SigningMeter(Meter):
 
     @property
     def session_wh(self):
-        return self.board.delivered_wh
+        return self.board.measured_wh
 
 
 class HardwareBoard:
@@ -110,13 +110,13 @@ class HardwareBoard:
         if self.base_wh is None:
             self.base_wh = wh
         self.now_wh = wh
-        if self.limit_wh is not None and self.delivered_wh >= self.limit_wh:
+        if self.limit_wh is not None and self.measured_wh >= self.limit_wh:
             self.contactor.open(now_ms)
 
     def start_delivery(self, now_ms, limit_wh=None):
         self.update(now_ms, True)
         self.limit_wh = limit_wh
-        if limit_wh is None or self.delivered_wh < limit_wh:
+        if limit_wh is None or self.measured_wh < limit_wh:
             self.contactor.close(now_ms)
 
     def stop_delivery(self, now_ms):
@@ -124,30 +124,26 @@ class HardwareBoard:
         self.update(now_ms, True)
 
     @property
-    def delivered_wh(self):
-        """Wh through the meter this session (as last read)."""
+    def measured_wh(self):
+        """Wh through the meter this session (as last read), whichever way they flowed."""
         if self.base_wh is None:
             return 0
         return self.now_wh - self.base_wh
-
-    @property
-    def measured_wh(self):
-        """A consuming board measures with the same meter."""
-        return self.delivered_wh
 
     def time_to_reach_ms(self, target_wh):
         """When to look again: 0 once the meter shows ``target_wh``, None while the relay is
         open, else the time at full power, but never more than ``poll_ms``."""
         self.update(self.clock.now_ms())
-        short = target_wh - self.delivered_wh
+        short = target_wh - self.measured_wh
         if short <= 0:
             return 0
         if not self.contactor.closed:
             return None
         return max(1, min(self.poll_ms, short * 3600000 // self.power_w))
 
-    def reset_session(self):
-        """The meter's register now is the session's zero."""
+    def reset_session(self, producing):
+        """The meter's register now is the session's zero (it counts either way, so
+        ``producing`` changes nothing here)."""
         self.limit_wh = None
         self.base_wh = None
         self.update(self.clock.now_ms(), True)

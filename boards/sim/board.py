@@ -37,12 +37,14 @@ class Cable:
         return w
 
     def reachable_mj(self):
-        """The most that can still flow before a battery or the producer's energy limit
+        """The most that can still flow before a battery or either end's energy limit
         stops it; None: no bound."""
         p, c = self.producer, self.consumer
         cap = None
-        if p is not None and p.limit_mj is not None:
-            cap = max(0, p.limit_mj - p.meter.session_mj)
+        for board in (p, c):
+            if board is not None and board.limit_mj is not None:
+                left = max(0, board.limit_mj - board.flowed_mj)
+                cap = left if cap is None else min(cap, left)
         if p is not None and p.battery is not None:
             cap = p.battery.stored_mj if cap is None else min(cap, p.battery.stored_mj)
         if c is not None and c.battery is not None:
@@ -72,23 +74,26 @@ class Cable:
 
     def _flow(self, mj):
         p, c = self.producer, self.consumer
-        if p is not None:
-            if p.battery is not None:
-                p.battery.supply_mj(mj)
-            if p.meter is not None:
-                p.meter.count(mj)
-        if c is not None:
-            if c.battery is not None:
-                c.battery.absorb_mj(mj)
-            c.received_mj += mj
+        if p is not None and p.battery is not None:
+            p.battery.supply_mj(mj)
+        if c is not None and c.battery is not None:
+            c.battery.absorb_mj(mj)
+        for board in (p, c):
+            if board is not None:
+                board.flowed_mj += mj
+                if board.meter is not None:
+                    board.meter.count(mj)
 
 
 class SimBoard:
-    """One side's hardware. Standing alone, a board with a meter produces into the grid and
-    one without consumes from it; ``connect`` puts two boards on one cable (V2V, or a
-    vehicle and a charger in one process) so the consumer measures what the producer's
-    meter counts. ``power_w`` is the most this side delivers or takes; the clock is what
-    "now" means for ``time_to_reach_ms`` and ``reset_session``."""
+    """One side's hardware. ``power_w`` is the most this side delivers or takes; a ``meter``
+    signs readings (the charger's, or the responding vehicle's in V2V) and is also how this
+    side measures; a board without one measures with its own instrument, off by
+    ``measure_error_ppm``. Standing alone, a board's cable leads to the grid, which gives
+    what it consumes or takes what it produces (``reset_session`` says which);
+    ``connect`` puts two boards on one cable (V2V, or a vehicle and a charger in one
+    process) so each measures what the other's end lets through. The clock is what "now"
+    means for ``time_to_reach_ms`` and ``reset_session``."""
 
     def __init__(self, name, clock, power_w, battery=None, meter=None, measure_error_ppm=0):
         if not isinstance(power_w, int) or power_w < 0:
@@ -100,8 +105,8 @@ class SimBoard:
         self.meter = meter
         self.measure_error_ppm = check_ppm(measure_error_ppm)
         self.contactor = Contactor()
-        self.received_mj = 0  # true energy in this session (a consumer's)
-        self.limit_mj = None  # a producer's meter stops the flow when it shows this much
+        self.flowed_mj = 0  # true energy through this end in this session, in or out
+        self.limit_mj = None  # the flow stops when this side has measured this much
         self.cable = Cable(self, None) if meter is not None else Cable(None, self)
 
     def __repr__(self):
@@ -117,14 +122,12 @@ class SimBoard:
         self.cable.update(now_ms)
 
     def start_delivery(self, now_ms, limit_wh=None):
-        """Close the contactor: energy flows once every end of the cable is closed. A
-        producer's ``limit_wh`` opens it when its meter shows that much, as a charger's
-        energy-limited charging does, so no more flows than was paid for however late the
-        caller looks."""
+        """Close the contactor: energy flows once every end of the cable is closed. With
+        ``limit_wh`` the flow stops when this side measures that much, as energy-limited
+        charging does, so no more flows than was paid for however late the caller looks."""
         self.cable.update(now_ms)
         if limit_wh is not None:
-            meter = self._meter()
-            self.limit_mj = meter.session_mj + mj_to_register(limit_wh, meter.session_mj, meter.error_ppm)
+            self.limit_mj = self.flowed_mj + mj_to_register(limit_wh, self.flowed_mj, self._error_ppm())
         self.contactor.close(now_ms)
 
     def stop_delivery(self, now_ms):
@@ -132,23 +135,18 @@ class SimBoard:
         self.contactor.open(now_ms)
 
     @property
-    def delivered_wh(self):
-        """What this board's meter shows for the session (whole Wh)."""
-        return self._meter().session_wh
-
-    @property
     def measured_wh(self):
-        """What this side measured coming in this session (whole Wh, with its error)."""
-        return registered_wh(self.received_mj, self.measure_error_ppm)
+        """What this side measured through its end this session (whole Wh, with its
+        error): the meter's register if it has one."""
+        return registered_wh(self.flowed_mj, self._error_ppm())
 
     def time_to_reach_ms(self, target_wh):
-        """Simulated ms from now (the board's clock) until the meter shows ``target_wh`` at
-        the power flowing now: after exactly that long it shows at least the target. 0 if
-        it already does; None if it never will as things stand (no power, or a battery
-        empties or fills first)."""
-        meter = self._meter()
+        """Simulated ms from now (the board's clock) until this side measures
+        ``target_wh`` at the power flowing now: after exactly that long it shows at least
+        the target. 0 if it already does; None if it never will as things stand (no power,
+        a limit, or a battery empties or fills first)."""
         self.cable.update(self.clock.now_ms())
-        need = mj_to_register(target_wh, meter.session_mj, meter.error_ppm)
+        need = mj_to_register(target_wh, self.flowed_mj, self._error_ppm())
         if need == 0:
             return 0
         w = self.cable.power_w()
@@ -157,16 +155,22 @@ class SimBoard:
             return None
         return (need + w - 1) // w
 
-    def reset_session(self):
-        """Start counting a new session: the measurement and the meter's register at zero
-        (``meter.start`` also begins its reading chain)."""
+    def reset_session(self, producing):
+        """Start counting a new session in which this side produces (or consumes): the
+        measurement and the meter's register at zero (``meter.start`` also begins its
+        reading chain). A board standing alone turns its cable to the grid accordingly;
+        one connected to another must already sit at that end."""
         self.cable.update(self.clock.now_ms())
-        self.received_mj = 0
+        cable = self.cable
+        if cable.producer is None or cable.consumer is None:
+            self.cable = Cable(self, None) if producing else Cable(None, self)
+        elif (cable.producer is self) != bool(producing):
+            raise ValueError("board %s is connected as the %s" % (self.name, "producer" if cable.producer is self
+                                                                   else "consumer"))
+        self.flowed_mj = 0
         self.limit_mj = None
         if self.meter is not None:
             self.meter.session_mj = 0
 
-    def _meter(self):
-        if self.meter is None:
-            raise ValueError("board %s has no meter" % self.name)
-        return self.meter
+    def _error_ppm(self):
+        return self.meter.error_ppm if self.meter is not None else self.measure_error_ppm

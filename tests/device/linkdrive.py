@@ -14,11 +14,11 @@ from plugpay.protocol.structures import MeterReading, MeterReceipt
 
 SESSION = bytes(range(16))
 SCENARIOS = ("g2v", "v2g", "v2v")
-# Who produces, and which sides carry a meter, per scenario (initiator is the vehicle).
+# The initiator's role per scenario (the initiator is the vehicle; the responder meters).
 _ROLES = {
-    "g2v": (M.ROLE_CONSUMER, False, True),  # charger produces and meters
-    "v2g": (M.ROLE_PRODUCER, True, True),  # vehicle produces and meters, the grid side pays
-    "v2v": (M.ROLE_CONSUMER, True, True),  # the responding vehicle produces
+    "g2v": M.ROLE_CONSUMER,  # the charger produces
+    "v2g": M.ROLE_PRODUCER,  # the vehicle produces, the grid side pays
+    "v2v": M.ROLE_CONSUMER,  # the responding vehicle produces
 }
 
 
@@ -31,7 +31,7 @@ def parameters(n=4, energy_wh=2000, unit_price=350, tolerance_wh=5):
 
 
 class Meter:
-    """A producer's meter: signed readings, each chained to the previous one."""
+    """The responder's meter: signed readings, each chained to the previous one."""
 
     def __init__(self, session_id, unit_price, key=None):
         self.key = key or secret("meter")
@@ -63,17 +63,20 @@ def countersign(mode, consumer_proof):
 
 
 class App:
-    """An honest side: pays, counter-signs, delivers and resumes as the events ask.
+    """An honest side: pays, counter-signs, meters and resumes as the events ask.
 
-    ``chunk_ms`` is how long the producer takes to deliver e/N. ``balance`` is the latest
-    co-signed balance (a channel's co-signed state, an HTLC's last preimage). To misbehave,
-    a consumer stops paying from installment ``stop_paying_at`` on and a producer stops
-    delivering from reading ``stop_delivering_at`` on.
+    ``chunk_ms`` is how long e/N takes to flow, which the responder's ``meter`` sees.
+    ``balance`` is the latest co-signed balance (a channel's co-signed state, an HTLC's
+    last preimage). To misbehave, a consumer stops paying from installment
+    ``stop_paying_at`` on and a producer stops delivering from reading
+    ``stop_delivering_at`` on (``supplier``: the producer's app, whose energy the meter
+    sees).
     """
 
     def __init__(self, machine, meter=None, chunk_ms=0, timestamp=1790000000):
         self.machine = machine
         self.meter = meter
+        self.supplier = self
         self.chunk_ms = chunk_ms
         self.timestamp = timestamp
         self.stop_paying_at = None
@@ -81,7 +84,7 @@ class App:
         self.key = secret("session %d" % machine.role)
         self.balance = b""
         self.events = []
-        self.deliver_at = None  # producer: when the next e/N is delivered
+        self.deliver_at = None  # responder: when its meter shows the next e/N
         self.owe_installment = False  # consumer: an installment waits for a resume
 
     def handle(self, events, now):
@@ -100,17 +103,22 @@ class App:
                 return
             self.balance = countersign(m.payment_mode, ev.proof) or ev.proof
             m.accept_installment(countersign(m.payment_mode, ev.proof), now)
-            if ev.index > 0:
+            if ev.index > 0 and m.meters:
                 self.deliver_at = now + self.chunk_ms
-        elif isinstance(ev, E.PowerDeliveryStarted) and m.producer:
+        elif isinstance(ev, E.PowerDeliveryStarted) and m.meters:
             self.deliver_at = now + self.chunk_ms
         elif isinstance(ev, E.MeterReadingReceived):
             receipt = MeterReceipt(ev.reading, b"")
             m.send_receipt(signing.sign(self.key, receipt), now)
-            if m.phase == link.INSTALLMENT:
+            if m.phase == link.INSTALLMENT and not m.producer:
+                self.pay(now)
+        elif isinstance(ev, E.ReceiptReceived):
+            if m.phase == link.INSTALLMENT and not m.producer:
                 self.pay(now)
         elif isinstance(ev, E.InstallmentAccepted):
             self.balance = ev.proof or proof(m.payment_mode, ev.index)
+            if ev.index > 0 and m.meters:
+                self.deliver_at = now + self.chunk_ms
         elif isinstance(ev, E.ResumeRequested):
             if ev.balance != self.balance:
                 m.stop(M.FAILED_UnpaidOverLimit, now)
@@ -131,19 +139,20 @@ class App:
             m.send_installment(proof(m.payment_mode, m.installments_paid), now)
 
     def poll(self, now):
-        """Deliver the next e/N when it is done, and send the meter's reading."""
+        """Send the meter's reading once the next e/N flowed."""
         m = self.machine
         if self.deliver_at is None or now < self.deliver_at or m.paused or m.phase != link.CHARGING:
             return
         self.deliver_at = None
         k = m.readings + 1
-        if self.stop_delivering_at is not None and k >= self.stop_delivering_at:
+        stop = self.supplier.stop_delivering_at
+        if stop is not None and k >= stop:
             return
         self.timestamp += 1
         m.send_reading(self.meter.read(m.parameters.due_wh(k), self.timestamp), now)
 
     def next_time(self):
-        """When ``poll`` will deliver, or None while it cannot (paused, not charging)."""
+        """When ``poll`` will send a reading, or None while it cannot (paused, not charging)."""
         m = self.machine
         return None if m.paused or m.phase != link.CHARGING else self.deliver_at
 
@@ -154,19 +163,22 @@ class App:
 
 
 def session(scenario="g2v", mode=M.MODE_STATE_CHANNEL, n=4, energy_wh=2000, chunk_ms=0, timeouts=None, now=0):
-    """An initiator and a responder with their apps, not yet connected."""
-    initiator_role, initiator_meters, responder_meters = _ROLES[scenario]
+    """An initiator and a responder with their apps, not yet connected; e/N flows in
+    ``chunk_ms``."""
+    initiator_role = _ROLES[scenario]
     responder_role = M.ROLE_CONSUMER if initiator_role == M.ROLE_PRODUCER else M.ROLE_PRODUCER
     params = parameters(n, energy_wh)
     meter = Meter(SESSION, params.unit_price)
+    time_scale = params.chunk_ms() / chunk_ms if chunk_ms > 0 else params.chunk_ms()  # a chunk takes chunk_ms
     sides = []
-    for role, meters, cls in ((initiator_role, initiator_meters, link.Initiator), (responder_role, responder_meters, link.Responder)):
+    for role, cls in ((initiator_role, link.Initiator), (responder_role, link.Responder)):
         key = signing.public_key(secret("session %d" % role))
-        meter_key = (meter.pubkey if role == M.ROLE_PRODUCER else signing.public_key(secret("other meter"))) if meters else b""
-        config = link.LinkConfig(SESSION, role, key, params, (mode,), meter_key, timeouts)
-        machine = cls(config, now)
-        sides.append(App(machine, meter if role == M.ROLE_PRODUCER else None, chunk_ms))
-    return sides[0], sides[1]
+        meter_key = b"" if cls is link.Initiator else meter.pubkey
+        config = link.LinkConfig(SESSION, role, key, params, (mode,), meter_key, timeouts, b"", time_scale)
+        sides.append(App(cls(config, now), None if cls is link.Initiator else meter, chunk_ms))
+    initiator, responder = sides
+    responder.supplier = initiator if initiator.machine.producer else responder
+    return initiator, responder
 
 
 def pump(a, b, now=0, limit=10000):
@@ -215,7 +227,7 @@ def step_times(n=20, rounds=3):
             spent = 0
             messages = 0
             for k in range(1, n + 1):
-                reading = producer_reading(charger, k)
+                reading = meter_reading(charger, k)
                 receipt_sig = signing.sign(vehicle.key, MeterReceipt(reading, b""))
                 t = ticks_us()
                 producer.send_reading(reading, 0)
@@ -240,7 +252,7 @@ def step_times(n=20, rounds=3):
     return best
 
 
-def producer_reading(app, k):
+def meter_reading(app, k):
     app.timestamp += 1
     return app.meter.read(app.machine.parameters.due_wh(k), app.timestamp)
 

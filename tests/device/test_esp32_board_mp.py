@@ -103,20 +103,20 @@ def test_board_switches_the_relay_at_the_limit_and_counts_from_the_session_start
     meter, clock, relay = MemoryMeter(), Clock(), []
     line = ML.LineMeter(meter, (ticks_ms, ticks_diff), 200)
     board = HardwareBoard("c1", relay.append, line, 11000, poll_ms=1000, clock=clock, meter_key=bytes(31) + b"\x07")
-    board.reset_session()
-    assert board.delivered_wh == 0 and relay == [False]
+    board.reset_session(True)
+    assert board.measured_wh == 0 and relay == [False]
     board.start_delivery(0, 50)
     assert board.contactor.closed and relay[-1] is True
     meter.wh = 1030
     clock.ms = 500
-    assert board.time_to_reach_ms(50) == 1000 and board.delivered_wh == 0  # polled at most every poll_ms
+    assert board.time_to_reach_ms(50) == 1000 and board.measured_wh == 0  # polled at most every poll_ms
     clock.ms = 1000
     meter.junk = b"\xff\xfegarbage\r\n"
     board.update(clock.ms)
-    assert board.delivered_wh == 30 and line.bad_lines == 1 and board.contactor.closed
+    assert board.measured_wh == 30 and line.bad_lines == 1 and board.contactor.closed
     meter.wh = 1052
     board.update(2000)
-    assert board.delivered_wh == 52 and not board.contactor.closed and relay[-1] is False
+    assert board.measured_wh == 52 and not board.contactor.closed and relay[-1] is False
     board.meter.start(bytes(16), 300)
     reading = board.meter.read(1, 1700000000)
     assert reading.cumulative_wh == 52 and reading.index == 1
@@ -126,7 +126,7 @@ def test_a_meter_going_backwards_or_silent_opens_the_relay():
     meter, clock, relay = MemoryMeter(), Clock(), []
     board = HardwareBoard("c1", relay.append, ML.LineMeter(meter, (ticks_ms, ticks_diff), 50), 11000, clock=clock,
                           meter_key=bytes(31) + b"\x07")
-    board.reset_session()
+    board.reset_session(True)
     board.start_delivery(0)
     meter.wh = 900
     _raises(lambda: board.update(5000), "went backwards from 1000 to 900")

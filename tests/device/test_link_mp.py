@@ -50,7 +50,7 @@ def test_malformed_and_foreign_input_is_refused():
     c = vehicle.machine
     for data in (b"", b"\xff", b"\x9f\xff", codec.dumps([7, 1]), None, "text", 7):
         refused(c, data, M.FAILED)
-    reading = D.producer_reading(charger, 1)
+    reading = D.meter_reading(charger, 1)
     good = M.encode_message(D.SESSION, charger.machine.tx_seq + 1, M.ChargingStatus(reading))
     refused(c, M.encode_message(bytes(16), charger.machine.tx_seq + 1, M.ChargingStatus(reading)), M.FAILED_UnknownSession)
     refused(c, M.encode_message(D.SESSION, charger.machine.tx_seq + 2, M.ChargingStatus(reading)), M.FAILED_SequenceError)
@@ -73,7 +73,7 @@ def test_wrongly_signed_reading_ends_the_session():
 def test_receipt_signature_is_checked():
     vehicle, charger = at_charging()
     p = charger.machine
-    reading = D.producer_reading(charger, 1)
+    reading = D.meter_reading(charger, 1)
     p.send_reading(reading, 0)
     p.messages_to_send()
     forged = M.MeteringReceipt(M.OK, reading.digest(), signing.sign(D.secret("someone"), MeterReceipt(reading, b"")))
