@@ -10,7 +10,11 @@ The first timeout adapts to the confirmation times seen, as TCP's does (RFC 6298
 time plus four mean deviations, never below ``retransmit``; doubled when it expires; only
 requests answered without a re-send are sampled). A fixed timeout below the queueing delay
 of a loaded cluster makes the client re-send everything to every replica, which only adds
-work where it is already short.
+work where it is already short. For the same reason a request whose timeout expires while
+an older one of this client is still unconfirmed and the cluster confirmed another request
+within that timeout is not re-sent yet: it is queued behind the older one at a primary that
+is making progress. The oldest request is always re-sent on time, so a primary that drops
+or censors requests is still reported to the backups (and without progress, every one is).
 
 Requests are identified by (client id, timestamp) and the replicas execute a client's
 requests in timestamp order, answering a replay from their reply cache. A client object
@@ -67,6 +71,7 @@ class Client:
         self.rttvar = 0.0
         self.rto = retransmit               # the first retransmission timeout of a request
         self.resent = set()                 # (lane, ts) re-sent at least once: not sampled
+        self.progress_at = None             # loop time of the latest confirmed request
 
     async def __aenter__(self):
         await self.start()
@@ -203,6 +208,7 @@ class Client:
         timer = self.loop.call_later(wait, self._retry, key, op, wait, start + timeout)
         try:
             result = await future
+            self.progress_at = self.loop.time()
             if key not in self.resent:
                 self._sample(self.loop.time() - start)
             return result
@@ -228,6 +234,11 @@ class Client:
         now = self.loop.time()
         if now >= deadline:
             future.set_exception(TimeoutError("no f+1 matching replies within the deadline"))
+            return
+        if next(iter(self.waiting)) != key and self.progress_at is not None and now - self.progress_at < wait:
+            self.stats["deferred_retransmissions"] += 1  # queued behind an older request
+            timer = self.loop.call_later(min(wait, deadline - now), self._retry, key, op, wait, deadline)
+            future.add_done_callback(lambda _: timer.cancel())
             return
         self.stats["retransmissions"] += 1
         if key not in self.resent:  # its first time-out: back off until a sample says otherwise

@@ -23,8 +23,14 @@ behind checks a snapshot from another (possibly Byzantine) replica against.
 import collections
 import hashlib
 
+try:
+    import cbor2 as _cbor2
+except ImportError:  # codec then runs its own backend, and the fast path is off
+    _cbor2 = None
+
 from plugpay.protocol import codec, signing
 from plugpay.protocol import ledger_ops as L
+from plugpay.protocol import structures as S
 from plugpay.protocol.codec import DecodeError
 from plugpay.protocol.port import sha256
 from plugpay.protocol.schema import MAX_UINT
@@ -78,6 +84,102 @@ def _key_cbor(key):
         if type(first) is bytes and len(first) == 32:
             return b"\x81\x58\x20" + first
     return codec.dumps(list(key))
+
+
+def _record(cls, values):
+    """An instance of a schema record holding already checked ``values`` in field order,
+    as ``Record.from_value`` builds it (no ``__init__``)."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(zip(_FIELD_NAMES[cls], values))
+    return obj
+
+
+_FIELD_NAMES = dict((cls, tuple(name for name, _ in cls.FIELDS))
+                    for cls in (S.Transaction, S.TxInput, S.Price, S.TxOutput, S.Account))
+_ACCOUNT_DOMAIN = ("plugpay/%s/v%d" % (S.Account.NAME, S.Account.VERSION)).encode()
+
+
+def _uint(value, limit=MAX_UINT):
+    return type(value) is int and 0 <= value <= limit
+
+
+def _signature(value):
+    return type(value) is bytes and (len(value) == 64 or not value)
+
+
+def _account(value):
+    """A decoded ``Account`` value checked as ``Account.from_value`` does, or None."""
+    if type(value) is not list or len(value) != 5 or value[0] != S.TAG_ACCOUNT or type(value[0]) is not int \
+            or value[1] != S.Account.VERSION or type(value[1]) is not int:
+        return None
+    _, _, pubkey, epoch, ra_sig = value
+    if type(pubkey) is not bytes or len(pubkey) != 33 or pubkey[0] not in (2, 3) or not _uint(epoch, 0xFFFFFFFF) \
+            or not _signature(ra_sig):
+        return None
+    return _record(S.Account, value[2:])
+
+
+def _decode_transaction(raw):
+    """The hot request, a Gao transaction, decoded without the generic schema walk: the
+    ``Transaction`` that ``ledger_ops.decode_request(raw)`` gives, or None for anything
+    else (another operation, a malformed one, another CBOR backend), which the generic
+    decoder then answers with its own error text. Every field is checked as its schema
+    type checks it, and those checks (ints of 64 bits, bytes, arrays) imply codec's
+    subset check; the re-encoding check is codec's, so only deterministic CBOR passes."""
+    if codec.BACKEND != "cbor2" or raw[:2] != b"\x86\x02":  # [tag 2, ...] of 6 items
+        return None
+    try:
+        value = _cbor2.loads(raw)
+    except Exception:
+        return None
+    if type(value) is not list or len(value) != 6 or value[1] != S.Transaction.VERSION or type(value[1]) is not int:
+        return None
+    _, _, inputs, price, outputs, witnesses = value
+    if type(inputs) is not list or type(price) is not list or type(outputs) is not list \
+            or type(witnesses) is not list or not 1 <= len(inputs) <= S.MAX_TX_INPUTS \
+            or not 1 <= len(outputs) <= S.MAX_TX_OUTPUTS or len(witnesses) != len(inputs):
+        return None
+    ins, outs = [], []
+    for item in inputs:
+        if type(item) is not list or len(item) != 2:
+            return None
+        pre_txhash, pre_sn = item
+        if type(pre_txhash) is not bytes or len(pre_txhash) != 32 or not _uint(pre_sn, S.MAX_TX_OUTPUTS - 1):
+            return None
+        ins.append(_record(S.TxInput, item))
+    if len(price) != 2 or not _uint(price[0]) or not _uint(price[1]):
+        return None
+    for item in outputs:
+        if type(item) is not list or len(item) != 2 or not _uint(item[1]):
+            return None
+        account = _account(item[0])
+        if account is None:
+            return None
+        outs.append(_record(S.TxOutput, (account, item[1])))
+    for witness in witnesses:
+        if not _signature(witness):
+            return None
+    if codec.dumps(value) != raw:
+        return None
+    return _record(S.Transaction, (ins, _record(S.Price, price), outs, list(witnesses)))
+
+
+def _account_body(account):
+    """``account.body()`` written directly, as ``_key_cbor`` writes keys: the array head of
+    ``[tag 1, version 1, pubkey, epoch]``, the 33-byte key, then the epoch."""
+    epoch = account.epoch
+    return b"\x84\x01\x01\x58\x21" + account.pubkey + (bytes((epoch,)) if epoch < 24 else codec.dumps(epoch))
+
+
+def _account_bytes(account):
+    """``account.encode()``: the body with one more item in its head, then the signature."""
+    sig = account.ra_sig
+    return b"\x85" + _account_body(account)[1:] + (b"\x58\x40" + sig if sig else b"\x40")
+
+
+def _account_digest(account):
+    """``account.signing_digest()``: what the RA signed."""
+    return sha256(_ACCOUNT_DOMAIN + _account_body(account))
 
 
 def _key_bytes(key):
@@ -349,7 +451,7 @@ class Ledger:
             raise ValueError("height must be a non-negative int")
         try:
             self._close_bidding(height)
-            return [self._execute_one(height, raw).encode() for raw in requests]
+            return [self._execute_one(height, raw) for raw in requests]
         finally:
             self.flush()
 
@@ -420,25 +522,29 @@ class Ledger:
     # -- execution ---------------------------------------------------------------------
 
     def _execute_one(self, height, raw):
+        """One request's encoded ``Result``."""
         if not isinstance(raw, (bytes, bytearray, memoryview)):
             self._count_rejection(L.MALFORMED)
-            return L.Result(sha256(b""), False, L.MALFORMED, "a request is bytes", None)
+            return L.Result(sha256(b""), False, L.MALFORMED, "a request is bytes", None).encode()
         raw = bytes(raw)
         digest = sha256(raw)
         try:
             if len(raw) > L.MAX_REQUEST_BYTES:
                 raise Reject(L.TOO_LARGE, "%d bytes exceed the %d-byte limit" % (len(raw), L.MAX_REQUEST_BYTES))
-            try:
-                op = L.decode_request(raw)
-            except L.UnknownOp as e:
-                raise Reject(L.UNKNOWN_OP, str(e))
-            except DecodeError as e:
-                raise Reject(L.MALFORMED, str(e))
+            op = _decode_transaction(raw)
+            if op is None:
+                try:
+                    op = L.decode_request(raw)
+                except L.UnknownOp as e:
+                    raise Reject(L.UNKNOWN_OP, str(e))
+                except DecodeError as e:
+                    raise Reject(L.MALFORMED, str(e))
             data = self._handlers[op.TAG](op, raw, height)
         except Reject as e:
             self._count_rejection(e.reason)
-            return L.Result(digest, False, e.reason, _clip(e.detail), None)
-        return L.Result(digest, True, L.OK, "", data)
+            return L.Result(digest, False, e.reason, _clip(e.detail), None).encode()
+        # L.Result(digest, True, L.OK, "", data).encode(), without re-checking its fields
+        return codec.dumps([L.TAG_RESULT, L.Result.VERSION, digest, True, L.OK, "", data])
 
     def _count_rejection(self, reason):
         self.conn.execute(
@@ -460,7 +566,7 @@ class Ledger:
         ra = self.ra_pubkeys.get(account.epoch)
         if ra is None:
             raise Reject(L.UNKNOWN_RA_EPOCH, "%s: no RA key for epoch %d" % (where, account.epoch))
-        if not signing.verify(ra, account, account.ra_sig):
+        if not signing.verify_digest(ra, _account_digest(account), account.ra_sig):
             raise Reject(L.BAD_ACCOUNT_SIGNATURE, where + ": the RA signature does not verify")
         if len(self._verified) >= MAX_VERIFIED_ACCOUNTS:
             self._verified.clear()
@@ -528,7 +634,7 @@ class Ledger:
 
     def _create_outputs(self, txhash, outputs, height):
         for sn, out in enumerate(outputs):
-            self.utxos.insert((txhash, sn), Utxo(out.account.encode(), out.amount, height))
+            self.utxos.insert((txhash, sn), Utxo(_account_bytes(out.account), out.amount, height))
 
     def _pay(self, txhash, payouts, height):
         """Outputs from a channel or HTLC: ``(sn, encoded account, amount)``; 0 is skipped."""

@@ -44,6 +44,7 @@ import sys
 
 from plugpay.host import cluster, pbft
 from plugpay.protocol import codec
+from plugpay.protocol.port import sha256
 
 MAX_FRAME = 16 << 20
 HELLO_TIMEOUT = 5.0
@@ -112,15 +113,17 @@ class ChainStore:
             if len(results) != len(fresh) or any(type(r) is not bytes for r in results):
                 raise TypeError("the application must return one bytes result per request")
             rows = [(c, ts, r) for (c, ts, _), r in zip(fresh, results)]
-            h = pbft.block_hash(height, self.head_hash, pbft.digest(batch), pbft.digest(results),
-                                self.app.state_digest())
+            stored_batch = codec.dumps(batch)  # = what pbft.digest(batch) hashes: encoded once
+            results_digest = pbft.digest(results)
+            state_digest = self.app.state_digest()
+            h = pbft.block_hash(height, self.head_hash, sha256(stored_batch), results_digest, state_digest)
             if expect_hash is not None and h != expect_hash:
                 self._rollback()
                 return None
             self.conn.executemany("INSERT OR REPLACE INTO clients VALUES (?, ?, ?)", rows)
             self.conn.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                              (height, h, self.head_hash, codec.dumps(batch), pbft.digest(results),
-                               self.app.state_digest(), codec.dumps([list(row) for row in rows])))
+                              (height, h, self.head_hash, stored_batch, results_digest,
+                               state_digest, codec.dumps([list(row) for row in rows])))
             self.conn.commit()
         except BaseException:
             self._rollback()

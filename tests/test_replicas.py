@@ -200,3 +200,34 @@ def test_client_retransmission_timeout_follows_confirmation_times_and_backs_off(
 
     asyncio.run(expire_twice())
     assert client.rto == 1.0 and client.stats["retransmissions"] == 2
+
+
+def test_client_defers_a_resend_queued_behind_an_older_request_while_the_cluster_confirms():
+    """A timed-out request with an older one still waiting, at a cluster that confirmed a
+    request within the timeout, is only queued: it is not re-sent to every replica. The
+    oldest is re-sent on time, and without recent progress every one is."""
+    client = Client({"n": 4, "f": 1}, {}, retransmit=0.5, max_retransmit=4.0)
+    sent = []
+    client._queue = lambda replica, request: sent.append((replica, request[1]))
+
+    async def expire(progress_age):
+        client.loop = asyncio.get_running_loop()
+        now = client.loop.time()
+        client.progress_at = now - progress_age
+        futures = [client.loop.create_future() for _ in range(2)]
+        for ts, future in zip((1, 2), futures):
+            client.waiting[(0, ts)] = (future, {})
+        client._retry((0, 2), add("c"), 0.5, now + 10)  # the younger one
+        client._retry((0, 1), add("c"), 0.5, now + 10)  # the oldest
+        for future in futures:
+            future.set_result(b"")
+        await asyncio.sleep(0)
+        client.waiting.clear()
+
+    asyncio.run(expire(progress_age=0.1))
+    assert sorted(ts for _, ts in sent) == [1] * 4
+    assert client.stats["deferred_retransmissions"] == 1 and client.stats["retransmissions"] == 1
+    sent.clear()
+    asyncio.run(expire(progress_age=2.0))
+    assert sorted(ts for _, ts in sent) == [1] * 4 + [2] * 4
+    assert client.stats["retransmissions"] == 3
