@@ -34,7 +34,10 @@ one that shows less than it delivered). The receipt is what the next payment cov
 consumer pays once it signed the receipt (G2V) or once the receipt came back (V2G), and the
 producer checks that each state pays exactly what is due, for the energy and receipt of
 that reading. A producer that does not meter lets each chunk flow up to the tolerance past
-its energy, as its own measurement may show a little more than the responder's meter.
+its energy, as its own measurement may show a little more than the responder's meter: its
+exposure stays within the agreed tolerance, and at 0 when the two measurements agree. Both
+sides tell the link when they measure the chunk's energy advancing, so a slow flow is
+waited for and a stopped one times out.
 """
 from plugpay.protocol import codec, link, signing
 from plugpay.protocol import ledger_ops as L
@@ -54,6 +57,10 @@ HTLC = M.MODE_HTLC
 CLOSE_RESEND_MS = 500  # the consumer sends its signed close again this often
 CLOSE_TRIES = 4  # then it closes alone (dispute), as does a producer that got none
 NO_POWER_POLL_MS = 10
+# The meter reads a chunk that stopped short of its energy (within the tolerance: the
+# producer's own measurement reached its limit first) only after no energy came for this
+# long, so a peer's pause or resume on its way is not taken for the end of the flow.
+STALL_MS = 1000
 # The consumer's acceptance of installment k waits this long for its proposal k+1 (when
 # energy flows fast, the next reading is already on its way) so one write stores both.
 # Losing it to a power cut in between loses nothing: the producer holds the same state.
@@ -126,8 +133,7 @@ class Session:
             raise ValueError("the responder meters the energy: board %s has no meter" % board.name)
         meter_key = board.meter.pubkey if self.meters else b""
         config = link.LinkConfig(terms.session_id, role, account.pubkey, self.params, (terms.mode,), meter_key,
-                                 timeouts, account.encode() if self.producer else b"",
-                                 getattr(board.clock, "scale", 1))
+                                 timeouts, account.encode() if self.producer else b"")
         self.machine = (link.Initiator if terms.initiator else link.Responder)(config, now)
         self.peer_account = None
         self.channel = None  # the wallet's Channel
@@ -136,6 +142,8 @@ class Session:
         self.funded = 0  # consumer, HTLC: HTLCs confirmed
         self.chunk = None  # the cumulative Wh the paid chunk may reach: the producer's limit, the meter's target
         self.chunk_paused = False  # the chunk's energy was stopped for a pause
+        self.energy_seen = 0  # Wh measured when the energy last advanced, and when (link ms)
+        self.flow_at = now
         self.receipt = None  # the last receipt's digest
         self.paid_signed = 0  # consumer: the most it signed away; producer: the most it holds
         self.max_exposure = 0
@@ -197,6 +205,7 @@ class Session:
         self._collect(now)
 
     def tick(self, now):
+        self._energy(now)  # first: progress restarts the link's wait for the reading
         self._handle(self.machine.tick(now), now)
         if self.chunk is not None:
             paused = self.machine.paused
@@ -205,6 +214,7 @@ class Session:
                 if paused:
                     self.board.stop_delivery(self._board_now())
                 else:
+                    self.flow_at = now
                     self.board.start_delivery(self._board_now(), self.chunk)
             self._read_meter(now)
         if self.wake is not None and now >= self.wake:
@@ -229,13 +239,16 @@ class Session:
 
     def next_deadline(self):
         t = self.machine.next_deadline()
-        if self.meters and self.chunk is not None and not self.machine.paused:
+        m = self.machine
+        if self.chunk is not None and not m.paused and m.phase == link.CHARGING:
             sim_ms = self.board.time_to_reach_ms(self.chunk)
-            if sim_ms is None:  # no power yet (the peer's contactor is still open): look again soon
-                d = self.now + NO_POWER_POLL_MS
-            else:
+            d = None
+            if sim_ms is None:  # no power as things stand (the peer's contactor is open)
+                d = self.now + NO_POWER_POLL_MS if self.meters else None  # the meter looks again soon
+            elif sim_ms > 0 or self.meters:  # a producer's board switches off at its limit once looked at
                 d = self.now + -(-sim_ms * 1000 // int(getattr(self.board.clock, "scale", 1) * 1000))
-            t = d if t is None or d < t else t
+            if d is not None and (t is None or d < t):
+                t = d
         if self.wake is not None and (t is None or self.wake < t):
             t = self.wake
         if self.save_at is not None and self.channel.unsaved and (t is None or self.save_at < t):
@@ -453,6 +466,19 @@ class Session:
         if self.meters and k > 0:
             self._start_chunk(now)
 
+    def _energy(self, now):
+        """While a chunk flows: let the board see the energy (a board that switches by
+        polling opens at its limit) and tell the link when it advanced."""
+        m = self.machine
+        if m.phase != link.CHARGING or m.paused:
+            return
+        self.board.update(self._board_now())
+        measured = self.board.measured_wh
+        if measured != self.energy_seen:
+            self.energy_seen = measured
+            self.flow_at = now
+            m.energy_flowed(now)
+
     # ---- initiator: checks and counter-signs the readings -----------------------------------
 
     def _reading_received(self, reading, now):
@@ -565,21 +591,22 @@ class Session:
         due = self.params.due_wh(k)
         self.chunk = due if self.meters else due + self.params.tolerance_wh
         self.chunk_paused = self.machine.paused
+        self.flow_at = now
         if not self.chunk_paused:  # else once the link resumes (``tick``)
             self.board.start_delivery(self._board_now(), self.chunk)
             self._read_meter(now)
 
     def _read_meter(self, now):
         """Responder: send reading k once the meter shows the chunk, or once the flow
-        stopped short of it but within the tolerance (the producer's own measurement
-        reached its limit first: the initiator's check decides); energy stops until the
-        next installment is paid."""
+        stopped short of it for ``STALL_MS`` but within the tolerance (the producer's own
+        measurement reached its limit first: the initiator's check decides); energy stops
+        until the next installment is paid."""
         m = self.machine
         if not self.meters or self.chunk is None or m.paused or m.phase != link.CHARGING:
             return
         self.board.update(self._board_now())
         shown = self.board.measured_wh
-        if shown < self.chunk and (shown + self.params.tolerance_wh < self.chunk
+        if shown < self.chunk and (shown + self.params.tolerance_wh < self.chunk or now - self.flow_at < STALL_MS
                                    or self.board.time_to_reach_ms(self.chunk) is not None):
             return
         self.board.stop_delivery(self._board_now())

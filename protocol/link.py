@@ -63,9 +63,10 @@ payment proof checked by the wallet).
 
 Timeouts (``Timeouts``): a request unanswered after ``response`` ms, the peer's next request
 not there after ``sequence`` ms, a due installment not there after ``payment`` ms
-(FAILED_PaymentOverdue), a paid chunk's reading not there after its energy's time at the
-agreed power plus ``sequence`` ms (both sides: the responder waits for the energy, the
-initiator for the reading) and a pause longer than ``pause`` ms each give a ``Timeout`` event
+(FAILED_PaymentOverdue), a paid chunk whose energy stopped advancing for ``sequence`` ms
+before its reading came (both sides tell ``energy_flowed`` when they measure progress; the
+responder waits for the energy, the initiator for the reading) and a pause longer than
+``pause`` ms each give a ``Timeout`` event
 and a stop. While paused only the pause timeout runs; requests are still re-sent, so they
 arrive once a dropped connection is back. A resume exchanges the latest co-signed balances.
 """
@@ -135,13 +136,11 @@ class LinkConfig:
     signs readings with: the responder's, ``b""`` for the initiator. ``parameters``: the agreed
     ``ChargeParameters``. ``payment_modes``: the initiator proposes the first, the
     responder accepts any of them. ``account``: the producer's encoded payee ``Account``
-    (the wallet checks the peer's), ``b""`` for the consumer. ``time_scale``: how many times
-    faster than real time the energy flows (a simulation's boards), for the time a chunk
-    takes.
+    (the wallet checks the peer's), ``b""`` for the consumer.
     """
 
     def __init__(self, session_id, role, session_key, parameters, payment_modes, meter_key=b"", timeouts=None,
-                 account=b"", time_scale=1):
+                 account=b""):
         if not isinstance(session_id, bytes) or len(session_id) != M.SESSION_ID_BYTES:
             raise ValueError("a session id is %d bytes" % M.SESSION_ID_BYTES)
         if role not in (M.ROLE_PRODUCER, M.ROLE_CONSUMER):
@@ -158,9 +157,6 @@ class LinkConfig:
         self.parameters = parameters
         self.payment_modes = tuple(payment_modes)
         self.timeouts = timeouts or Timeouts()
-        if not time_scale > 0:
-            raise ValueError("the time scale must be positive")
-        self.chunk_ms = int(parameters.chunk_ms() / time_scale)
 
 
 class _Link:
@@ -294,6 +290,12 @@ class _Link:
         entry = self._take_owed(M.TAG_INSTALLMENT_REQ, "accept an installment")
         self._respond(entry, M.InstallmentRes(M.OK, self.installments_paid, proof))
         self._installment_settled()
+
+    def energy_flowed(self, now):
+        """The application measured the paid chunk's energy advancing: the wait for its
+        reading starts again, however slowly the energy comes."""
+        if self.phase == CHARGING and not self.paused:
+            self._since = now
 
     def pause(self, now):
         """Stop energy and payments until a resume; the peer is told."""
@@ -630,8 +632,7 @@ class _Link:
             u = self._unacked[0]
             return (u[2] + t.response, M.FAILED_Timeout, _RESPONSE_NAME[u[0]])
         if self.phase == CHARGING:  # a paid chunk flows, then the responder's meter reads it
-            waiting_for = "energy" if self.meters else "charging_status"
-            return (self._since + self.config.chunk_ms + t.sequence, M.FAILED_Timeout, waiting_for)
+            return (self._since + t.sequence, M.FAILED_Timeout, "energy" if self.meters else "charging_status")
         if not self._peer_turn():
             return None
         if self.producer and self.phase in (DEPOSIT, INSTALLMENT):

@@ -132,11 +132,6 @@ class ChargeParameters(Record):
         """Cumulative energy the k-th reading must reach."""
         return k * self.energy_wh // self.installments
 
-    def chunk_ms(self):
-        """How long the largest e/N takes to flow at the agreed power (ms, rounded up)."""
-        chunk_wh = -(-self.energy_wh // self.installments)
-        return -(-chunk_wh * 3600000 // self.max_power_w)
-
 
 class _Payload(Struct):
     """A link payload. ``RESPONSE`` is the response class of a request, None otherwise."""

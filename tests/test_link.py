@@ -645,10 +645,22 @@ def test_producer_that_stops_delivering_costs_at_most_one_installment(scenario):
     t_paid = timed(sim, p_side, E.InstallmentReceived)[-1][0]
     (t_out, timeout), = [(t, e) for t, e in sim.events["r"] + sim.events["i"] if isinstance(e, E.Timeout)]
     assert (timeout.code, timeout.waiting_for) == (M.FAILED_Timeout, "energy" if producer is meter else "charging_status")
-    assert t_out - t_paid == meter.chunk_ms + TIMEOUTS.sequence  # the chunk's time at full power, and then some
+    assert t_out - t_paid == TIMEOUTS.sequence  # no energy came for that long
     assert consumer.machine.stop_code == producer.machine.stop_code == M.FAILED_Timeout
     assert consumer.machine.installments_paid == signer.machine.readings + 1 == 3  # b/N ahead
     check_risk_invariants(producer, consumer)
+
+
+def test_energy_progress_keeps_a_slow_chunk_alive_and_its_end_times_out():
+    consumer, producer = at_charging()
+    for m in (consumer.machine, producer.machine):
+        for t in range(5000, 40001, 5000):  # energy advances every 5 s: the chunk takes 40 s in all
+            m.energy_flowed(t)
+            assert m.tick(t) == [] and m.state == "charging"
+        assert m.next_deadline() == 40000 + TIMEOUTS.sequence  # then it stops coming
+        events = m.tick(40000 + TIMEOUTS.sequence)
+        waiting_for = "energy" if m.meters else "charging_status"
+        assert [(e.code, e.waiting_for) for e in of(events, E.Timeout)] == [(M.FAILED_Timeout, waiting_for)]
 
 
 def test_consumer_refuses_a_reading_that_disagrees_with_its_measurement():

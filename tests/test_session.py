@@ -9,6 +9,7 @@ import sqlite3
 
 import pytest
 
+from plugpay.boards.esp32.board import HardwareBoard
 from plugpay.boards.sim.board import SimBoard
 from plugpay.boards.sim.clock import ManualClock
 from plugpay.boards.sim.power import Battery, Meter
@@ -266,6 +267,76 @@ def test_v2g_a_charger_that_draws_more_than_was_paid_for_gets_no_more_than_the_t
     assert p.board.measured_wh == w.params.due_wh(1) + w.params.tolerance_wh  # the vehicle's limit held
     assert p.max_exposure <= -(-w.params.tolerance_wh * w.params.unit_price // 1000)
     assert c.max_exposure <= w.per_installment()
+
+
+class LineOnCable:
+    """A hardware board's serial meter reading what really went through a simulated cable
+    end: the register counts from 100 kWh."""
+
+    def __init__(self, end):
+        self.end = end
+
+    def read_wh(self):
+        self.end.update(self.end.clock.now_ms())
+        return 100000 + self.end.flowed_mj // 3600000
+
+
+def test_v2g_a_vehicle_on_hardware_keeps_its_own_limit_against_a_greedy_charger(tmp_path, authority):
+    w = World(tmp_path, authority, "v2g", CHANNEL, n=10)
+    c = w.consumer  # the charger
+    clock = ScaledView(w.clock, SCALE)
+    end = SimBoard("vehicle end", clock, POWER_W)  # what the vehicle's relay switches
+    c.board.connect(end)
+    relay = lambda on: (end.start_delivery if on else end.stop_delivery)(clock.now_ms())  # noqa: E731
+    board = HardwareBoard("vehicle", relay, LineOnCable(end), POWER_W, poll_ms=1000, clock=clock)
+    terms = Terms(SESSION, w.params, CHANNEL, True, True, window=10, htlc_timeout=10 ** 6)
+    p = w.sessions["a"] = w.pair.sides["a"] = Session(w.parties["a"].wallet, board, terms, 0, TIMEOUTS,
+                                                      timestamp=1790000000)
+    honest = c._start_chunk
+
+    def greedy(now):  # the charger's meter would take another 1000 Wh
+        honest(now)
+        if c.chunk is not None:
+            c.chunk += 1000
+            c.board.start_delivery(c._board_now(), c.chunk)
+
+    c._start_chunk = greedy
+    w.run()
+    assert c.stop_code == p.stop_code == M.FAILED_Timeout
+    # The vehicle reads its meter every second of board time: it opens its relay at the
+    # chunk's energy and the tolerance, or that second's energy (3 Wh at 11 kW) later.
+    limit = w.params.due_wh(1) + w.params.tolerance_wh
+    assert limit <= board.measured_wh <= limit + -(-POWER_W // 3600) and not end.contactor.closed
+    assert p.max_exposure <= -(-(board.measured_wh - w.params.due_wh(1)) * w.params.unit_price // 1000)
+
+
+def test_a_flow_slower_than_the_agreed_power_is_waited_for(tmp_path, authority):
+    w = World(tmp_path, authority, "g2v", CHANNEL, n=10, scale=1)  # real time: a 200 Wh chunk is 65 s at 11 kW
+    c, p = w.consumer, w.producer
+    c.board.battery = Battery(80000, 20000, 5000, 5000)  # the vehicle's battery takes 5 kW: 144 s a chunk
+    w.run()
+    assert c.stop_code == p.stop_code == M.OK and p.payout == c.terms.budget()
+    assert w.clock.now_ms() > 10 * 144000 > 10 * TIMEOUTS.sequence
+
+
+def test_a_pause_on_its_way_is_not_taken_for_the_end_of_the_flow(tmp_path, authority):
+    w = World(tmp_path, authority, "v2g", CHANNEL, n=10, latency=40)
+    c, p = w.consumer, w.producer  # the charger meters; the vehicle will pause just short of the end
+    now = w.pair.run(until=lambda: c.chunk is not None and c.machine.readings == w.params.installments - 1)
+    while True:
+        c.board.update(c._board_now())
+        if c.board.measured_wh >= w.params.energy_wh - w.params.tolerance_wh:
+            break
+        now += 1
+        w.pair.run(limit_ms=now)
+        w.clock.advance(max(0, now - w.clock.now_ms()))
+    p.pause(now)  # the vehicle's contactor opens at once; the charger hears of it 40 ms later
+    now = w.pair.run(limit_ms=now + 500)
+    assert c.machine.paused and c.machine.readings == w.params.installments - 1  # no short reading meanwhile
+    p.resume(now)
+    w.run()
+    assert c.stop_code == p.stop_code == M.OK and c.board.measured_wh == w.params.energy_wh
+    w.check_bounds()
 
 
 def test_an_over_counting_meter_is_caught_by_the_vehicle(tmp_path, authority):

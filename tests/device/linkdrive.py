@@ -169,12 +169,11 @@ def session(scenario="g2v", mode=M.MODE_STATE_CHANNEL, n=4, energy_wh=2000, chun
     responder_role = M.ROLE_CONSUMER if initiator_role == M.ROLE_PRODUCER else M.ROLE_PRODUCER
     params = parameters(n, energy_wh)
     meter = Meter(SESSION, params.unit_price)
-    time_scale = params.chunk_ms() / chunk_ms if chunk_ms > 0 else params.chunk_ms()  # a chunk takes chunk_ms
     sides = []
     for role, cls in ((initiator_role, link.Initiator), (responder_role, link.Responder)):
         key = signing.public_key(secret("session %d" % role))
         meter_key = b"" if cls is link.Initiator else meter.pubkey
-        config = link.LinkConfig(SESSION, role, key, params, (mode,), meter_key, timeouts, b"", time_scale)
+        config = link.LinkConfig(SESSION, role, key, params, (mode,), meter_key, timeouts)
         sides.append(App(cls(config, now), None if cls is link.Initiator else meter, chunk_ms))
     initiator, responder = sides
     responder.supplier = initiator if initiator.machine.producer else responder
