@@ -46,3 +46,5 @@ def test_bench_ledger_json_confirms_real_transactions():
     assert report["replicas"] == 4 and report["tx_bytes"] < 450
     assert report["offered_confirmed"] == 100 and report["rejected"] == 0
     assert report["tps"] > 0 and report["ceiling_tps"] > 0
+    assert report["contended_ceiling_tps"] > 0 and report["contended_ratio"] > 0
+    assert report["execute_cpu_ms_per_tx"] > 0 and report["contended_cpu_ms_per_tx"] > 0

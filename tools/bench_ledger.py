@@ -5,10 +5,16 @@ one-time accounts, built before the clock starts and funded through the faucet o
 consensus. Printed beside the ceiling measured in the same run (one replica's cost to
 execute one transaction, times replicas, over cores) and Gao et al.'s figures (300 tx/s,
 under 2 s confirmation, 536-byte transactions, on four Fabric v0.6 nodes with a machine each).
+
+That ceiling assumes four executors on two cores each run as fast as one alone. The bench
+also measures what they do run at: four processes executing the same work at once, with no
+consensus, network or client. Throughput over that figure is what the replication costs.
 """
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -23,6 +29,7 @@ from plugpay.tools import load
 
 PAPER = {"tps": 300, "confirmation_s": 2.0, "tx_bytes": 536}
 FAUCET_OUTPUTS = 16
+CEILING_TXS = 1000
 
 
 class Funds:
@@ -66,8 +73,11 @@ class Funds:
         return txs
 
 
-def execute_cost_ms(funds, count, synchronous, block=50):
-    """One replica's cost per transaction: decode, verify, store, commit, in this process."""
+def timed_execution(count, synchronous, block=50, start=None):
+    """One replica's work on ``count`` fresh transactions (decode, verify, store, commit in
+    blocks of ``block``), in this process: (wall ms, CPU ms) per transaction. Building them
+    is not timed; with ``start`` the clock starts when that function returns."""
+    funds = Funds()
     mints, owned = funds.mints(2 * count)
     txs = funds.transactions(owned)
     with tempfile.TemporaryDirectory(prefix="plugpay-ceiling-") as d:
@@ -75,27 +85,80 @@ def execute_cost_ms(funds, count, synchronous, block=50):
         ledger = Ledger(conn, {0: funds.ra_pubkey}, faucet_pubkey=funds.faucet_pubkey)
         ledger.execute(1, mints)
         conn.commit()
-        start = time.perf_counter()
+        if start is not None:
+            start()
+        wall, cpu = time.perf_counter(), time.thread_time()
         height = 2
         for i in range(0, len(txs), block):
             results = ledger.execute(height, txs[i : i + block])
             conn.commit()
             height += 1
-        took = time.perf_counter() - start
-        assert all(L.Result.decode(r).ok for r in results)
+        wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+        if not all(L.Result.decode(r).ok for r in results):
+            raise RuntimeError("the ceiling's own transactions were refused")
         conn.close()
-    return took * 1000 / len(txs)
+    return wall * 1000 / len(txs), cpu * 1000 / len(txs)
 
 
-def verify_cost_ms(count=2000):
+def _party(count, synchronous):
+    """One executor of ``contended_execution``, in its own interpreter: says ``ready`` once
+    it has built its transactions, starts on ``go``, prints its (wall, CPU) as JSON."""
+    print(json.dumps(timed_execution(count, synchronous, start=_ready_go)), flush=True)
+
+
+def _ready_go():
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        raise SystemExit("no start signal")
+
+
+def contended_execution(parties, count, synchronous):
+    """``parties`` processes executing at once, sharing the cores as the replicas do, with
+    no consensus, network or client: what the ceiling's formula assumes scales linearly.
+    Returns each party's (wall ms, CPU ms) per transaction."""
+    code = "from plugpay.tools.bench_ledger import _party; _party(%d, %r)" % (count, synchronous)
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(parties)]
+    try:
+        for proc in procs:
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError("a contended ceiling executor failed: %s" % _last_line(proc))
+        for proc in procs:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        out = []
+        for proc in procs:
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError("a contended ceiling executor failed: %s" % _last_line(proc))
+            out.append(tuple(json.loads(line)))
+        return out
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                stream.close()
+
+
+def _last_line(proc):
+    """The last line a failed executor wrote to stderr (its exception)."""
+    proc.kill()
+    lines = proc.stderr.read().strip().splitlines()
+    return lines[-1] if lines else "exit status %s" % proc.wait()
+
+
+def verify_cost_ms(count=1000):
     """The floor under the execute cost: the four ECDSA verifications a 2-in/2-out
-    transaction needs (two witnesses, two new accounts' RA signatures), nothing else."""
-    secret = signing.new_secret()
-    pubkey = signing.public_key(secret)
-    digest = bytes(32)
-    sig = signing.sign_digest(secret, digest)
-    start = time.perf_counter()
+    transaction needs (two witnesses, two new accounts' RA signatures), each by a
+    different key over a different digest as in a block, and nothing else."""
+    items = []
     for _ in range(count):
+        secret, digest = signing.new_secret(), os.urandom(32)
+        items.append((signing.public_key(secret), digest, signing.sign_digest(secret, digest)))
+    start = time.perf_counter()
+    for pubkey, digest, sig in items:
         signing.verify_digest(pubkey, digest, sig)
     return 4 * (time.perf_counter() - start) * 1000 / count
 
@@ -107,11 +170,16 @@ def ok(result):
 def run(seconds=5.0, rate=300.0, lanes=256, synchronous="FULL", progress=print):
     funds = Funds()
     cores = os.cpu_count() or 1
-    progress("  measuring one replica's execute cost (the ceiling) ...")
-    cost_ms = execute_cost_ms(funds, 1000, synchronous)
-    verify_ms = verify_cost_ms()
     n = 4
+    progress("  measuring one replica's execute cost (the ceiling) ...")
+    cost_ms, cost_cpu = timed_execution(CEILING_TXS, synchronous)
+    verify_ms = verify_cost_ms()
     ceiling = cores * 1000.0 / (n * cost_ms)
+    progress("  the same with %d executors at once on %d cores, no consensus ..." % (n, cores))
+    contended = contended_execution(n, CEILING_TXS, synchronous)
+    contended_wall = sum(w for w, _ in contended) / n
+    contended_cpu = sum(c for _, c in contended) / n
+    contended_ceiling = 1000.0 / contended_wall
     offered_count = int(rate * seconds)
     saturated_count = int(max(ceiling, rate) * seconds * 1.5)
     progress("  building %d signed transactions with fresh RA-signed accounts ..." % (offered_count + saturated_count))
@@ -161,6 +229,10 @@ def run(seconds=5.0, rate=300.0, lanes=256, synchronous="FULL", progress=print):
         "execute_ms_per_tx": cost_ms,
         "ceiling_tps": ceiling,
         "ceiling_ratio": tps / ceiling,
+        "contended_ceiling_tps": contended_ceiling,
+        "contended_ratio": tps / contended_ceiling,
+        "execute_cpu_ms_per_tx": cost_cpu,
+        "contended_cpu_ms_per_tx": contended_cpu,
         "verify_ms_per_tx": verify_ms,
         "verify_bound_tps": cores * 1000.0 / (n * verify_ms),
         "sqlite_synchronous": synchronous,
@@ -180,6 +252,11 @@ def table(r):
         "%-44s %12.3f %14s" % ("one replica's execute cost, ms per tx", r["execute_ms_per_tx"], "-"),
         "%-44s %12.0f %14s" % ("ceiling tx/s (cores / (replicas x cost))", r["ceiling_tps"], "-"),
         "%-44s %11.0f%% %14s" % ("throughput / ceiling", 100 * r["ceiling_ratio"], "-"),
+        "%-44s %12.0f %14s" % ("%d executors at once, no consensus, tx/s" % r["replicas"],
+                                r["contended_ceiling_tps"], "-"),
+        "%-44s %11.0f%% %14s" % ("throughput / that", 100 * r["contended_ratio"], "-"),
+        "%-44s %12s %14s" % ("an executor's CPU ms per tx, alone -> at once",
+                             "%.3f->%.3f" % (r["execute_cpu_ms_per_tx"], r["contended_cpu_ms_per_tx"]), "-"),
         "%-44s %12.3f %14s" % ("of which 4 ECDSA verifications, ms per tx", r["verify_ms_per_tx"], "-"),
         "%-44s %12.0f %14s" % ("bound if verifying were all a replica did", r["verify_bound_tps"], "-"),
         "rejected during the runs: %d (expected 0); requests re-sent to every replica: %d" % (r["rejected"], r["resent"]),
