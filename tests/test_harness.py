@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -125,10 +124,8 @@ def test_bad_file_destination_is_refused(harness):
 
 
 def test_runaway_script_is_killed_by_timeout(harness):
-    start = time.monotonic()
     with pytest.raises(mpy.MicroPythonTimeout, match=r"timed out after 3 s and was killed") as info:
         harness.run("print('@@ {\"started\": true}')\nwhile True:\n    pass\n", timeout=3)
-    assert time.monotonic() - start < 30
     assert info.value.result.records == [{"started": True}]  # output before the kill is kept
 
 

@@ -101,11 +101,8 @@ def test_killed_backup_is_not_needed_and_catches_up_after_restart(local):
 def test_killed_primary_is_replaced_by_a_view_change(local):
     run(local, lambda client: confirm(client, 5))
     local.kill(0)
-    started = time.monotonic()
     results = run(local, lambda client: confirm(client, 10))
-    elapsed = time.monotonic() - started
     assert sorted(r[1] for r in results) == list(range(6, 16))
-    assert elapsed < 8, elapsed
     views = [s[1] for s in run(local, lambda client: client.status()) if s is not None]
     assert len(views) == 3 and min(views) >= 1
     wait_same_state(local, (1, 2, 3))

@@ -114,5 +114,8 @@ def test_link_topics_and_session_ids():
 
 def test_step_figures_come_out():
     step_us, verify_us, messages = D.step_times(n=3, rounds=1)
-    assert messages == 10 and step_us > 0 and verify_us > 0
-    assert D.codec_baseline_us(5) > 0
+    # Figures only: the WebAssembly port's ticks_us has 1 ms resolution, so a step can
+    # read 0; what is asserted is that the loop ran and produced numbers.
+    assert messages == 10
+    for figure in (step_us, verify_us, D.codec_baseline_us(5)):
+        assert isinstance(figure, (int, float)) and figure >= 0, figure
