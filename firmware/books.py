@@ -1,40 +1,61 @@
 """The wallet's UTXO book: the coins it owns and the spends it signed, in one A/B record.
 
-A coin is ``(txhash, sn, key index, amount)``. A *spend* is a signed request that consumes
-coins (a Gao ``Transaction``, a ``ChannelOpen``, an ``HtlcCreate``), kept with its exact
-bytes, the coins it consumes and the outputs that come back to the wallet (change). The
-spend is on flash, and its coins out of the spendable set, *before* the bytes leave the
-device: after a reboot the wallet re-submits the same bytes (``pending_requests``) and can
-never sign a second, conflicting spend of those coins. One record holds everything so
-that one atomic write moves coins between states.
+A coin is ``(txhash, sn, key index, amount, group)``. A *spend* is a signed request that
+consumes coins (a Gao ``Transaction``, a ``ChannelOpen``, an ``HtlcCreate``, a ``Redeem``),
+kept with its exact bytes, the coins it consumes and the outputs that come back to the
+wallet (change). The spend is on flash, and its coins out of the spendable set, *before*
+the bytes leave the device: after a reboot the wallet re-submits the same bytes
+(``pending_requests``) and can never sign a second, conflicting spend of those coins. One
+record holds everything so that one atomic write moves coins between states.
 
-Coin selection, in this order:
+Coins and privacy. The ledger shows everyone which transaction made each coin and which
+spent it, so a coin that came back from one session (the change of its deposit, a
+channel's refund or payout, an HTLC's claim or refund) names that session: spent in a
+second session, it ties the two together. So every coin carries a *group*:
 
-1. one coin of exactly the amount (plus fee): no change, so no one-time key is spent;
-2. else the smallest single coin that covers it: one input (one signature, ~100 bytes,
-   one account linked to the payment) and the big coins stay whole for big payments;
-3. else the largest coins first until covered: the fewest inputs, so the fewest
-   signatures on the device and the fewest of its one-time accounts linked together.
+* ``CLEAN`` (``b""``): the issuer minted it alone, in a ``Faucet`` op of its own, to a fresh
+  one-time key; it names nothing and may fund any one session;
+* otherwise the id of the session object it came out of (the channel id, the HTLC series
+  id, the transaction's hash): it may fund only that same session (an HTLC series funds
+  its later HTLCs from the change of its first), and is otherwise only ever *redeemed*:
+  handed back to the issuer (``redeem``), who mints the same value as fresh clean coins,
+  each alone, under a salted commitment nobody else can tie to the redeem. The issuer can
+  link the two; so can the RA, which may audit every account anyway. Coins of two groups
+  never share a request.
 
-Change goes to a fresh one-time account (``Keystore.reserve``). Only confirmed coins are
-selected; change of a spend becomes a coin when the ledger confirms the spend.
+A request that can only be paid by breaking this rule is refused (``WouldLink``) and says
+why; ``Wallet.status`` shows what waits to be redeemed.
+
+Coin selection among the allowed coins, in this order:
+
+1. exactly the amount (plus fee), from one coin or the fewest coins of the same
+   denominations (the issuer mints powers of two, ``coin_plan``): no change, so no coin
+   that would have to be redeemed;
+2. else the smallest single coin that covers it: one input, and big coins stay whole;
+3. else the largest coins first until covered: the fewest inputs.
+
+Change goes to a fresh one-time account (``Keystore.reserve``) in the spend's group. Only
+confirmed coins are selected; change of a spend becomes a coin when the ledger confirms
+the spend.
 
 A ledger ``Result`` settles a spend: OK (or DUPLICATE, which means this very request was
 confirmed before) adds its change; a refusal returns its coins, except when the ledger
 says an input is gone or not ours (DOUBLE_SPEND, UNKNOWN_INPUT, BAD_INPUT_SIGNATURE):
 then the book and the ledger disagree, and those coins move to ``lost`` for a person to
 look at instead of being tried again. Results must come from the ledger client's f+1
-agreement: a forged refusal would make the wallet spend the coins again.
+agreement (or, for a redeem, the issuer's answer once its mints are confirmed): a forged
+refusal would make the wallet spend the coins again.
 
 Writes (``Storage.replace``): ``receive``, ``settle``: 1. ``pay``, ``fund_htlc``: 1, plus
-1 for the change key's reservation when there is change. ``split``: 2 (its key, the book).
-``fund_channel_open``: 2 (the consumer key, the book) plus 1 with change. A repeat of a
-``receive`` writes nothing; reads and ``check`` write nothing.
+1 for the change key's reservation when there is change. ``fund_channel_open``: 2 (the
+consumer key, the book) plus 1 with change. ``redeem``: 1 per fresh coin's key, then 1.
+A repeat of a ``receive`` writes nothing; reads and ``check`` write nothing.
 """
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import signing
 from plugpay.protocol.codec import DecodeError
-from plugpay.protocol.port import collect, const, sha256
+from plugpay.protocol import codec
+from plugpay.protocol.port import collect, const, sha256, urandom
 from plugpay.protocol.schema import MAX_UINT, Any, ArrayOf, Bytes, Nested, Record, Struct, UInt
 from plugpay.protocol.structures import (
     HASH,
@@ -47,7 +68,7 @@ from plugpay.protocol.structures import (
     TxOutput,
 )
 
-from .bookkeeping import KEY_INDEX, TAG_BOOK, WalletError, load_payload, strict
+from .bookkeeping import KEY_INDEX, TAG_BOOK, WalletError, strict
 from .keystore import MAX_KEYS
 from .records import ABRecord
 
@@ -59,15 +80,23 @@ MAX_BOOK_BYTES = const(32768)  # the book is read whole into RAM
 _MAX_HELD = MAX_COINS + MAX_SPENDS * MAX_TX_OUTPUTS
 # Refusals after which the wallet cannot tell which input is gone: keep them out of use.
 _INPUT_GONE = (L.DOUBLE_SPEND, L.UNKNOWN_INPUT, L.BAD_INPUT_SIGNATURE)
+CLEAN = b""  # the group of a coin the issuer minted alone
+GROUP = Bytes(max=32)
 
 
 class InsufficientFunds(WalletError):
     """The confirmed coins do not cover the amount (or need more than 16 inputs)."""
 
 
+class WouldLink(InsufficientFunds):
+    """Enough money, but only in coins that came back from other sessions: paying with them
+    would tie those sessions to this one on the ledger. Redeem them first."""
+
+
 class Coin(Record):
     NAME = "coin"
-    FIELDS = (("txhash", HASH), ("sn", UInt(MAX_TX_OUTPUTS - 1)), ("index", KEY_INDEX), ("amount", UInt()))
+    FIELDS = (("txhash", HASH), ("sn", UInt(MAX_TX_OUTPUTS - 1)), ("index", KEY_INDEX), ("amount", UInt()),
+              ("group", GROUP))
 
     def key(self):
         return (self.txhash, self.sn)
@@ -100,6 +129,8 @@ class Spend(Record):
             good = type(meta) is int and 0 <= meta < MAX_KEYS  # the consumer's key index
         elif self.kind == L.TAG_HTLC_CREATE:  # [series id, HTLC number]
             good = isinstance(meta, list) and len(meta) == 2 and isinstance(meta[0], bytes) and type(meta[1]) is int
+        elif self.kind == L.TAG_REDEEM:  # the salt of its order; its change lands in the issuer's mints
+            good = isinstance(meta, bytes) and len(meta) == L.SALT_BYTES
         else:
             good = self.kind == L.Transaction.TAG and meta is None
         if not good:
@@ -108,6 +139,12 @@ class Spend(Record):
     def digest(self):
         """What the ledger's ``Result.request_digest`` names."""
         return sha256(self.request)
+
+    def group(self):
+        """The group of the coins this spend gives back (see the module doc)."""
+        if self.kind == L.TAG_HTLC_CREATE:
+            return self.meta[0]
+        return CLEAN if self.kind == L.TAG_REDEEM else self.ident
 
 
 class LostCoin(Record):
@@ -118,6 +155,7 @@ class LostCoin(Record):
 class BookRecord(Struct):
     NAME = "wallet_book"
     TAG = TAG_BOOK
+    VERSION = 2  # 2: coins carry their group
     FIELDS = (
         ("coins", ArrayOf(Nested(Coin), _MAX_HELD)),
         ("spends", ArrayOf(Nested(Spend), MAX_SPENDS)),
@@ -149,7 +187,84 @@ def _spend_ident(op):
         return op.channel_id()
     if op.TAG == L.TAG_HTLC_CREATE:
         return op.htlc.digest()
+    if op.TAG == L.TAG_REDEEM:
+        return op.redeem_id()
     return op.txhash()
+
+
+def _upgrade_v1(value):
+    """A version-1 book (coins without a group), as version 2. Where its coins came from is
+    unknown, so each is put in the group of the transaction that made it: coins of one
+    transaction stay together, and none funds a session before it was redeemed."""
+    if not isinstance(value, list) or len(value) != 5 or value[:2] != [TAG_BOOK, 1]:
+        return value
+    coins = list(value[2]) if isinstance(value[2], list) else []
+    for spend in value[3] if isinstance(value[3], list) else []:
+        if isinstance(spend, list) and len(spend) == 6 and isinstance(spend[3], list):
+            coins.extend(spend[3])
+    for lost in value[4] if isinstance(value[4], list) else []:
+        if isinstance(lost, list) and lost:
+            coins.append(lost[0])
+    for coin in coins:
+        if isinstance(coin, list) and len(coin) == 4:
+            coin.append(coin[0])
+    return [TAG_BOOK, 2] + value[2:]
+
+
+def coin_plan(amount, parts=L.MAX_REDEEM_OUTPUTS):
+    """Fresh coins for ``amount``: powers of two, so that later payments can be made
+    exactly, without change (at most ``parts`` coins; the smallest bits share one)."""
+    _amount(amount, "amount")
+    bits = []
+    bit = 1
+    while bit <= amount:
+        if amount & bit:
+            bits.append(bit)
+        bit <<= 1
+    if len(bits) > parts:
+        cut = len(bits) - parts + 1
+        bits = [sum(bits[:cut])] + bits[cut:]
+    bits.reverse()
+    return bits
+
+
+def _exact(coins, need):
+    """Coins summing exactly to ``need``, largest first (at most ``MAX_TX_INPUTS``), or None."""
+    chosen = []
+    left = need
+    for c in sorted(coins, key=lambda c: c.amount, reverse=True):
+        if c.amount <= left:
+            chosen.append(c)
+            left -= c.amount
+            if not left:
+                return chosen
+            if len(chosen) == MAX_TX_INPUTS:
+                return None
+    return None
+
+
+def _cover(coins, need):
+    """``_exact``, else the smallest coin covering ``need``, else the largest coins until
+    covered; None if they cannot cover it in ``MAX_TX_INPUTS`` inputs."""
+    exact = _exact(coins, need)
+    if exact is not None:
+        return exact
+    best = None
+    for c in coins:
+        if c.amount > need and (best is None or c.amount < best.amount):
+            best = c
+    if best is not None:
+        return [best]
+    chosen = []
+    total = 0
+    for c in sorted(coins, key=lambda c: c.amount, reverse=True):
+        chosen.append(c)
+        total += c.amount
+        if total >= need:
+            return chosen
+        if len(chosen) == MAX_TX_INPUTS:
+            break
+    return None
 
 
 class Books:
@@ -167,8 +282,12 @@ class Books:
     @classmethod
     def open(cls, storage, keystore, ra_pubkeys):
         books = cls(storage, keystore, ra_pubkeys)
-        rec = load_payload(books.record, BookRecord)
-        if rec is not None:
+        payload = books.record.load()
+        if payload is not None:
+            try:
+                rec = BookRecord.from_value(_upgrade_v1(codec.loads(payload, "books")))
+            except DecodeError as e:
+                raise WalletError("books: authentic but malformed record (%s)" % e)
             books.coins, books.spends, books.lost = rec.coins, rec.spends, rec.lost
         return books
 
@@ -187,8 +306,20 @@ class Books:
     # -- reading ---------------------------------------------------------------------------
 
     def balance(self):
-        """Confirmed coins: what can be spent now."""
+        """Confirmed coins: what can be spent now (clean or waiting to be redeemed)."""
         return sum(c.amount for c in self.coins)
+
+    def clean_balance(self):
+        """Confirmed coins that may fund a new session without linking it to another."""
+        return sum(c.amount for c in self.coins if c.group == CLEAN)
+
+    def groups(self):
+        """The groups of confirmed coins that came back from sessions: what to redeem."""
+        out = []
+        for c in self.coins:
+            if c.group != CLEAN and c.group not in out:
+                out.append(c.group)
+        return out
 
     def locked(self):
         """Coins inside spends that wait for their result."""
@@ -199,8 +330,14 @@ class Books:
         return sum(o.amount for s in self.spends for o in s.change)
 
     def pending_requests(self):
-        """The signed bytes of every spend without a result: send them (again)."""
-        return [s.request for s in self.spends]
+        """The signed bytes of every spend without a result: send them (again). Redeems go
+        to the issuer, not the ledger: ``pending_redeems``."""
+        return [s.request for s in self.spends if s.kind != L.TAG_REDEEM]
+
+    def pending_redeems(self):
+        """The ``RedeemRequest`` bytes of every redeem without an answer: send (again) to the
+        issuer, sealed."""
+        return [self.redeem_request(s) for s in self.spends if s.kind == L.TAG_REDEEM]
 
     def find(self, digest):
         """The pending spend whose request has SHA-256 ``digest``, or None."""
@@ -228,11 +365,13 @@ class Books:
 
     # -- receiving ---------------------------------------------------------------------------
 
-    def receive(self, txhash, sn, index, amount):
-        """Learn a coin paid to key ``index`` (a faucet mint, a payment, a channel or HTLC
-        payout). Returns False, writing nothing, if the book knows it already."""
+    def receive(self, txhash, sn, index, amount, group):
+        """Learn a coin paid to key ``index``: ``group`` is ``CLEAN`` for a coin the issuer
+        minted alone, else the id of the session object it came from (a channel or HTLC
+        series payout, a payment's txhash). Returns False, writing nothing, if the book
+        knows it already."""
         try:
-            coin = Coin(txhash, sn, index, amount)
+            coin = Coin(txhash, sn, index, amount, group)
         except ValueError as e:
             raise WalletError("not a coin: %s" % e)
         _amount(amount, "amount")
@@ -247,7 +386,7 @@ class Books:
         if self.knows(txhash, sn):
             return False
         if len(self.coins) >= MAX_COINS:
-            raise WalletError("the book holds %d coins: consolidate them with a payment to self" % MAX_COINS)
+            raise WalletError("the book holds %d coins: redeem some (they come back as fewer)" % MAX_COINS)
         lost = [x for x in self.lost if x.coin.key() != coin.key()]
         self._commit(self.coins + [coin], self.spends, lost)
         return True
@@ -257,26 +396,26 @@ class Books:
     def _check_account(self, account, what):
         check_account(self.ra_pubkeys, account, what)
 
-    def _select(self, need):
-        best = None
-        for c in self.coins:
-            if c.amount == need:
-                return [c]
-            if c.amount > need and (best is None or c.amount < best.amount):
-                best = c
-        if best is not None:
-            return [best]
-        chosen = []
-        total = 0
-        for c in sorted(self.coins, key=lambda c: c.amount, reverse=True):
-            chosen.append(c)
-            total += c.amount
-            if total >= need:
+    def _select(self, need, group=None):
+        """Coins for ``need`` that link nothing: a request of session ``group`` takes that
+        group's own coins first, then clean ones; any other request only clean ones."""
+        if group:
+            own = [c for c in self.coins if c.group == group]
+            chosen = _exact(own, need)
+            if chosen is not None:
                 return chosen
-            if len(chosen) == MAX_TX_INPUTS:
-                break
+            allowed = own + [c for c in self.coins if c.group == CLEAN]
+        else:
+            allowed = [c for c in self.coins if c.group == CLEAN]
+        chosen = _cover(allowed, need)
+        if chosen is not None:
+            return chosen
+        usable = sum(c.amount for c in allowed)
+        if usable < need <= self.balance():
+            raise WouldLink("%d needed; %d is in coins that may fund it, %d more came back from other sessions and "
+                            "would tie them to this one: redeem them first" % (need, usable, self.balance() - usable))
         raise InsufficientFunds("%d needed, %d in %d confirmed coins (%d at most in one request)" % (
-            need, self.balance(), len(self.coins), MAX_TX_INPUTS))
+            need, usable, len(allowed), MAX_TX_INPUTS))
 
     def _require_room(self):
         """Room for one more spend of the largest size, checked before any key is reserved."""
@@ -286,7 +425,7 @@ class Books:
         if size + L.MAX_REQUEST_BYTES + 1024 > MAX_BOOK_BYTES:
             raise WalletError("the book holds %d bytes: wait for pending results" % size)
 
-    def _prepare(self, amount, fee):
+    def _prepare(self, amount, fee, group=None):
         """Coins covering ``amount + fee`` and the change ``(index, account, value)`` or
         None. Every check runs before the change key is reserved (a write)."""
         _amount(fee, "fee", 0)
@@ -294,7 +433,7 @@ class Books:
         need = amount + fee
         if need > MAX_UINT:
             raise WalletError("amount plus fee exceeds 2**64-1")
-        inputs = self._select(need)
+        inputs = self._select(need, group)
         value = sum(c.amount for c in inputs) - need
         if not value:
             return inputs, None
@@ -318,9 +457,9 @@ class Books:
         return spend
 
     def pay(self, payees, fee=0, unit_price=0):
-        """A signed Gao ``Transaction`` paying ``payees`` (``[(Account, amount)]``), change to
-        a fresh own account. Returns the stored ``Spend`` (``.request``: the bytes to send,
-        ``.ident``: the txhash)."""
+        """A signed Gao ``Transaction`` paying ``payees`` (``[(Account, amount)]``) from clean
+        coins, change to a fresh own account. Returns the stored ``Spend`` (``.request``:
+        the bytes to send, ``.ident``: the txhash)."""
         if not isinstance(payees, (list, tuple)) or not 1 <= len(payees) <= MAX_TX_OUTPUTS - 1:
             raise WalletError("a payment has 1..%d payees" % (MAX_TX_OUTPUTS - 1))
         outputs = []
@@ -342,33 +481,10 @@ class Books:
                          outputs, [b""] * len(inputs))
         return self._sign(tx, inputs, own, None)
 
-    def split(self, parts, amount, fee=0):
-        """A ``Transaction`` that pays ``parts`` outputs of ``amount`` to one fresh own
-        account (and its change to the same account): separate coins to fund several
-        requests in one block, such as the N HTLCs of a series."""
-        if type(parts) is not int or not 1 <= parts <= MAX_TX_OUTPUTS - 1:
-            raise WalletError("a split makes 1..%d coins" % (MAX_TX_OUTPUTS - 1))
-        _amount(amount, "amount")
-        _amount(fee, "fee", 0)
-        if parts * amount + fee > MAX_UINT:
-            raise WalletError("the split exceeds 2**64-1")
-        if len(self.coins) + parts + 1 > MAX_COINS:
-            raise WalletError("the book cannot hold %d more coins" % (parts + 1))
-        self._require_room()
-        inputs = self._select(parts * amount + fee)
-        index, account = self.keystore.reserve()
-        value = sum(c.amount for c in inputs) - parts * amount - fee
-        amounts = [amount] * parts + ([value] if value else [])
-        outputs = [TxOutput(account, a) for a in amounts]
-        own = [OwnOutput(sn, index, a) for sn, a in enumerate(amounts)]
-        tx = Transaction([TxInput(c.txhash, c.sn) for c in inputs], Price(0, parts * amount), outputs,
-                         [b""] * len(inputs))
-        return self._sign(tx, inputs, own, None)
-
     def fund_channel_open(self, producer, collateral, installments, window, fee=0):
-        """A signed ``ChannelOpen`` locking ``collateral`` (Unterweger et al.'s deposit) as
-        the consumer, under a fresh one-time key whose index is the spend's ``meta``. Its
-        ``ident`` is the channel id."""
+        """A signed ``ChannelOpen`` locking ``collateral`` (Unterweger et al.'s deposit) from
+        clean coins as the consumer, under a fresh one-time key whose index is the spend's
+        ``meta``. Its ``ident`` is the channel id."""
         self._check_account(producer, "producer")
         _amount(collateral, "collateral")
         if type(installments) is not int or not 1 <= installments <= min(collateral, L.MAX_INSTALLMENTS):
@@ -383,14 +499,61 @@ class Books:
         return self._sign(op, inputs, own, index)
 
     def fund_htlc(self, htlc, fee=0, meta=None):
-        """A signed ``HtlcCreate`` funding the payer-signed terms ``htlc``; its ``ident`` is
-        the HTLC id."""
+        """A signed ``HtlcCreate`` funding the payer-signed terms ``htlc`` of series
+        ``meta[0]`` from that series' change or clean coins; its ``ident`` is the HTLC id."""
         self._check_account(htlc.payee, "htlc.payee")
         _amount(htlc.amount, "htlc.amount")
-        inputs, change = self._prepare(htlc.amount, fee)
+        if not isinstance(meta, list) or len(meta) != 2 or not isinstance(meta[0], bytes):
+            raise WalletError("an HTLC is funded as part of a series: meta is [series id, number]")
+        inputs, change = self._prepare(htlc.amount, fee, meta[0])
         own, outputs = self._change(change)
         op = L.HtlcCreate(htlc, [TxInput(c.txhash, c.sn) for c in inputs], outputs, [b""] * len(inputs))
         return self._sign(op, inputs, own, meta)
+
+    def redeem(self, group, fee=0):
+        """A signed ``Redeem`` of the coins of ``group`` (at most 16 at a time: call again
+        for the rest) for fresh clean coins of ``coin_plan`` amounts, each to a fresh key.
+        Returns the stored ``Spend``; ``redeem_request(spend)`` is what goes to the issuer."""
+        if not isinstance(group, bytes) or group == CLEAN:
+            raise WalletError("only coins that came back from a session are redeemed")
+        _amount(fee, "fee", 0)
+        self._require_room()
+        coins = sorted([c for c in self.coins if c.group == group], key=lambda c: c.amount, reverse=True)
+        coins = coins[:MAX_TX_INPUTS]
+        if not coins:
+            raise WalletError("no coins in group %s" % group.hex())
+        total = sum(c.amount for c in coins)
+        if total <= fee:
+            raise WalletError("the coins of group %s hold %d, not more than the fee %d" % (group.hex(), total, fee))
+        amounts = coin_plan(total - fee)
+        if len(self.coins) - len(coins) + len(amounts) > MAX_COINS:
+            raise WalletError("the book cannot hold %d more coins" % len(amounts))
+        if self.keystore.available() < len(amounts):
+            raise WalletError("a redeem for %d fresh coins needs as many one-time keys, %d are left: register more"
+                              % (len(amounts), self.keystore.available()))
+        own = []
+        for sn, value in enumerate(amounts):
+            index, _ = self.keystore.reserve()
+            own.append(OwnOutput(sn, index, value))
+        salt = urandom(L.SALT_BYTES)
+        order = L.redeem_order(salt, self._outputs(own))
+        op = L.Redeem([TxInput(c.txhash, c.sn) for c in coins], total - fee, order, [b""] * len(coins))
+        return self._sign(op, coins, own, salt)
+
+    def _outputs(self, own):
+        return [TxOutput(self.keystore.account(o.index), o.amount) for o in own]
+
+    def redeem_request(self, spend):
+        """The ``RedeemRequest`` bytes of a pending redeem, for the issuer (send sealed)."""
+        return L.RedeemRequest(spend.request, spend.meta, self._outputs(spend.change)).encode()
+
+    def _minted(self, spend):
+        """The clean coins a confirmed redeem's mints created, where the wallet knows they are."""
+        coins = []
+        for o, out in zip(spend.change, self._outputs(spend.change)):
+            txhash = L.redeem_mint(spend.ident, spend.meta, o.sn, out).txhash()
+            coins.append(Coin(txhash, 0, o.index, o.amount, CLEAN))
+        return coins
 
     @staticmethod
     def _change(change):
@@ -417,8 +580,12 @@ class Books:
         if len(keep) == len(self.spends):
             raise WalletError("that spend is not pending")
         if self.confirmed(spend, result):
-            coins = self.coins + [Coin(spend.ident, o.sn, o.index, o.amount) for o in spend.change]
-            self._commit(coins, keep, self.lost)
+            if spend.kind == L.TAG_REDEEM:
+                back = self._minted(spend)
+            else:
+                group = spend.group()
+                back = [Coin(spend.ident, o.sn, o.index, o.amount, group) for o in spend.change]
+            self._commit(self.coins + back, keep, self.lost)
             return "confirmed"
         if result.reason in _INPUT_GONE:
             lost = self.lost + [LostCoin(c, result.reason) for c in spend.inputs]
@@ -462,6 +629,12 @@ class Books:
             return [where + ": its bytes are another request"]
         if [(i.pre_txhash, i.pre_sn) for i in op.inputs] != [c.key() for c in s.inputs]:
             return [where + ": its inputs are not the coins the book took for it"]
+        groups = [c.group for c in s.inputs if c.group != CLEAN]
+        mine = s.group() if s.kind == L.TAG_HTLC_CREATE else None
+        if len(set(groups)) > 1 or (s.kind != L.TAG_REDEEM and groups and groups[0] != mine):
+            return [where + ": it spends coins of another session, which ties them together"]
+        if s.kind == L.TAG_REDEEM and op.order != L.redeem_order(s.meta, self._outputs(s.change)):
+            return [where + ": its order is not the fresh coins the book expects"]
         digest = op.signing_digest()
         for c, w in zip(s.inputs, op.witnesses):
             if not signing.verify_digest(signing.public_key(self.keystore.secret(c.index)), digest, w):

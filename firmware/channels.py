@@ -70,6 +70,31 @@ class ChannelRecord(Struct):
             raise DecodeError(path + ".next", "not the consumer's state after the latest")
 
 
+def query(channel_id):
+    """The ledger query of a channel: all a producer needs to be shown is the channel id."""
+    return L.Query(L.QUERY_CHANNEL, channel_id, 0).encode()
+
+
+def channel_row(channel_id, data):
+    """The row ``[consumer, producer, collateral, installments, window, status, seq, paid,
+    deadline, height]`` in the ledger's answer ``data`` to ``query(channel_id)``, or None if
+    the ledger has no such channel; a malformed answer, or one to another query, raises
+    ``ChannelError``."""
+    result = strict(L.Result, data, "ledger result")
+    if result.request_digest != sha256(query(channel_id)):
+        raise ChannelError("the result does not answer the query of channel %s" % channel_id.hex())
+    if not result.ok:
+        if result.reason == L.NOT_FOUND:
+            return None
+        raise ChannelError("the ledger refused the query of channel %s (%s)" % (
+            channel_id.hex(), L.reason_name(result.reason)))
+    row = result.data
+    if not isinstance(row, list) or len(row) != 10 or [type(v) for v in row[:2]] != [bytes, bytes] \
+            or [type(v) for v in row[2:]] != [int] * 8:
+        raise ChannelError("the ledger's channel record is malformed")
+    return row
+
+
 def record_name(channel_id):
     return PREFIX + channel_id[:8].hex()
 
@@ -88,19 +113,19 @@ class Channel:
         self.unsaved = False  # ``rec`` holds an acceptance not written yet (``accept``)
 
     @classmethod
-    def create(cls, storage, keystore, role, op, my_index):
-        """Record the channel opened by ``op`` (a ``ChannelOpen``) with me as ``role``.
+    def create(cls, storage, keystore, role, channel_id, counterparty, terms, my_index):
+        """Record channel ``channel_id`` with me as ``role``, ``counterparty`` (an
+        ``Account``) on the other side and ``terms`` ``(collateral, installments, window)``.
         Creating it again (after a reboot) returns the stored channel unchanged."""
-        channel_id = op.channel_id()
+        collateral, installments, window = terms
         record = ABRecord(storage, record_name(channel_id), keystore.state_key)
         stored = load_payload(record, ChannelRecord)
         if stored is not None:
             if stored.channel_id != channel_id or stored.role != role:
                 raise ChannelError("a record for another channel uses the name " + record.name)
             return cls(keystore, stored, record)
-        counterparty = op.producer if role == CONSUMER else op.consumer
-        opening = L.opening_state(channel_id, op.first_installment())
-        rec = ChannelRecord(role, channel_id, my_index, counterparty, op.collateral, op.installments, op.window,
+        opening = L.opening_state(channel_id, collateral // installments)
+        rec = ChannelRecord(role, channel_id, my_index, counterparty, collateral, installments, window,
                             OPEN, opening, [])
         channel = cls(keystore, rec, record)
         channel._store(rec)
@@ -304,7 +329,7 @@ class Channel:
 
     def query(self):
         """The ledger query whose answer ``finish`` takes."""
-        return L.Query(L.QUERY_CHANNEL, self.rec.channel_id, 0).encode()
+        return query(self.rec.channel_id)
 
     def payout(self):
         """Where my payout lands: ``(txhash, sn)`` (producer output 0, consumer 1)."""
@@ -315,18 +340,9 @@ class Channel:
         collateral, installments, window, status, seq, paid, deadline, height]``, or None if
         the ledger has no such channel. A malformed answer, or one about another channel,
         other parties or other amounts, raises ``ChannelError``."""
-        result = strict(L.Result, data, "ledger result")
-        if result.request_digest != sha256(self.query()):
-            raise ChannelError("the result does not answer this channel's query")
-        if not result.ok:
-            if result.reason == L.NOT_FOUND:
-                return None
-            raise ChannelError("the ledger refused the query of channel %s (%s)" % (
-                self.rec.channel_id.hex(), L.reason_name(result.reason)))
-        row = result.data
-        if not isinstance(row, list) or len(row) != 10 or [type(v) for v in row[:2]] != [bytes, bytes] \
-                or [type(v) for v in row[2:]] != [int] * 8:
-            raise ChannelError("the ledger's channel record is malformed")
+        row = channel_row(self.rec.channel_id, data)
+        if row is None:
+            return None
         consumer, producer, collateral, paid = row[0], row[1], row[2], row[7]
         mine = self.keystore.account(self.rec.my_index).encode()
         theirs = self.rec.counterparty.encode()
@@ -348,7 +364,7 @@ class Channel:
         amount = paid if self.rec.role == PRODUCER else collateral - paid
         if amount:
             txhash, sn = self.payout()
-            books.receive(txhash, sn, self.rec.my_index, amount)
+            books.receive(txhash, sn, self.rec.my_index, amount, self.rec.channel_id)  # names this session
         self.remove()
         return amount
 

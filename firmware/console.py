@@ -416,6 +416,7 @@ def run_started(console, wallet, board, mqtt, payload, now, timeout_ms):
     terms or a refused faucet). ``now`` is the link clock in ms."""
     from plugpay.protocol.structures import TxOutput
 
+    from .books import CLEAN
     from .gateway_client import GatewayClient, GatewayError
     from .runner import SessionRunner
     from .session import Session
@@ -435,7 +436,7 @@ def run_started(console, wallet, board, mqtt, payload, now, timeout_ms):
         if not result.ok:
             console.error("the faucet refused: %s" % L.reason_name(result.reason))
             return None
-        wallet.receive(result.data, 0, index, fund)
+        wallet.receive(result.data, 0, index, fund, CLEAN)
     console.new_session()
     session = Session(wallet, board, terms, now(), timestamp=timestamp)
     console.status(wallet)

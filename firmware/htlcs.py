@@ -364,7 +364,7 @@ class HtlcSeries:
         if result.ok and result.data != txhash:
             raise HtlcError("the result names another payout")
         if result.ok or result.reason == L.DUPLICATE:
-            books.receive(txhash, sn, self.rec.my_index, self.rec.amount)
+            books.receive(txhash, sn, self.rec.my_index, self.rec.amount, self.rec.series_id)  # names this session
             self._set_state(i, mine)
             return STATE_NAMES[mine]
         if result.reason == L.HTLC_NOT_OPEN:

@@ -113,6 +113,21 @@ def _result(data, query):
     return result
 
 
+HEIGHT_QUERY = L.Query(L.QUERY_HEIGHT, bytes(32), 0).encode()  # the same bytes from every device
+
+
+def read_height(data):
+    """The block height in the gateway's answer to ``HEIGHT_QUERY``: what a bid deadline
+    or an HTLC timeout is counted from, without naming any earlier object of one's own."""
+    result = _result(data, HEIGHT_QUERY)
+    if not result.ok:
+        raise MarketError("height query refused: %s %s" % (L.reason_name(result.reason), result.detail))
+    data = result.data
+    if not isinstance(data, list) or len(data) != 1 or type(data[0]) is not int or data[0] < 0:
+        raise MarketError("the height answer is malformed")
+    return data[0]
+
+
 def region_query(region, page=0):
     """The query of page ``page`` of the open requests in ``region``."""
     return L.Query(L.QUERY_MARKET_REGION, L.market_region_key(region), page).encode()

@@ -15,7 +15,10 @@ Money, for a budget ``b = energy_wh * unit_price // 1000`` in N installments:
   reading k, and the producer's answer is that state countersigned. At the end the
   consumer signs a cooperative ``ChannelClose`` on the latest state, sent beside the link
   on the session topic; the producer countersigns and submits it (on-chain: open and
-  close). A producer that gets no close disputes with its latest state and settles after
+  close), and the consumer submits the same bytes only if the ledger does not show the
+  channel closed ``CLOSE_WAIT_MS`` later. The deposit the producer is shown is the channel
+  id alone: it reads the channel's terms from the ledger, and never sees the open's
+  inputs. A producer that gets no close disputes with its latest state and settles after
   the window; so does a consumer whose peer vanished.
 * HTLC series: installment 0 is the series' terms (each HTLC ``b // N``, all N funded and
   confirmed first) with preimage r_0; installment k is r_k. The producer checks on the
@@ -49,6 +52,7 @@ from plugpay.protocol.structures import Account, ChannelState, MeterReceipt
 
 from .bookkeeping import WalletError
 from .books import check_account
+from . import channels
 from .channels import ChannelError
 from .htlcs import HtlcError, compact_terms, expand_terms
 
@@ -56,6 +60,7 @@ CHANNEL = M.MODE_STATE_CHANNEL
 HTLC = M.MODE_HTLC
 CLOSE_RESEND_MS = 500  # the consumer sends its signed close again this often
 CLOSE_TRIES = 4  # then it closes alone (dispute), as does a producer that got none
+CLOSE_WAIT_MS = 2000  # the consumer gives the producer this long to submit the completed close
 NO_POWER_POLL_MS = 10
 # The meter reads a chunk that stopped short of its energy (within the tolerance: the
 # producer's own measurement reached its limit first) only after no energy came for this
@@ -68,6 +73,7 @@ ACCEPT_WRITE_MS = 5
 # What the wallet and the codec raise on input they refuse.
 REFUSALS = (WalletError, ChannelError, HtlcError, DecodeError)
 WATCH_MS = 250  # the producer looks at the channel on the ledger this often while it waits
+DEPOSIT_LOOKS = 3  # a channel the consumer named but the ledger does not show yet is looked for again
 SETTLE_RETRY_MS = 200
 
 
@@ -138,7 +144,8 @@ class Session:
         self.peer_account = None
         self.channel = None  # the wallet's Channel
         self.series = None  # the wallet's HtlcSeries
-        self.deposit = None  # consumer: the ChannelOpen bytes, or the HTLC terms being funded
+        self.deposit = None  # consumer: the ChannelOpen bytes; producer: the channel id it was shown
+        self.deposit_looks = 0  # producer: queries of that channel the ledger answered NOT_FOUND
         self.funded = 0  # consumer, HTLC: HTLCs confirmed
         self.chunk = None  # the cumulative Wh the paid chunk may reach: the producer's limit, the meter's target
         self.chunk_paused = False  # the chunk's energy was stopped for a pause
@@ -442,8 +449,8 @@ class Session:
             self._note(now, "misbehaving: not paying installment %d" % k)
             return
         if self.terms.mode == CHANNEL:
-            if k == 0:
-                proof = self.deposit
+            if k == 0:  # the channel id: the producer reads the rest from the ledger
+                proof = self.channel.channel_id
             else:
                 proof = self.channel.propose(self.terms.paid_after(k), self.params.due_wh(k), self.receipt)
                 self._signed(self.terms.paid_after(k), now)
@@ -509,10 +516,10 @@ class Session:
     def _installment_received(self, k, proof, now):
         if self.terms.mode == CHANNEL:
             if k == 0:
-                self.channel = self.wallet.accept_channel(proof, self.index, self.terms.budget(),
-                                                          self.params.installments, self.terms.window)
-                query = self.channel.query()
-                return self._query(query, self._channel_seen, now)
+                if not isinstance(proof, bytes) or len(proof) != 32:
+                    raise ChannelError("the deposit names no channel: %d bytes, not a 32-byte id" % len(proof))
+                self.deposit = proof
+                return self._query(channels.query(proof), self._channel_seen, now)
             try:
                 state = ChannelState.decode(proof, M.MAX_PROOF_BYTES)
             except DecodeError as e:
@@ -546,12 +553,22 @@ class Session:
         self._query(query, lambda result, data, t: self._htlc_seen(k, result, data, t), now)
 
     def _channel_seen(self, result, data, now):
-        row = self.channel.ledger_row(data)
+        """Producer: the ledger's answer about the channel the consumer named."""
         if self.stopped:
-            return  # too late for the link: the watch after the stop settles the channel
-        if row is None or row[5] != L.STATUS_OPEN:
-            self._note(now, "the channel is not open on the ledger: %s" % (
-                "no such channel" if row is None else "status %d" % row[5]))
+            return  # too late for the link: nothing of mine is in it yet
+        missing = channels.channel_row(self.deposit, data) is None  # a malformed answer raises: FAILED
+        if missing and self.deposit_looks < DEPOSIT_LOOKS:  # a replica behind the consumer's answer
+            self.deposit_looks += 1
+            return self._later(now + WATCH_MS, lambda t: self._query(channels.query(self.deposit), self._channel_seen, t))
+        try:
+            self.channel = self.wallet.accept_channel(self.deposit, data, self.index, self.terms.budget(),
+                                                      self.params.installments, self.terms.window)
+        except REFUSALS as e:
+            self._note(now, "the deposit is not on the ledger as agreed: %s" % e)
+            return self._stop(M.FAILED_UnpaidOverLimit, now)
+        row = self.channel.ledger_row(data)
+        if row[5] != L.STATUS_OPEN:
+            self._note(now, "the channel is not open on the ledger: status %d" % row[5])
             return self._stop(M.FAILED_UnpaidOverLimit, now)
         self._accepted(0, b"", now)
 
@@ -704,8 +721,22 @@ class Session:
             self._out.append(full)
             self._submit_close(full, now)
         elif op.sig_producer and op.sig_consumer and op.state.encode() == self.channel.latest().encode():
-            self._submit_close(data, now)
+            self.closing = data  # the producer submits it: one submission, not one from each side
+            self.wake = None
+            self._later(now + CLOSE_WAIT_MS, self._await_close)
         self._collect(now)
+
+    def _await_close(self, now):
+        """Consumer: look for the close the producer completed; submit it myself only if the
+        ledger still shows the channel open by then."""
+        self._query(self.channel.query(), self._close_seen, now)
+
+    def _close_seen(self, result, data, now):
+        row = self.channel.ledger_row(data)
+        if row is not None and row[5] == L.STATUS_OPEN:
+            self._note(now, "the producer did not submit the close: submitting it")
+            return self._submit(self.closing, self._closed, now)
+        self._paid_out(result, data, now)
 
     def _submit_close(self, raw, now):
         self.closing = raw

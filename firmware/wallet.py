@@ -26,10 +26,11 @@ from plugpay.protocol import signing
 from plugpay.protocol.codec import DecodeError
 from plugpay.protocol.port import collect
 from plugpay.protocol.schema import ArrayOf, Bytes, Nested, Record, Struct, UInt
+from plugpay.protocol.structures import Account
 
 from .bookkeeping import TAG_PROFILE, WalletError, load_payload, strict
 from .books import Books, check_account
-from .channels import CONSUMER, PRODUCER, Channel
+from .channels import CONSUMER, PRODUCER, Channel, channel_row
 from .channels import load_all as load_channels
 from .htlcs import NEW, PAYEE, PAYER, HtlcSeries
 from .htlcs import load_all as load_series
@@ -226,6 +227,8 @@ class Wallet:
         series = [self.htlcs[k].summary() for k in sorted(self.htlcs)]
         return {
             "balance": None if books is None else books.balance(),
+            "clean_balance": None if books is None else books.clean_balance(),
+            "to_redeem": None if books is None else len(books.groups()),
             "coins": None if books is None else len(books.coins),
             "locked": None if books is None else books.locked(),
             "incoming": None if books is None else books.incoming(),
@@ -305,20 +308,32 @@ class Wallet:
 
     # -- coins ---------------------------------------------------------------------------
 
-    def receive(self, txhash, sn, index, amount):
-        """A coin paid to my key ``index``; False if the book knew it."""
-        return self._books().receive(txhash, sn, index, amount)
+    def receive(self, txhash, sn, index, amount, group):
+        """A coin paid to my key ``index``; ``group`` is ``books.CLEAN`` for a coin the issuer
+        minted alone, else the id it names (see ``books``). False if the book knew it."""
+        return self._books().receive(txhash, sn, index, amount, group)
 
     def pay(self, payees, fee=0, unit_price=0):
         """A signed payment (``[(Account, amount)]``), stored before its bytes are returned."""
         return self._books().pay(payees, fee, unit_price).request
 
-    def split(self, parts, amount, fee=0):
-        return self._books().split(parts, amount, fee).request
-
     def pending_requests(self):
-        """Every signed request still waiting for the ledger: send (again) after a reboot."""
+        """Every signed ledger request still waiting for its result: send (again) after a
+        reboot."""
         return self._books().pending_requests()
+
+    def redeem(self, group, fee=0):
+        """The ``RedeemRequest`` (bytes, for the issuer, sealed) handing the coins of session
+        ``group`` back for fresh clean ones; stored before it is returned. The issuer's
+        answer goes to ``handle_result``."""
+        books = self._books()
+        return books.redeem_request(books.redeem(group, fee))
+
+    def to_redeem(self):
+        """``pending_redeems()`` to send again first, then the groups of coins that came back
+        from sessions and wait to be redeemed."""
+        books = self._books()
+        return books.pending_redeems(), books.groups()
 
     def handle_result(self, data):
         """The ledger's ``Result`` for one of ``pending_requests()``: "confirmed", "refused"
@@ -332,8 +347,9 @@ class Wallet:
             raise WalletError("no pending request of this wallet has digest %s" % result.request_digest.hex())
         confirmed = books.confirmed(spend, result)
         if spend.kind == L.TAG_CHANNEL_OPEN and confirmed:
-            channel = Channel.create(self.storage, self.keystore, CONSUMER, L.ChannelOpen.decode(spend.request),
-                                     spend.meta)
+            op = L.ChannelOpen.decode(spend.request)
+            channel = Channel.create(self.storage, self.keystore, CONSUMER, spend.ident, op.producer,
+                                     (op.collateral, op.installments, op.window), spend.meta)
             self._keep(self.channels, channel.channel_id, channel)
         elif spend.kind == L.TAG_HTLC_CREATE:
             series = self.htlcs.get(spend.meta[0])
@@ -349,23 +365,32 @@ class Wallet:
         spend = self._books().fund_channel_open(producer, collateral, installments, window, fee)
         return spend.ident, spend.request
 
-    def accept_channel(self, data, my_index, collateral, installments, window):
-        """Producer: record the channel of the ``ChannelOpen`` the consumer showed, after
-        checking it pays my account of key ``my_index`` on the agreed terms."""
-        op = strict(L.ChannelOpen, data, "channel open")
+    def accept_channel(self, channel_id, answer, my_index, collateral, installments, window):
+        """Producer: record the channel the consumer named, from ``answer``, the ledger's
+        answer to ``channels.query(channel_id)``: a channel paying my account of key
+        ``my_index`` on the agreed terms, from an RA-signed consumer (open, or already
+        closing: recorded either way, so its payout is collected; whether to deliver is the
+        session's call). The consumer shows only the id: the open's inputs would tell the
+        producer about its other coins."""
+        if not isinstance(channel_id, bytes) or len(channel_id) != 32:
+            raise WalletError("a channel id is 32 bytes")
         if type(my_index) is not int or not 0 <= my_index < self.keystore.reserved:
             raise WalletError("key %r was never handed out" % (my_index,))
-        if op.producer.encode() != self.keystore.account(my_index).encode():
-            raise WalletError("the open pays another producer account")
-        if (op.collateral, op.installments, op.window) != (collateral, installments, window):
-            raise WalletError("the open's terms %d/%d/%d are not the agreed %r/%r/%r" % (
-                op.collateral, op.installments, op.window, collateral, installments, window))
-        check_account(self.ra_pubkeys, op.consumer, "consumer")
-        channel_id = op.channel_id()
+        row = channel_row(channel_id, answer)
+        if row is None:
+            raise WalletError("the ledger has no channel %s" % channel_id.hex())
+        if row[1] != self.keystore.account(my_index).encode():
+            raise WalletError("the channel pays another producer account")
+        if tuple(row[2:5]) != (collateral, installments, window):
+            raise WalletError("the channel's terms %d/%d/%d are not the agreed %r/%r/%r" % (
+                row[2], row[3], row[4], collateral, installments, window))
+        consumer = strict(Account, row[0], "the channel's consumer")
+        check_account(self.ra_pubkeys, consumer, "consumer")
         for other in self.channels.values():
             if other.rec.my_index == my_index and other.channel_id != channel_id:
                 raise WalletError("key %d is in channel %s already" % (my_index, other.channel_id.hex()))
-        channel = Channel.create(self.storage, self.keystore, PRODUCER, op, my_index)
+        channel = Channel.create(self.storage, self.keystore, PRODUCER, channel_id, consumer,
+                                 (collateral, installments, window), my_index)
         return self._keep(self.channels, channel_id, channel)
 
     def finish_channel(self, channel_id, data):

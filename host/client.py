@@ -17,7 +17,10 @@ is making progress. The oldest request is always re-sent on time, so a primary t
 or censors requests is still reported to the backups (and without progress, every one is).
 
 Requests are identified by (client id, timestamp) and the replicas execute a client's
-requests in timestamp order, answering a replay from their reply cache. A client object
+requests in timestamp order, answering a replay from their reply cache. A timestamp is in
+nanoseconds but holds whole seconds plus a count of the lane's requests in that second:
+blocks keep the timestamps, and anyone who reads them learns when a request came to the
+second, not to the nanosecond (which would tie a request to the device that sent it). A client object
 therefore runs ``lanes`` independent client ids (``name/0``, ``name/1``, ...), each with at
 most one request outstanding: that is what lets one object keep many requests in flight
 without ever having one executed twice or skipped.
@@ -30,6 +33,9 @@ import time
 from plugpay.host import cluster
 from plugpay.host.replica import FrameError, client_handshake, read_body, tune_socket
 from plugpay.protocol import codec
+
+
+SECOND = 10 ** 9
 
 
 class NoQuorum(TimeoutError):
@@ -58,8 +64,11 @@ class Client:
         self.conns = {}                     # replica -> (writer, Link)
         self.views = {}                     # replica -> view in its latest reply
         self.waiting = {}                   # (lane, ts) -> (future, {replica: result})
+        self.status_lock = asyncio.Lock()
         self.answers = {}                   # query id -> (future, {replica: answer})
-        self.last_ts = [0] * lanes
+        # A new client starts at the next whole second, above any timestamp an earlier run
+        # under the same name can have used in this one.
+        self.last_ts = [(int(time.time()) + 1) * SECOND - 1] * lanes
         self.free = None
         self.outbox = collections.defaultdict(list)
         self.flush_pending = False
@@ -197,7 +206,7 @@ class Client:
         """Have ``op`` (bytes) executed; its result once f+1 replicas return the same one.
         Raises ``TimeoutError`` after ``timeout`` seconds (the outcome is then unknown)."""
         lane = await self.free.get()
-        ts = self.last_ts[lane] = max(self.last_ts[lane] + 1, time.time_ns())
+        ts = self.last_ts[lane] = max(self.last_ts[lane] + 1, int(time.time()) * SECOND)
         key = (lane, ts)
         future = self.loop.create_future()
         self.waiting[key] = (future, {})
@@ -279,6 +288,20 @@ class Client:
 
     async def status(self, timeout=1.0):
         """Each replica's ``Replica.status()`` list, or None where it did not answer."""
+        async with self.status_lock:  # one round at a time: the answers share one slot
+            return await self._status(timeout)
+
+    async def height(self, timeout=1.0):
+        """The newest block height that f+1 replicas report holding (so at least one honest
+        replica does), or ``NoQuorum``."""
+        rows = await self.status(timeout)
+        heights = sorted((r[3] for r in rows if type(r) is list and len(r) == 7 and type(r[3]) is int and r[3] >= 0),
+                         reverse=True)
+        if len(heights) <= self.f:
+            raise NoQuorum("the height", dict((i, r) for i, r in enumerate(rows) if r is not None))
+        return heights[self.f]
+
+    async def _status(self, timeout):
         await self._connected(self.n, timeout / 2)
         future = self.loop.create_future()
         self.answers["status"] = (future, {})

@@ -32,9 +32,11 @@ from plugpay.protocol.codec import DecodeError
 from plugpay.protocol.port import sha256
 
 log = logging.getLogger("plugpay.gateway")
+HEIGHT_WAIT = 1.0  # a height is answered from the replicas that report within this many seconds
 
 SUBMIT = "submit"
 QUERY = "query"
+HEIGHT = "height"  # a query the gateway answers itself: the cluster's height, from f+1 replicas
 REGISTER = "register"
 
 Reply = collections.namedtuple("Reply", "topic payload")
@@ -101,8 +103,8 @@ class Router:
                 L.decode_request(payload)
                 return Forward(key, SUBMIT, payload)
             if kind == topics.LEDGER_QUERY:
-                L.Query.decode(payload, L.MAX_REQUEST_BYTES)
-                return Forward(key, QUERY, payload)
+                query = L.Query.decode(payload, L.MAX_REQUEST_BYTES)
+                return Forward(key, HEIGHT if query.kind == L.QUERY_HEIGHT else QUERY, payload)
             if self.faucet is None:
                 raise Refused(L.NOT_FAUCET, "this gateway has no faucet")
             request = L.FaucetRequest.decode(payload, L.MAX_REQUEST_BYTES)
@@ -213,6 +215,9 @@ class Gateway:
                 answer = await self.client.submit(action.request, timeout=self.timeout)
             elif action.to == QUERY:
                 answer = await self.client.query(action.request, timeout=self.timeout)
+            elif action.to == HEIGHT:
+                height = await self.client.height(min(self.timeout, HEIGHT_WAIT))
+                answer = L.Result(sha256(action.request), True, L.OK, "", [height]).encode()
             else:
                 answer = await asyncio.get_running_loop().run_in_executor(self.ra_thread, self.ra.handle, action.request)
         except TimeoutError:

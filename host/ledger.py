@@ -400,6 +400,7 @@ class Ledger:
         self._handlers = {
             L.Transaction.TAG: self._transaction,
             L.TAG_FAUCET: self._faucet,
+            L.TAG_REDEEM: self._redeem,
             L.TAG_CHANNEL_OPEN: self._channel_open,
             L.TAG_CHANNEL_CLOSE: self._channel_close,
             L.TAG_CHANNEL_DISPUTE: self._channel_dispute,
@@ -505,10 +506,12 @@ class Ledger:
     # -- audit -------------------------------------------------------------------------
 
     def supply(self):
-        """Where the money is: minted = live + in channels + in HTLCs + burnt (fees)."""
+        """Where the money is: minted = live + in channels + in HTLCs + burnt (fees) +
+        redeemed (handed back to the issuer, who mints it afresh)."""
         return {
             "minted": self._total("minted"),
             "burnt": self._total("burnt"),
+            "redeemed": self._total("redeemed"),
             "live": sum(u.amount for u in self.utxos.rows.values()),
             "channels": sum(c.collateral for c in self.channels.rows.values() if c.status != L.STATUS_CLOSED),
             "htlcs": sum(h.amount for h in self.htlcs.rows.values() if h.status == L.STATUS_OPEN),
@@ -688,6 +691,18 @@ class Ledger:
         self._add_total("minted", amount)
         self._confirm(txhash, height, op, raw)
         return txhash
+
+    def _redeem(self, op, raw, height):
+        """Coins handed back to the issuer: spent, and their ``amount`` counted as redeemed
+        (the issuer mints as much afresh); inputs above the amount are a fee."""
+        body = op.body_from(raw)
+        redeem_id = sha256(body)
+        found, fee = self._check_funding(op, sha256(op.domain() + body), (), op.amount, (), redeem_id)
+        self._spend(found, redeem_id, height)
+        self._add_total("redeemed", op.amount)
+        self._add_total("burnt", fee)
+        self._confirm(redeem_id, height, op, raw)
+        return redeem_id
 
     # -- state channels ----------------------------------------------------------------
 

@@ -39,6 +39,8 @@ TAG_MARKET_REQUEST = const(24)
 TAG_MARKET_BID = const(25)
 TAG_MARKET_COMMIT = const(26)
 TAG_FAUCET_REQUEST = const(27)
+TAG_REDEEM = const(28)
+TAG_REDEEM_REQUEST = const(29)
 TAG_QUERY = const(30)
 TAG_RESULT = const(31)
 
@@ -50,7 +52,9 @@ MAX_BIDS = const(64)  # per market request: bounds the state one request can gro
 MARKET_PAGE_ROWS = const(32)  # open requests per ``QUERY_MARKET_REGION`` page
 LATITUDE_E6 = Int(-90000000, 90000000)  # micro-degrees
 LONGITUDE_E6 = Int(-180000000, 180000000)
-MAX_FAUCET_OUTPUTS = const(8)
+MAX_FAUCET_OUTPUTS = const(16)
+MAX_REDEEM_OUTPUTS = const(16)  # fresh coins one redeem asks for, each minted alone
+SALT_BYTES = const(32)
 PUBKEY = Bytes(33)
 
 # Reason codes of a ``Result``. Stable numbers: they are on the wire and in the state.
@@ -157,6 +161,7 @@ QUERY_CHANNEL = const(3)  # key: channel id
 QUERY_HTLC = const(4)  # key: HTLC id
 QUERY_MARKET = const(5)  # key: the request's one-time public key
 QUERY_MARKET_REGION = const(6)  # key: market_region_key(region), index: page number
+QUERY_HEIGHT = const(7)  # key: any 32 bytes (ignored); the gateway answers the cluster's height
 
 
 def reason_name(code):
@@ -211,6 +216,63 @@ class FaucetRequest(Struct):
         ("nonce", UInt()),
         ("outputs", ArrayOf(Nested(TxOutput), MAX_FAUCET_OUTPUTS, 1)),
     )
+
+
+class Redeem(Struct):
+    """Gives coins back to the issuer, who mints the same value as fresh coins, each in a
+    ``Faucet`` op of its own (``redeem_mint``). A coin that came back from a session (a
+    change output, a refund, a payout) names that session on the ledger; spending it in
+    another session would tie the two together, so it is redeemed instead.
+
+    ``amount`` is what the issuer owes (inputs above it are a fee). ``order`` commits to the
+    fresh outputs under a secret salt (``redeem_order``): the wallet can prove what it asked
+    for, while the ledger, which shows this op to everyone, shows nothing that ties the
+    redeemed coins to the new ones. The id is the hash of the body, as for a channel open."""
+
+    NAME = "redeem"
+    TAG = TAG_REDEEM
+    FIELDS = (
+        ("inputs", ArrayOf(Nested(TxInput), MAX_TX_INPUTS, 1)),
+        ("amount", UInt()),
+        ("order", HASH),
+        ("witnesses", ArrayOf(Signature(), MAX_TX_INPUTS, 1)),
+    )
+    UNSIGNED = 1
+
+    def validate(self, path):
+        _check_witnesses(self, path)
+        if self.amount < 1:
+            raise DecodeError(path + ".amount", "at least 1")
+
+    def redeem_id(self):
+        return sha256(self.body())
+
+
+class RedeemRequest(Struct):
+    """What a wallet sends the issuer, sealed (``protocol.sealed``): the signed ``Redeem``,
+    the salt of its ``order`` and the fresh outputs it commits to. Not a ledger op."""
+
+    NAME = "redeem_request"
+    TAG = TAG_REDEEM_REQUEST
+    FIELDS = (
+        ("redeem", Bytes(max=MAX_REQUEST_BYTES)),
+        ("salt", Bytes(SALT_BYTES)),
+        ("outputs", ArrayOf(Nested(TxOutput), MAX_REDEEM_OUTPUTS, 1)),
+    )
+
+
+def redeem_order(salt, outputs):
+    """The ``Redeem.order`` commitment to ``outputs`` under ``salt``."""
+    return sha256(b"plugpay/redeem-order/v1" + salt + codec.dumps([o.to_value() for o in outputs]))
+
+
+def redeem_mint(redeem_id, salt, i, output):
+    """The unsigned ``Faucet`` op that mints fresh output ``i`` of a redeem. Its nonce
+    comes from the salt, which only the wallet and the issuer know: the wallet finds its
+    coin at ``(op.txhash(), 0)`` without asking anyone, and nobody else can tell which
+    mints answer which redeem."""
+    nonce = int.from_bytes(sha256(b"plugpay/redeem-mint/v1" + redeem_id + salt + bytes((i,)))[:8], "big")
+    return Faucet(nonce, [output], b"")
 
 
 class ChannelOpen(Struct):
@@ -414,7 +476,10 @@ class Query(Struct):
     - ``QUERY_MARKET_REGION``: page ``index`` (``MARKET_PAGE_ROWS`` rows) of the requests in
       the region that still take bids, oldest first, as ``[request_key, window_start,
       window_end, window_unit, energy_wh, bid_deadline, height]``; page 0 may be empty, a
-      later page past the last is ``NOT_FOUND``.
+      later page past the last is ``NOT_FOUND``;
+    - ``QUERY_HEIGHT``: ``[height]``, the newest block at least f+1 replicas hold (answered
+      by the gateway, not by the ledger): what a device needs to set a bid deadline or an
+      HTLC timeout without naming any earlier object of its own.
     """
 
     NAME = "ledger_query"
@@ -444,7 +509,7 @@ class Result(Struct):
 
 OPS = dict(
     (cls.TAG, cls)
-    for cls in (Transaction, Faucet, ChannelOpen, ChannelClose, ChannelDispute, ChannelSettle,
+    for cls in (Transaction, Faucet, Redeem, ChannelOpen, ChannelClose, ChannelDispute, ChannelSettle,
                 HtlcCreate, HtlcClaim, HtlcRefund, MarketRequest, MarketBid, MarketCommit)
 )
 

@@ -1,10 +1,12 @@
-"""pytest set-up: tests/device/ runs under the real MicroPython (see mpy_plugin), and the
-Registration Authority the wallet tests register their keys with."""
+"""pytest set-up: tests/device/ runs under the real MicroPython (see mpy_plugin), the
+Registration Authority the wallet tests register their keys with, and the wallet parties
+and ledger of ``wallet_helpers`` (fixtures ``ledger``, ``consumer``, ``producer``; a module
+that defines its own keeps it)."""
 import pytest
 
 from plugpay.host import ra
 
-pytest_plugins = ["mpy_plugin"]
+pytest_plugins = ["mpy_plugin", "wallet_helpers"]
 
 NOW = 1_750_000_000
 

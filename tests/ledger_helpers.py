@@ -100,6 +100,14 @@ def channel_open(spend, consumer, producer, collateral, installments=10, window=
     return _sign_inputs(op, spend, None)
 
 
+def redeem(spend, amount, outputs=(), salt=b"s" * 32, signers=None):
+    """Hand ``spend`` back to the issuer for ``amount``, committing to ``outputs`` ((Key,
+    amount) pairs) under ``salt``."""
+    order = L.redeem_order(salt, _outputs(outputs))
+    op = L.Redeem(_inputs(spend), amount, order, [b""] * len(spend))
+    return _sign_inputs(op, spend, signers)
+
+
 def channel_state(channel_id, seq, paid, consumer, producer, energy_wh=0):
     state = S.ChannelState(channel_id, seq, paid, energy_wh, hashlib.sha256(b"receipt %d" % seq).digest(), b"", b"")
     state.sig_consumer = consumer.sign(state) if consumer else b""
@@ -165,6 +173,6 @@ def query(ledger, kind, key, index=0):
 
 
 def conserved(ledger):
-    """The conservation invariant: every minted unit is live, locked, or burnt."""
+    """The conservation invariant: every minted unit is live, locked, burnt or redeemed."""
     s = ledger.supply()
-    return s["live"] + s["channels"] + s["htlcs"] + s["burnt"] == s["minted"]
+    return s["live"] + s["channels"] + s["htlcs"] + s["burnt"] + s["redeemed"] == s["minted"]

@@ -10,6 +10,7 @@ import socket
 
 import pytest
 
+from plugpay.firmware.books import CLEAN
 from plugpay.firmware.gateway_client import GatewayClient, GatewayTimeout
 from plugpay.firmware.mqtt import Mqtt, MqttError
 from plugpay.firmware.refill import BAD_REPLY, NOT_NEEDED, REFILLED, REFUSED, refill
@@ -66,7 +67,7 @@ def funded(wallet, client, amount):
     index, account = wallet.new_account()
     result = client.faucet([S.TxOutput(account, amount)])
     assert result.ok, result
-    assert wallet.receive(result.data, 0, index, amount)
+    assert wallet.receive(result.data, 0, index, amount, CLEAN)
     return result.data
 
 
@@ -164,7 +165,7 @@ def test_a_real_transaction_confirms_and_a_query_finds_it(client, authority, tmp
     assert result.ok and result.request_digest == sha256(raw), result
     assert payer.handle_result(result.encode()) == "confirmed"
     assert payer.status()["balance"] == 500
-    assert payee.receive(result.data, 0, index, 300)
+    assert payee.receive(result.data, 0, index, 300, result.data)
     tx = client.query(L.Query(L.QUERY_TX, result.data, 0).encode())
     assert tx.ok and tx.data[1] == S.TAG_TRANSACTION and tx.data[2] == raw
     again = client.submit(raw)  # a re-send after a lost answer

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from plugpay.host import broker, cluster, faucet, ra
-from plugpay.host.gateway import QUERY, REGISTER, SUBMIT, Forward, Reply, Router
+from plugpay.host.gateway import HEIGHT, QUERY, REGISTER, SUBMIT, Forward, Reply, Router
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import ra_messages as msg
 from plugpay.protocol import signing, topics
@@ -138,6 +138,17 @@ def test_register_fund_spend_and_query_over_mqtt(wallet, device):
 
     again = result(device.ask(topics.LEDGER_SUBMIT, tx.encode()))
     assert L.reason_name(again.reason) == "DUPLICATE"
+
+
+def test_the_height_is_answered_from_f_plus_1_replicas(wallet, device):
+    """What a device asks instead of naming an earlier coin of its own: every device asks
+    the same bytes, so the question says nothing about who asks."""
+    before = result(device.ask(topics.LEDGER_QUERY, L.Query(L.QUERY_HEIGHT, bytes(32), 0).encode()))
+    wallet.fund(wallet.register(1), 5, nonce=int.from_bytes(os.urandom(6), "big"))
+    query = L.Query(L.QUERY_HEIGHT, bytes(32), 0).encode()
+    after = result(device.ask(topics.LEDGER_QUERY, query))
+    assert after.ok and after.request_digest == sha256(query)
+    assert type(after.data[0]) is int and after.data[0] > before.data[0] >= 0
 
 
 def test_many_transactions_in_flight_all_confirm(wallet, device):
@@ -297,6 +308,8 @@ def test_router_forwards_good_requests_and_answers_bad_ones_itself():
     assert action == Forward((topics.LEDGER_SUBMIT, tx), SUBMIT, tx)
     query = L.Query(L.QUERY_TX, bytes(32), 0).encode()
     assert router.receive("plugpay/ledger/query/ev1", query).to == QUERY
+    height = L.Query(L.QUERY_HEIGHT, bytes(32), 0).encode()
+    assert router.receive("plugpay/ledger/query/ev1", height).to == HEIGHT
 
     reply = router.receive("plugpay/ledger/submit/ev2", b"\xff")
     assert reply.topic == "plugpay/ledger/result/ev2"
@@ -306,7 +319,7 @@ def test_router_forwards_good_requests_and_answers_bad_ones_itself():
     assert L.Result.decode(router.receive("plugpay/ledger/submit/ev2", big).payload).reason == L.TOO_LARGE
     no_faucet = router.receive("plugpay/faucet/request/ev2", L.FaucetRequest(1, [S.TxOutput(account(1), 1)]).encode())
     assert L.Result.decode(no_faucet.payload).reason == L.NOT_FAUCET
-    assert router.stats["forwarded"] == 2 and router.stats["refused_MALFORMED"] == 1
+    assert router.stats["forwarded"] == 3 and router.stats["refused_MALFORMED"] == 1
 
 
 def test_router_drops_unknown_topics_and_bad_client_ids():

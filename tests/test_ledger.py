@@ -11,6 +11,7 @@ import ledger_helpers as H
 from plugpay.host.ledger import Ledger
 from plugpay.protocol import codec
 from plugpay.protocol import ledger_ops as L
+from plugpay.protocol import signing
 from plugpay.protocol import structures as S
 from plugpay.protocol.codec import DecodeError
 
@@ -55,7 +56,7 @@ def test_faucet_mints_outputs_to_accounts(ledger):
     a, b = mint(ledger, [(A, 1000), (B, 500)])
     got = utxo(ledger, b)
     assert got.ok and got.data == [B.account.encode(), 500, 1, None, None]
-    assert ledger.supply() == {"minted": 1500, "burnt": 0, "live": 1500, "channels": 0, "htlcs": 0}
+    assert ledger.supply() == {"minted": 1500, "burnt": 0, "redeemed": 0, "live": 1500, "channels": 0, "htlcs": 0}
 
 
 def test_faucet_refusals(ledger, tmp_path):
@@ -147,6 +148,40 @@ def test_non_bytes_request_does_not_raise(ledger):
     assert L.reason_name(res.reason) == "MALFORMED"
 
 
+def test_redeem_burns_inputs_into_the_issuer_and_its_mints_are_unlinkable(ledger):
+    a, b = mint(ledger, [(A, 700), (A, 300)])
+    op = H.redeem([a, b], 990, [(C, 500), (D, 490)], salt=b"k" * 32)
+    (res,) = H.run(ledger, 2, op)
+    assert res.ok and res.data == op.redeem_id()
+    assert utxo(ledger, a).data[3] == op.redeem_id()  # spent by the redeem
+    assert ledger.supply()["redeemed"] == 990 and ledger.supply()["burnt"] == 10 and H.conserved(ledger)
+    # The issuer mints each fresh coin alone; the wallet knows where each lands.
+    outputs = [S.TxOutput(C.account, 500), S.TxOutput(D.account, 490)]
+    mints = []
+    for i, out in enumerate(outputs):
+        m = L.redeem_mint(op.redeem_id(), b"k" * 32, i, out)
+        m.faucet_sig = signing.sign(H.FAUCET_SECRET, m)
+        mints.append(m)
+    results = H.run(ledger, 3, *mints)
+    assert [r.data for r in results] == [m.txhash() for m in mints]
+    assert H.conserved(ledger) and ledger.supply()["minted"] == 1000 + 990
+    # Nothing on the ledger ties the mints to the redeem without the salt.
+    assert op.order == L.redeem_order(b"k" * 32, outputs) != L.redeem_order(b"x" * 32, outputs)
+    assert mints[0].nonce != L.redeem_mint(op.redeem_id(), b"x" * 32, 0, outputs[0]).nonce
+
+
+def test_redeem_refusals_change_nothing(ledger):
+    (a,) = mint(ledger, [(A, 100)])
+    assert H.reasons(unchanged(ledger, lambda: H.run(ledger, 2, H.redeem([a], 101)))) == ["INPUTS_BELOW_OUTPUTS"]
+    assert H.reasons(unchanged(ledger, lambda: H.run(ledger, 2, H.redeem([a], 100, signers=[B])))) == ["BAD_INPUT_SIGNATURE"]
+    op = H.redeem([a], 100)
+    assert H.run(ledger, 2, op)[0].ok
+    assert H.reasons(unchanged(ledger, lambda: H.run(ledger, 3, op))) == ["DUPLICATE"]
+    assert H.reasons(unchanged(ledger, lambda: H.run(ledger, 3, H.redeem([a], 99)))) == ["DOUBLE_SPEND"]
+    with pytest.raises(DecodeError, match="amount"):
+        L.Redeem([S.TxInput(a.txhash, 0)], 0, bytes(32), [b""])
+
+
 # -- state channel -----------------------------------------------------------------------
 
 def open_channel(ledger, collateral=1000, installments=10, window=5, height=2):
@@ -169,7 +204,7 @@ def test_channel_open_locks_collateral_with_first_installment_paid(ledger):
     cid = open_channel(ledger)
     ch = H.query(ledger, L.QUERY_CHANNEL, cid).data
     assert ch[2:10] == [1000, 10, 5, L.STATUS_OPEN, 0, 100, 0, 2]  # paid = b/N at open
-    assert ledger.supply() == {"minted": 1100, "burnt": 10, "live": 90, "channels": 1000, "htlcs": 0}
+    assert ledger.supply() == {"minted": 1100, "burnt": 10, "redeemed": 0, "live": 90, "channels": 1000, "htlcs": 0}
 
 
 def test_cooperative_close_pays_out_at_once(ledger):
@@ -473,7 +508,7 @@ class Model:
         """One random request and what to do with the model if the ledger accepts it."""
         kinds = ["mint"]
         if self.coins:
-            kinds += ["tx", "tx", "tx", "open", "htlc", "junk"]
+            kinds += ["tx", "tx", "tx", "open", "htlc", "redeem", "junk"]
         if self.channels:
             kinds += ["close", "dispute", "dispute", "settle"]
         if self.htlcs:
@@ -506,6 +541,9 @@ class Model:
             out = max(0, total - data.draw(st.integers(0, 3))) + (5 if bad else 0)
             pays = [(pick(KEYS + [FORGED] if bad else KEYS), out)]
             return H.transaction(spend, pays), self.respend(spend, lambda r: H.coins(r.data, pays))
+        if kind == "redeem":
+            op = H.redeem(spend, max(1, total - data.draw(st.integers(0, 3))) + (5 if bad else 0))
+            return op, self.respend(spend, lambda r: [])
         if kind == "open":
             op = H.channel_open(spend, CONSUMER, PRODUCER, total + (1 if bad else 0), min(total, 1 + total % 4), 2)
             return op, self.respend(spend, lambda r: self.channels.append((r.data, op.collateral)) or [])

@@ -21,7 +21,8 @@ from plugpay.protocol import link
 from plugpay.protocol import link_messages as M
 from plugpay.protocol.port import sha256
 from sessionsim import InProcessLedger, Pair, ScaledView
-from test_wallet import H, Party, mint, ra_keys
+import ledger_helpers as H
+from wallet_helpers import Party, mint, ra_keys
 
 SESSION = sha256(b"test session")[:16]
 POWER_W = 11000

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from plugpay.firmware import channels
 from plugpay.firmware.gateway_client import GatewayClient
 from plugpay.firmware.mqtt import Mqtt
 from plugpay.firmware.settle import settle
@@ -58,10 +59,11 @@ _sinks = {}
 
 
 def open_channel(consumer, producer, window=1):
+    """The consumer signs an open; ``accept`` is the producer's part once it is on the ledger."""
     index, account = producer.new_account()
     channel_id, raw = consumer.open_channel(account, 10 * PER, 10, window)
-    producer.accept_channel(raw, index, 10 * PER, 10, window)
-    return channel_id, raw
+    return channel_id, raw, lambda gateway: producer.accept_channel(
+        channel_id, gateway.query(channels.query(channel_id)).encode(), index, 10 * PER, 10, window)
 
 
 def update(consumer, producer, channel_id, k):
@@ -71,9 +73,10 @@ def update(consumer, producer, channel_id, k):
 
 def test_an_unanswered_open_and_a_channel_nobody_closed_are_settled(host, gateway, pair):
     consumer, producer = pair
-    channel_id, raw = open_channel(consumer, producer)  # the session died before the ledger answered
+    channel_id, raw, accept = open_channel(consumer, producer)  # the session died before the ledger answered
     report = settle(consumer, gateway)
     assert report[0] == "request ChannelOpen: confirmed"
+    accept(gateway)  # the producer had been shown the channel, and nothing more happened
     assert "closing alone with my latest state, seq 0" in report[1]
     blocks_pass(host)
     assert settle(consumer, gateway) == ["channel %s: closed: %d paid out to me" % (channel_id.hex()[:16], 9 * PER)]
@@ -85,8 +88,9 @@ def test_an_unanswered_open_and_a_channel_nobody_closed_are_settled(host, gatewa
 
 def test_a_stale_close_is_answered_with_the_latest_state(host, gateway, pair):
     consumer, producer = pair
-    channel_id, raw = open_channel(consumer, producer, window=3)
+    channel_id, raw, accept = open_channel(consumer, producer, window=3)
     assert consumer.handle_result(gateway.submit(raw).encode()) == "confirmed"
+    accept(gateway)
     for k in (1, 2):
         update(consumer, producer, channel_id, k)
     # The consumer closes alone with seq 1, which pays the producer less, and vanishes.

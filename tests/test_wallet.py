@@ -5,121 +5,27 @@ import hashlib
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 
 import pytest
 
 import ledger_helpers as H
-from plugpay.firmware import records
-from plugpay.firmware.books import MAX_SPENDS, InsufficientFunds
+from plugpay.firmware import channels, records
+from plugpay.firmware.books import CLEAN, MAX_SPENDS, InsufficientFunds, WouldLink
 from plugpay.firmware.bookkeeping import WalletError
 from plugpay.firmware.channels import ChannelError
 from plugpay.firmware.htlcs import CLAIMED, FAILED, OPEN, HtlcError
 from plugpay.firmware.keystore import KeystoreError
 from plugpay.firmware.storage import Storage
 from plugpay.firmware.wallet import Wallet
-from plugpay.host.ledger import Ledger
 from plugpay.protocol import signing
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import ra_messages as msg
 from plugpay.protocol import structures as S
 from powercut import Cut, PowerCut
-
-_vins = iter(range(10**6))
-
-
-def ra_keys(authority):
-    return {authority.vault.epoch: authority.vault.public_key}
-
-
-@pytest.fixture
-def ledger(tmp_path, authority):
-    conn = sqlite3.connect(str(tmp_path / "ledger.db"))
-    conn.execute("PRAGMA synchronous=OFF")
-    return Ledger(conn, ra_keys(authority), faucet_pubkey=H.FAUCET_PUBKEY)
-
-
-class Party:
-    """A wallet in its own folder with its device key, registered with the RA."""
-
-    def __init__(self, root, authority, keys=24):
-        os.mkdir(root)
-        self.root = str(root)
-        self.device_key = os.urandom(32)
-        self.wallet = Wallet.create(Storage(self.root), self.device_key, ra_keys(authority))
-        fields = {"name": "Ada Lovelace", "licence": "LOV-1815", "vehicle_id": "1HGCM82633A%06d" % next(_vins)}
-        self.wallet.set_identity(authority.register_identity(fields, self.wallet.device_pubkey()))
-        assert self.wallet.refill_reply(authority.handle(self.wallet.refill_request(keys))) == keys
-
-    def reboot(self):
-        """Reopen from the same files, as after a power cycle; the wallet must pass check."""
-        self.wallet = Wallet.open(Storage(self.root), self.device_key)
-        report = self.wallet.check()
-        assert report["ok"], report["problems"]
-        return self.wallet
-
-    def files(self):
-        out = {}
-        for name in sorted(os.listdir(self.root)):
-            with open(os.path.join(self.root, name), "rb") as f:
-                out[name] = f.read()
-        return out
-
-
-@pytest.fixture
-def consumer(tmp_path, authority):
-    return Party(tmp_path / "consumer", authority)
-
-
-@pytest.fixture
-def producer(tmp_path, authority):
-    return Party(tmp_path / "producer", authority)
-
-
-def send(ledger, height, *raws):
-    """One block of requests through the real ledger: the encoded results."""
-    out = ledger.execute(height, list(raws))
-    ledger.conn.commit()
-    return out
-
-
-def mint(ledger, party, amounts, height=1, nonce=None):
-    """Faucet coins to fresh accounts of ``party``, learned by its wallet."""
-    w = party.wallet
-    keys = [w.new_account() for _ in amounts]
-    op = L.Faucet(nonce if nonce is not None else int.from_bytes(os.urandom(6), "big"),
-                  [S.TxOutput(acc, a) for (_, acc), a in zip(keys, amounts)], b"")
-    op.faucet_sig = signing.sign(H.FAUCET_SECRET, op)
-    (res,) = H.run(ledger, height, op)
-    assert res.ok, res.detail
-    for sn, ((index, _), amount) in enumerate(zip(keys, amounts)):
-        assert w.receive(res.data, sn, index, amount)
-    return res.data
-
-
-def settle_all(ledger, height, wallet):
-    """Send every pending request in one block and hand each result to the wallet."""
-    return [wallet.handle_result(r) for r in send(ledger, height, *wallet.pending_requests())]
-
-
-def receipt(k):
-    return hashlib.sha256(b"meter receipt %d" % k).digest()
-
-
-def decoded(raw):
-    return L.decode_request(raw)
-
-
-def unchanged(party, call, error=WalletError, match=None):
-    """``call`` is refused with ``error`` and changes neither a file nor the status."""
-    before, status = party.files(), party.wallet.status()
-    with pytest.raises(error, match=match):
-        call()
-    assert party.files() == before
-    assert party.wallet.status() == status
-
+from wallet_helpers import (accept, decoded, fresh_vin, mint, open_channel, ra_keys, receipt, redeem, send, settle_all,
+                            unchanged, update)
 
 # -- coins and payments ----------------------------------------------------------------------
 
@@ -135,13 +41,21 @@ def test_faucet_coins_then_a_payment_with_change(ledger, consumer, producer):
     (result,) = send(ledger, 2, raw)
     assert consumer.wallet.handle_result(result) == "confirmed"
     assert consumer.wallet.status()["balance"] == 735
-    assert producer.wallet.receive(tx.txhash(), 0, index, 300)
-    assert not producer.wallet.receive(tx.txhash(), 0, index, 300)  # known: no write
-    # The producer spends what it received: the book's coins really are its keys'.
-    (result,) = send(ledger, 3, producer.wallet.pay([(consumer.wallet.new_account()[1], 300)]))
+    assert producer.wallet.receive(tx.txhash(), 0, index, 300, tx.txhash())
+    assert not producer.wallet.receive(tx.txhash(), 0, index, 300, tx.txhash())  # known: no write
+    # What it received names the consumer's payment: spent in another payment it would tie
+    # the two together, so the wallet refuses and the coin goes back through the issuer
+    # (whose ledger check proves the book's coins really are its keys').
+    unchanged(producer, lambda: producer.wallet.pay([(consumer.wallet.new_account()[1], 300)]), WouldLink,
+              "redeem them first")
+    assert redeem(ledger, producer, tx.txhash(), 3) == "confirmed"
+    status = producer.wallet.status()
+    assert (status["balance"], status["clean_balance"], status["to_redeem"]) == (300, 300, 0)
+    assert [c.amount for c in producer.wallet.books.coins] == [256, 32, 8, 4]
+    (result,) = send(ledger, 5, producer.wallet.pay([(consumer.wallet.new_account()[1], 300)]))
     assert producer.wallet.handle_result(result) == "confirmed"
     assert producer.wallet.status()["balance"] == 0
-    assert H.conserved(ledger) and ledger.supply()["burnt"] == 5
+    assert H.conserved(ledger) and ledger.supply()["burnt"] == 5 and ledger.supply()["redeemed"] == 300
 
 
 def test_coin_selection_exact_then_smallest_cover_then_largest_first(ledger, consumer, producer):
@@ -204,29 +118,11 @@ def test_a_coin_the_ledger_says_is_spent_is_taken_out_of_use(ledger, consumer, p
     assert w.pending_requests() == [] and raw
     w = Wallet.open(Storage(consumer.root), consumer.device_key)  # remembered across a reboot
     assert w.status()["balance"] == 70 and w.check()["problems"] == status["problems"]
-    assert w.receive(coin.txhash, coin.sn, coin.index, coin.amount)  # a person puts it back
+    assert w.receive(coin.txhash, coin.sn, coin.index, coin.amount, coin.group)  # a person puts it back
     assert w.status()["problems"] == []
 
 
 # -- state channels --------------------------------------------------------------------------
-
-def open_channel(ledger, consumer, producer, collateral=1000, installments=10, window=5, height=2):
-    mint(ledger, consumer, [collateral + 200], height=height - 1)
-    index, account = producer.wallet.new_account()
-    channel_id, raw = consumer.wallet.open_channel(account, collateral, installments, window, fee=3)
-    producer.wallet.accept_channel(raw, index, collateral, installments, window)
-    (result,) = send(ledger, height, raw)
-    assert consumer.wallet.handle_result(result) == "confirmed"
-    return channel_id
-
-
-def update(consumer, producer, channel_id, k, per=100, wh=2000):
-    """Installment k: the consumer proposes, the producer countersigns, the consumer accepts."""
-    state = consumer.wallet.channel(channel_id).propose(per * k, wh * k, receipt(k))
-    full = producer.wallet.channel(channel_id).countersign(state)
-    consumer.wallet.channel(channel_id).accept(full)
-    return full
-
 
 def test_channel_open_updates_and_cooperative_close(ledger, consumer, producer):
     channel_id = open_channel(ledger, consumer, producer)
@@ -321,13 +217,10 @@ def test_the_opening_state_closes_a_channel_without_updates(ledger, consumer, pr
 # -- HTLC series -----------------------------------------------------------------------------
 
 def test_htlc_series_claims_and_refund(ledger, consumer, producer):
-    mint(ledger, consumer, [1000])
     payee_index, payee = producer.wallet.new_account()
     series = consumer.wallet.start_htlcs(payee, 100, 3, timeout=20)
     sid = series.series_id
-    split = consumer.wallet.split(3, 100)
-    assert [o.amount for o in decoded(split).outputs] == [100, 100, 100, 700]
-    assert settle_all(ledger, 2, consumer.wallet) == ["confirmed"]
+    mint(ledger, consumer, [100, 100, 100], height=2)
     creates = [consumer.wallet.fund_htlc(sid, i) for i in range(3)]
     assert all(len(decoded(r).inputs) == 1 and not decoded(r).change for r in creates)
     assert settle_all(ledger, 3, consumer.wallet) == ["confirmed"] * 3
@@ -345,7 +238,9 @@ def test_htlc_series_claims_and_refund(ledger, consumer, producer):
     assert L.Result.decode(result).reason == L.HTLC_NOT_EXPIRED
     (result,) = send(ledger, 20, payer.refund(2))
     assert consumer.wallet.settle_htlc(sid, 2, result) == "refunded"
-    assert producer.wallet.status()["balance"] == 200 and consumer.wallet.status()["balance"] == 800
+    assert producer.wallet.status()["balance"] == 200 and consumer.wallet.status()["balance"] == 100
+    # What came back names the series on the ledger: it waits to be redeemed.
+    assert {c.group for c in producer.wallet.books.coins} == {sid} == {c.group for c in consumer.wallet.books.coins}
     assert producer.wallet.series(sid).done() and payer.done()
     for party in (consumer, producer):
         party.wallet.forget_series(sid)
@@ -447,12 +342,12 @@ def test_every_step_of_a_session_survives_a_reboot(ledger, consumer, producer):
     producer.reboot()
     channel_id, raw = consumer.wallet.open_channel(account, 1000, 10, 5)
     consumer.reboot()
-    producer.wallet.accept_channel(raw, index, 1000, 10, 5)
-    producer.reboot()
     assert consumer.wallet.pending_requests() == [raw]
     (result,) = send(ledger, 2, raw)
     consumer.wallet.handle_result(result)
     consumer.reboot()
+    accept(ledger, producer, channel_id, index, 1000, 10, 5)
+    producer.reboot()
     for k in range(2, 5):
         state = consumer.wallet.channel(channel_id).propose(100 * k, 1000 * k, receipt(k))
         consumer.reboot()
@@ -488,7 +383,7 @@ def test_tampered_and_truncated_records_are_reported_and_not_used(ledger, consum
     assert not report["ok"] and any(p.startswith("books:") and "authentication" in p for p in report["problems"])
     assert w.status()["balance"] is None
     unchanged(consumer, lambda: w.pay([(producer.wallet.new_account()[1], 1)]), WalletError, "cannot be used")
-    unchanged(consumer, lambda: w.receive(bytes(32), 0, 0, 5), WalletError, "cannot be used")
+    unchanged(consumer, lambda: w.receive(bytes(32), 0, 0, 5, CLEAN), WalletError, "cannot be used")
     # The channel without a book still closes with its latest state.
     assert L.ChannelDispute.decode(w.channel(channel_id).dispute()).state.seq == 1
     with pytest.raises(KeystoreError, match="does not unseal"):
@@ -528,12 +423,13 @@ def test_bad_input_to_the_book_is_refused_without_change(ledger, consumer, produ
         (lambda: w.pay([]), "payees"),
         (lambda: w.pay([(payee.encode(), 10)]), "not an Account"),
         (lambda: w.pay([(payee, 501)]), "needed"),
-        (lambda: w.split(0, 10), "split"),
-        (lambda: w.receive(b"short", 0, 0, 5), "coin"),
-        (lambda: w.receive(bytes(32), 0, 0, 0), "amount"),
-        (lambda: w.receive(bytes(32), 0, 10**5, 5), "never handed out"),
-        (lambda: w.receive(bytes(32), 99, 0, 5), "coin"),
-        (lambda: w.receive(w.books.coins[0].txhash, 0, 0, 7), "in the book"),
+        (lambda: w.receive(b"short", 0, 0, 5, CLEAN), "coin"),
+        (lambda: w.receive(bytes(32), 0, 0, 0, CLEAN), "amount"),
+        (lambda: w.receive(bytes(32), 0, 10**5, 5, CLEAN), "never handed out"),
+        (lambda: w.receive(bytes(32), 99, 0, 5, CLEAN), "coin"),
+        (lambda: w.receive(bytes(32), 0, 0, 5, b"x" * 33), "coin"),
+        (lambda: w.receive(w.books.coins[0].txhash, 0, 0, 7, CLEAN), "in the book"),
+        (lambda: w.redeem(CLEAN), "only coins that came back"),
         (lambda: w.handle_result(b"junk"), "ledger result"),
         (lambda: w.handle_result(L.Result(bytes(32), True, 0, "", None).encode()), "no pending request"),
         (lambda: w.open_channel(forged, 100, 10, 5), "RA signature"),
@@ -541,7 +437,8 @@ def test_bad_input_to_the_book_is_refused_without_change(ledger, consumer, produ
         (lambda: w.open_channel(payee, 100, 10, 0), "window"),
         (lambda: w.start_htlcs(forged, 10, 2, 5), "RA signature"),
         (lambda: w.start_htlcs(payee, 10, 0, 5), "positive"),
-        (lambda: w.accept_channel(b"\x80", 0, 1, 1, 1), "channel open"),
+        (lambda: w.accept_channel(b"\x80", b"", 0, 1, 1, 1), "channel id"),
+        (lambda: w.accept_channel(bytes(32), b"\x80", 0, 1, 1, 1), "ledger result"),
         (lambda: w.accept_htlcs([b"junk"], 0), "htlc"),
         (lambda: w.accept_htlcs([], 0), "series"),
         (lambda: w.finish_channel(bytes(32), b""), "no usable channel"),
@@ -620,22 +517,30 @@ def test_bad_input_to_a_channel_is_refused_without_change(ledger, consumer, prod
     unchanged(consumer, lambda: c.countersign_close(half.encode()), ChannelError, "signature")
 
 
-def test_accept_channel_checks_the_open_it_is_shown(ledger, consumer, producer):
+def test_accept_channel_checks_the_channel_on_the_ledger(ledger, consumer, producer):
     mint(ledger, consumer, [1000, 500])
     index, account = producer.wallet.new_account()
     other_index, _ = producer.wallet.new_account()
-    _, raw = consumer.wallet.open_channel(account, 1000, 10, 5)
+    channel_id, raw = consumer.wallet.open_channel(account, 1000, 10, 5)
+    answer = lambda: ledger.query(channels.query(channel_id))  # noqa: E731
+    unchanged(producer, lambda: producer.wallet.accept_channel(channel_id, answer(), index, 1000, 10, 5),
+              WalletError, "no channel")  # named before it is on the ledger
+    assert consumer.wallet.handle_result(send(ledger, 2, raw)[0]) == "confirmed"
+    other = ledger.query(channels.query(bytes(32)))
     for call, match in (
-        (lambda: producer.wallet.accept_channel(raw, other_index, 1000, 10, 5), "another producer account"),
-        (lambda: producer.wallet.accept_channel(raw, index, 900, 10, 5), "agreed"),
-        (lambda: producer.wallet.accept_channel(raw, 10**5, 1000, 10, 5), "never handed out"),
-        (lambda: producer.wallet.accept_channel(raw[:-1], index, 1000, 10, 5), "channel open"),
+        (lambda: producer.wallet.accept_channel(channel_id, answer(), other_index, 1000, 10, 5),
+         "another producer account"),
+        (lambda: producer.wallet.accept_channel(channel_id, answer(), index, 900, 10, 5), "agreed"),
+        (lambda: producer.wallet.accept_channel(channel_id, answer(), 10**5, 1000, 10, 5), "never handed out"),
+        (lambda: producer.wallet.accept_channel(channel_id, other, index, 1000, 10, 5), "does not answer"),
+        (lambda: producer.wallet.accept_channel(channel_id, answer()[:-1], index, 1000, 10, 5), "ledger result"),
     ):
         unchanged(producer, call, WalletError, match)
-    channel = producer.wallet.accept_channel(raw, index, 1000, 10, 5)
-    assert producer.wallet.accept_channel(raw, index, 1000, 10, 5) is channel  # shown again: no second object
-    _, again = consumer.wallet.open_channel(account, 500, 5, 5)
-    unchanged(producer, lambda: producer.wallet.accept_channel(again, index, 500, 5, 5), WalletError, "already")
+    channel = producer.wallet.accept_channel(channel_id, answer(), index, 1000, 10, 5)
+    assert producer.wallet.accept_channel(channel_id, answer(), index, 1000, 10, 5) is channel  # no second object
+    again_id, again = consumer.wallet.open_channel(account, 500, 5, 5)
+    assert consumer.wallet.handle_result(send(ledger, 3, again)[0]) == "confirmed"
+    unchanged(producer, lambda: accept(ledger, producer, again_id, index, 500, 5, 5), WalletError, "already")
 
 
 def test_bad_registration_replies_store_nothing(consumer, authority):
@@ -677,10 +582,10 @@ def test_writes_per_operation(ledger, consumer, producer):
     before = writes()
     channel_id, raw = w.open_channel(payee, 500, 5, 5)  # consumer key + change key + book
     assert writes() - before == 3
-    producer.wallet.accept_channel(raw, index, 500, 5, 5)
     before = writes()
     w.handle_result(send(ledger, 3, raw)[0])  # channel record + book
     assert writes() - before == 2
+    accept(ledger, producer, channel_id, index, 500, 5, 5)
     c, p = w.channel(channel_id), producer.wallet.channel(channel_id)
     before, pbefore = writes(), producer.wallet.storage.writes
     full = p.countersign(c.propose(200, 100, receipt(1)))
@@ -716,7 +621,7 @@ def test_cli_init_status_check_and_errors(tmp_path, authority):
     assert out.returncode == 0, out.stderr
     assert key.stat().st_size == 32 and "device public key" in out.stdout
     identity = authority.register_identity({"name": "Ada Lovelace", "licence": "LOV-1815",
-                                            "vehicle_id": "1HGCM82633A%06d" % next(_vins)},
+                                            "vehicle_id": fresh_vin()},
                                            bytes.fromhex(out.stdout.split("device public key: ")[1].split()[0]))
     assert cli("identity", "--dir", str(d), "--device-key", str(key), "--identity", identity.hex()).returncode == 0
     out = cli("status", "--dir", str(d), "--device-key", str(key), "--json")

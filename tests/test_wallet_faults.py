@@ -12,6 +12,8 @@ import sqlite3
 
 import pytest
 
+from plugpay.firmware import channels
+from plugpay.firmware.books import CLEAN
 from plugpay.firmware.channels import ChannelError
 from plugpay.firmware.storage import Storage
 from plugpay.firmware.wallet import Wallet
@@ -21,7 +23,8 @@ from plugpay.protocol import structures as S
 from plugpay.protocol.structures import ChannelState
 from powercut import Cut, PowerCut
 from plugpay.host.ledger import Ledger
-from test_wallet import H, Party, ra_keys, receipt, send
+import ledger_helpers as H
+from wallet_helpers import Party, ra_keys, receipt, send
 
 INSTALLMENTS = 5
 
@@ -66,15 +69,16 @@ class Session:
                     op.faucet_sig = signing.sign(H.FAUCET_SECRET, op)
                     (result,) = H.run(self.ledger, 1, op)
                     self.mint_tx = result.data
-                c.receive(self.mint_tx, 0, self.coin[0], 1500)  # idempotent
+                c.receive(self.mint_tx, 0, self.coin[0], 1500, CLEAN)  # idempotent
                 self.channel_id, self.raw = c.open_channel(self.payee[1], 1000, INSTALLMENTS * 2, 5, fee=3)
         if not self.confirmed:
-            if self.channel_id not in p.channels:
-                p.accept_channel(self.raw, self.payee[0], 1000, INSTALLMENTS * 2, 5)
             for result in send(self.ledger, self.height, *c.pending_requests()):
                 c.handle_result(result)
             self.height += 1
             self.confirmed = True
+        if self.channel_id not in p.channels:  # the producer is shown the id, reads the rest on the ledger
+            answer = self.ledger.query(channels.query(self.channel_id))
+            p.accept_channel(self.channel_id, answer, self.payee[0], 1000, INSTALLMENTS * 2, 5)
         for k in range(1, INSTALLMENTS + 1):
             if c.channel(self.channel_id).latest().seq >= k:
                 continue

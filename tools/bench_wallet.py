@@ -37,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from plugpay.firmware import channels
+from plugpay.firmware.books import CLEAN
 from plugpay.firmware.storage import Storage
 from plugpay.firmware.wallet import Wallet
 from plugpay.host import ra
@@ -134,7 +136,7 @@ class Bench:
         result = L.Result.decode(self.execute(op.encode()))
         if not result.ok:
             raise RuntimeError("the ledger refused the faucet: %s" % result.detail)
-        wallet.receive(result.data, 0, index, amount)
+        wallet.receive(result.data, 0, index, amount, CLEAN)
 
     def open_channel(self, consumer, producer, installments):
         """A channel confirmed by the ledger, recorded by both wallets; its id."""
@@ -142,9 +144,10 @@ class Bench:
         self.mint(consumer, collateral + 100)
         index, account = producer.new_account()
         channel_id, raw = consumer.open_channel(account, collateral, installments, WINDOW)
-        producer.accept_channel(raw, index, collateral, installments, WINDOW)
         if consumer.handle_result(self.execute(raw)) != "confirmed":
             raise RuntimeError("the ledger did not confirm the channel open")
+        answer = self.ledger.query(channels.query(channel_id))
+        producer.accept_channel(channel_id, answer, index, collateral, installments, WINDOW)
         return channel_id
 
 

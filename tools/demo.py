@@ -19,6 +19,7 @@ import time
 from plugpay.boards.sim.board import SimBoard
 from plugpay.boards.sim.clock import ScaledClock
 from plugpay.boards.sim.power import Battery, Meter
+from plugpay.firmware.books import CLEAN
 from plugpay.firmware.gateway_client import GatewayClient
 from plugpay.firmware.mqtt import Mqtt
 from plugpay.firmware.refill import REFILLED, refill
@@ -167,7 +168,7 @@ class Device:
         result = self.gateway.faucet([TxOutput(account, amount)])
         if not result.ok:
             raise RuntimeError("the faucet refused: %s %s" % (L.reason_name(result.reason), result.detail))
-        self.wallet.receive(result.data, 0, index, amount)
+        self.wallet.receive(result.data, 0, index, amount, CLEAN)
 
     def start(self, terms, cheat=None, pause=False):
         """Run a session with ``terms`` in a thread of its own; ``pause``: this side's owner

@@ -21,6 +21,7 @@ import time
 from plugpay.boards.sim.board import SimBoard
 from plugpay.boards.sim.clock import ScaledClock
 from plugpay.boards.sim.power import Battery, Meter
+from plugpay.firmware.books import CLEAN
 from plugpay.firmware.gateway_client import Requests
 from plugpay.firmware.mqtt import Mqtt
 from plugpay.firmware.runner import SessionRunner
@@ -83,8 +84,10 @@ def fund(host, grants, timeout_s=60.0):
         for key, result in station.answers(len(waiting), timeout_s, "faucet requests"):
             if not result.ok:
                 raise RuntimeError("the faucet refused: %s %s" % (L.reason_name(result.reason), result.detail))
-            for sn, (wallet, amount, (index, _)) in enumerate(waiting[key]):
-                wallet.receive(result.data, sn, index, amount)
+            chunk = waiting[key]
+            group = CLEAN if len(chunk) == 1 else result.data  # coins minted together are linked until redeemed
+            for sn, (wallet, amount, (index, _)) in enumerate(chunk):
+                wallet.receive(result.data, sn, index, amount, group)
 
 
 class _Station:

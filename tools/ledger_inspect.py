@@ -183,14 +183,12 @@ class LedgerReader:
 
     async def tip(self):
         """The newest height that f+1 replicas report holding."""
-        rows = await self.client.status(min(self.timeout, STATUS_WAIT))
-        heights = sorted((r[3] for r in rows if type(r) is list and len(r) == 7 and _is_uint(r[3])), reverse=True)
-        f = self.client.f
-        if len(heights) <= f:
-            silent = [str(i) for i, r in enumerate(rows) if r is None]
+        try:
+            return await self.client.height(min(self.timeout, STATUS_WAIT))
+        except NoQuorum as e:
+            silent = [str(i) for i in range(self.client.n) if i not in e.answers]
             raise InspectError("fewer than f+1 replicas report their height: replicas %s did not answer"
                                % ", ".join(silent))
-        return heights[f]
 
     async def block(self, height, tip):
         """Block ``height`` (at most ``tip``). A replica that has not reached it yet answers

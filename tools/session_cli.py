@@ -11,11 +11,9 @@ session id (with an ECDH secret of their two one-time keys, so no one else readi
 board finds the session's topics) and the terms from the request and the chosen bid, then
 run the session (``firmware.session`` over ``firmware.runner``) on a fresh MQTT connection.
 
-The ledger grows a block per batch of requests and answers no "current height" query, so
-a bid deadline in blocks cannot be set "a few seconds ahead". The consumer takes the newest
-height it can see (its coins' confirmations, the region's open requests) plus
-``--bid-blocks`` as the deadline, and closes bidding itself by committing after the
-wall-clock ``--bid-window``.
+The consumer sets the bid deadline ``--bid-blocks`` past the ledger's height (asked of
+the gateway with the same bytes every device sends, so the question names nothing of its
+own), and closes bidding itself by committing after the wall-clock ``--bid-window``.
 
 Exit codes: 0 a session settled with the link's OK; 1 it failed at run time (broker or
 gateway unreachable, no bids, not enough money, a refused or unfinished session);
@@ -32,6 +30,7 @@ from plugpay.boards.sim.clock import ScaledClock
 from plugpay.boards.sim.power import Battery, Meter
 from plugpay.firmware import market
 from plugpay.firmware.bookkeeping import WalletError
+from plugpay.firmware.books import CLEAN
 from plugpay.firmware.devicekey import DeviceKeyError
 from plugpay.firmware.gateway_client import GatewayClient, GatewayError
 from plugpay.firmware.keystore import KeystoreError
@@ -289,7 +288,7 @@ class _Device:
         result = self.gateway.faucet([TxOutput(account, amount)])
         if not result.ok:
             raise SessionFailure("the faucet refused %d: %s %s" % (amount, L.reason_name(result.reason), result.detail))
-        self.wallet.receive(result.data, 0, index, amount)
+        self.wallet.receive(result.data, 0, index, amount, CLEAN)
         self.say("funded with %d by the faucet" % amount)
 
     def _ask(self, op):
@@ -316,29 +315,22 @@ class _Device:
 
     # -- consumer: exploration and evaluation ----------------------------------------------
 
-    def _known_height(self):
-        """The newest block height in sight: the confirmation of my newest coin and the
-        region's open requests (the ledger has no query of its current height)."""
-        heights = [row.height for row in self._open_requests()]
-        coins = self.wallet.books.coins
-        if coins:
-            found = self.gateway.query(L.Query(L.QUERY_TX, coins[-1].txhash, 0).encode())
-            if not found.ok:
-                raise SessionFailure("the wallet's newest coin %s is not on this ledger (%s): a wallet of another "
-                                     "network? Fund it here (--fund AMOUNT on a test network)"
-                                     % (coins[-1].txhash.hex()[:16], L.reason_name(found.reason)))
-            heights.append(found.data[0])
-        return max(heights) if heights else 0
+    def _height(self):
+        """The ledger's height, asked as every device asks it (nothing of mine named)."""
+        return market.read_height(self.gateway.query(market.HEIGHT_QUERY).encode())
 
     def _buy(self):
         args = self.args
-        balance = self.wallet.status()["balance"]
+        status = self.wallet.status()
+        balance = status["clean_balance"]
         if not balance:
-            raise SessionFailure("the wallet holds no money: fund it (--fund AMOUNT on a test network)")
+            raise SessionFailure("the wallet holds no money that may fund a session%s: fund it (--fund AMOUNT on a "
+                                 "test network)" % (" (%d waits to be redeemed)" % status["balance"]
+                                                    if status["balance"] else ""))
         index, _ = self.wallet.new_account()
         secret = self.wallet.keystore.secret(index)
         start = int(time.time()) // 60
-        deadline = self._known_height() + args.bid_blocks
+        deadline = self._height() + args.bid_blocks
         raw = market.request(secret, args.region, (start, start + args.window_min), args.energy_wh, deadline,
                              L.WINDOW_UNIX_MINUTES)
         self._ask(raw)

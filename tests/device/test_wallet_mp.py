@@ -7,8 +7,9 @@ Steps report the heap in use after a collection and the time per installment.
 """
 import os
 
-from plugpay.firmware import records
+from plugpay.firmware import channels, records
 from plugpay.firmware.bookkeeping import WalletError
+from plugpay.firmware.books import CLEAN
 from plugpay.firmware.storage import Storage
 from plugpay.firmware.wallet import Wallet
 from plugpay.protocol import ledger_ops as L
@@ -56,12 +57,12 @@ def _files(name):
 
 
 def _mint(w, amounts, nonce):
-    keys = [w.new_account() for _ in amounts]
-    op = L.Faucet(nonce, [S.TxOutput(k[1], a) for k, a in zip(keys, amounts)], b"")
-    op.faucet_sig = signing.sign(FAUCET_SECRET, op)
-    txhash = op.txhash()
-    for sn in range(len(amounts)):
-        assert w.receive(txhash, sn, keys[sn][0], amounts[sn])
+    """Each coin minted alone, as the issuer does: clean coins."""
+    for i, amount in enumerate(amounts):
+        index, account = w.new_account()
+        op = L.Faucet(nonce * 100 + i, [S.TxOutput(account, amount)], b"")
+        op.faucet_sig = signing.sign(FAUCET_SECRET, op)
+        assert w.receive(op.txhash(), 0, index, amount, CLEAN)
 
 
 def _ok(w, raw):
@@ -71,9 +72,21 @@ def _ok(w, raw):
         ident = op.channel_id()
     elif op.TAG == L.TAG_HTLC_CREATE:
         ident = op.htlc.digest()
+    elif op.TAG == L.TAG_REDEEM:
+        ident = op.redeem_id()
     else:
         ident = op.txhash()
     return w.handle_result(L.Result(sha256(raw), True, L.OK, "", ident).encode())
+
+
+def _ledger_row(raw):
+    """The ledger's answer to the query of the channel ``raw`` opened: what a producer is
+    shown is the channel id, and it reads the rest there."""
+    op = L.ChannelOpen.decode(raw)
+    cid = op.channel_id()
+    row = [op.consumer.encode(), op.producer.encode(), op.collateral, op.installments, op.window,
+           L.STATUS_OPEN, 0, op.first_installment(), 0, 2]
+    return L.Result(sha256(channels.query(cid)), True, L.OK, "", row).encode()
 
 
 def _refused(call, files_of):
@@ -111,8 +124,8 @@ def test_a_channel_session_with_a_reboot():
     _mint(consumer, [1200], 2)
     index, account = producer.new_account()
     channel_id, raw = consumer.open_channel(account, 1000, 20, 6)
-    producer.accept_channel(raw, index, 1000, 20, 6)
     assert _ok(consumer, raw) == "confirmed"
+    producer.accept_channel(channel_id, _ledger_row(raw), index, 1000, 20, 6)
     yield "channel open"
     c, p = consumer.channel(channel_id), producer.channel(channel_id)
     spent = [0, 0, 0]  # ms in propose, countersign, accept
@@ -149,8 +162,8 @@ def test_bad_channel_input_is_refused():
     _mint(consumer, [500], 3)
     index, account = producer.new_account()
     channel_id, raw = consumer.open_channel(account, 400, 4, 6)
-    producer.accept_channel(raw, index, 400, 4, 6)
     _ok(consumer, raw)
+    producer.accept_channel(channel_id, _ledger_row(raw), index, 400, 4, 6)
     c, p = consumer.channel(channel_id), producer.channel(channel_id)
     good = S.ChannelState.decode(c.propose(200, 100, sha256(b"r")))
     secret = consumer.keystore.secret(c.rec.my_index)
@@ -169,16 +182,21 @@ def test_bad_channel_input_is_refused():
 
 
 def test_an_htlc_series():
-    payer = _wallet("hpay", 6)
+    payer = _wallet("hpay", 10)
     payee = _wallet("hget", 2)
     _mint(payer, [500], 4)
     index, account = payee.new_account()
     series = payer.start_htlcs(account, 100, 3, 40)
     sid = series.series_id
-    assert _ok(payer, payer.split(3, 100)) == "confirmed"
-    for i in range(3):
+    for i in range(3):  # the first from the clean coin, the others from the series' change
         assert _ok(payer, payer.fund_htlc(sid, i)) == "confirmed"
+    assert [(c.amount, c.group) for c in payer.books.coins] == [(200, sid)]
     yield "3 HTLCs funded"
+    request = L.RedeemRequest.decode(payer.redeem(sid))
+    assert [o.amount for o in request.outputs] == [128, 64, 8]
+    assert _ok(payer, request.redeem) == "confirmed"
+    assert sorted((c.amount, c.group) for c in _reopen("hpay").books.coins) == [(8, b""), (64, b""), (128, b"")]
+    yield "the series' change redeemed for clean coins"
     theirs = payee.accept_htlcs(series.terms(), index)
     r = _reopen("hpay").series(sid).reveal(0)
     assert theirs.take_preimage(0, r)
