@@ -50,7 +50,7 @@ MAX_BIDS = const(64)  # per market request: bounds the state one request can gro
 MARKET_PAGE_ROWS = const(32)  # open requests per ``QUERY_MARKET_REGION`` page
 LATITUDE_E6 = Int(-90000000, 90000000)  # micro-degrees
 LONGITUDE_E6 = Int(-180000000, 180000000)
-MAX_FAUCET_OUTPUTS = const(8)
+MAX_FAUCET_OUTPUTS = const(16)
 PUBKEY = Bytes(33)
 
 # Reason codes of a ``Result``. Stable numbers: they are on the wire and in the state.
@@ -201,9 +201,10 @@ class Faucet(Struct):
 
 
 class FaucetRequest(Struct):
-    """A device asking the test network's faucet for money, sent to the gateway (which
-    holds the faucet key, checks the request against its limit and submits a signed
-    ``Faucet`` with the same nonce and outputs). Not a ledger operation itself."""
+    """A device asking the test network's faucet for money, sent sealed to the gateway
+    (``sealed``), which holds the faucet key, checks the request against its limit and
+    mints each output in a ``Faucet`` of its own (``host.faucet``), so the ledger never
+    shows coins of one wallet created together. Not a ledger operation itself."""
 
     NAME = "faucet_request"
     TAG = TAG_FAUCET_REQUEST
