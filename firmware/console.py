@@ -429,14 +429,14 @@ def run_started(console, wallet, board, mqtt, payload, now, timeout_ms):
     if fund:
         index, account = wallet.new_account()
         try:
-            result = GatewayClient(mqtt).faucet([TxOutput(account, fund)])
+            result = GatewayClient(mqtt).faucet([TxOutput(account, fund)], wallet.ra_pubkeys)
         except GatewayError as e:
             console.error(e)
             return None
         if not result.ok:
             console.error("the faucet refused: %s" % L.reason_name(result.reason))
             return None
-        wallet.receive(result.data, 0, index, fund, CLEAN)
+        wallet.receive(result.data[0], 0, index, fund, CLEAN)
     console.new_session()
     session = Session(wallet, board, terms, now(), timestamp=timestamp)
     console.status(wallet)

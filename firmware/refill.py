@@ -1,10 +1,12 @@
 """Keeping the wallet stocked with RA-signed one-time keys, through the MQTT gateway.
 
-Below ``threshold`` unused keys, the wallet's registration request goes to the RA and its
-reply back into the wallet, which verifies every RA signature against the RA key it was
-provisioned with before it stores anything (``Wallet.refill_reply``). A refusal or a bad
-reply stores no key; no answer leaves the request in flight in the wallet, so the next
-``refill`` sends the very same request again (same keys, same nonce).
+Below ``threshold`` unused keys, the wallet's registration request goes to the RA, sealed
+to the newest RA key the wallet knows (``protocol.sealed``: the broker sees neither the
+identity nor the keys), and its reply back into the wallet, which verifies every RA
+signature against the RA key it was provisioned with before it stores anything
+(``Wallet.refill_reply``). A refusal or a bad reply stores no key; no answer leaves the
+request in flight in the wallet, so the next ``refill`` sends the very same request again
+(same keys, same nonce; sealed afresh, so the two sendings share no byte on the broker).
 
 An identity must exist first: the owner registers the wallet's ``device_pubkey()`` with
 the RA in person and the wallet stores the id (``Wallet.set_identity``); without it
@@ -14,12 +16,12 @@ given up on, see ``firmware.mqtt``) passes through as well.
 from plugpay.protocol import ra_messages as ra
 from plugpay.protocol.codec import DecodeError
 
-from .gateway_client import DEFAULT_TIMEOUT_MS, GatewayError
+from .gateway_client import DEFAULT_TIMEOUT_MS, GatewayError, GatewayRefused
 from .keystore import KeystoreError
 
 NOT_NEEDED = "not_needed"
 REFILLED = "refilled"
-REFUSED = "refused"  # the RA said no (its reason is in ``detail``)
+REFUSED = "refused"  # the RA, or the gateway unable to open the request, said no (``detail``)
 BAD_REPLY = "bad_reply"  # a reply that failed the wallet's checks
 NO_ANSWER = "no_answer"  # nothing usable came back in time
 
@@ -45,7 +47,9 @@ def refill(wallet, gateway_client, count, threshold, timeout_ms=DEFAULT_TIMEOUT_
         return RefillReport(NOT_NEEDED, 0, wallet.keystore.available())
     request = wallet.refill_request(count)
     try:
-        reply = gateway_client.register(request, timeout_ms)
+        reply = gateway_client.register(request, wallet.ra_pubkeys, timeout_ms)
+    except GatewayRefused as e:
+        return RefillReport(REFUSED, 0, wallet.keystore.available(), str(e))
     except GatewayError as e:
         return RefillReport(NO_ANSWER, 0, wallet.keystore.available(), str(e))
     try:

@@ -2,8 +2,15 @@
 
 Devices speak MQTT (``protocol.topics``); the replicas speak authenticated PBFT over TCP.
 The gateway subscribes to the request topics, checks every payload, forwards good ones
-through one PBFT ``Client`` (its lanes keep many requests in flight) or to the RA, and
-publishes the answer (QoS 1) on the device's reply topic.
+through one PBFT ``Client`` (its lanes keep many requests in flight), and publishes the
+answer (QoS 1) on the device's reply topic.
+
+Requests that name an identity or tie accounts of one wallet together come sealed to the
+RA's epoch key (``protocol.sealed``) on ``host/sealed``. The gateway opens them with the
+RA's secret in the RA's thread (off the event loop), serves the inner message by its tag
+through one table (``Inner`` entries: RA registration, the faucet), and seals the answer
+so only the asking device reads it. A sealed request that does not open or decode gets a
+clear refusal (a code and a text), is counted, and reaches neither the RA nor the faucet.
 
 ``Router`` is the decision logic, without I/O: a message in, one action out (a ``Reply``
 to publish now, a ``Forward`` to carry out, or nothing), so it is tested directly.
@@ -22,10 +29,12 @@ import collections
 import concurrent.futures
 import logging
 
+from plugpay.host import faucet as faucet_mod
 from plugpay.host import ra as ra_mod
-from plugpay.host.faucet import Refused
 from plugpay.host.client import Client
+from plugpay.host.faucet import Refused
 from plugpay.host.mqtt import AsyncMqttClient
+from plugpay.protocol import codec, sealed
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import ra_messages, topics
 from plugpay.protocol.codec import DecodeError
@@ -36,26 +45,31 @@ HEIGHT_WAIT = 1.0  # a height is answered from the replicas that report within t
 
 SUBMIT = "submit"
 QUERY = "query"
+OPEN = "open"
 HEIGHT = "height"  # a query the gateway answers itself: the cluster's height, from f+1 replicas
-REGISTER = "register"
 
 Reply = collections.namedtuple("Reply", "topic payload")
 # key: (request kind, payload) identifies the request in flight; to: SUBMIT, QUERY or
-# REGISTER; request: the bytes to send there (for the faucet, the signed ``Faucet``).
+# OPEN (a sealed request); request: the bytes to send there.
 Forward = collections.namedtuple("Forward", "key to request")
+# One kind of inner message of sealed requests: the structure it must decode as, and what
+# serves it (a coroutine: decoded request, its bytes -> the inner reply's bytes).
+Inner = collections.namedtuple("Inner", "cls serve")
 
 
 class Router:
     """Turns (topic, payload) into what to do, and answers into replies; counts in ``stats``.
 
-    ``faucet`` (a ``faucet.Faucet``) enables faucet requests and ``serve_ra`` the RA
-    topics; without them those topics are answered ``NOT_FAUCET`` / not subscribed."""
+    ``secret_for_epoch`` (RA epoch -> its secret, or None) enables the sealed topic, whose
+    inner messages are served by ``inner`` ({tag: ``Inner``}); without it that topic is
+    not subscribed."""
 
-    def __init__(self, faucet=None, serve_ra=False):
-        self.faucet = faucet
-        self.kinds = (topics.LEDGER_SUBMIT, topics.LEDGER_QUERY, topics.FAUCET_REQUEST)
-        if serve_ra:
-            self.kinds += (topics.RA_REGISTER,)
+    def __init__(self, secret_for_epoch=None, inner=None):
+        self.kinds = (topics.LEDGER_SUBMIT, topics.LEDGER_QUERY)
+        if secret_for_epoch is not None:
+            self.kinds += (topics.HOST_SEALED,)
+        self.secret_for_epoch = secret_for_epoch
+        self.inner = dict(inner or {})
         self.stats = collections.Counter()
         self.waiting = {}  # Forward.key -> reply topics of everyone who asked
 
@@ -81,8 +95,13 @@ class Router:
                 askers.append(reply_to)
             self.stats["joined"] += 1
             return None
-        if kind == topics.RA_REGISTER:  # the RA answers bad input itself, without its database
-            action = Forward(key, REGISTER, payload)
+        if kind == topics.HOST_SEALED:
+            try:
+                sealed.check_request(payload)
+            except sealed.SealedRefused as refused:
+                self._count_refusal(refused)
+                return Reply(reply_to, sealed.refusal(payload, refused.code, refused.text))
+            action = Forward(key, OPEN, payload)
         else:
             try:
                 action = self._check_ledger_request(kind, key, payload)
@@ -102,29 +121,45 @@ class Router:
             if kind == topics.LEDGER_SUBMIT:
                 L.decode_request(payload)
                 return Forward(key, SUBMIT, payload)
-            if kind == topics.LEDGER_QUERY:
-                query = L.Query.decode(payload, L.MAX_REQUEST_BYTES)
-                return Forward(key, HEIGHT if query.kind == L.QUERY_HEIGHT else QUERY, payload)
-            if self.faucet is None:
-                raise Refused(L.NOT_FAUCET, "this gateway has no faucet")
-            request = L.FaucetRequest.decode(payload, L.MAX_REQUEST_BYTES)
+            query = L.Query.decode(payload, L.MAX_REQUEST_BYTES)
+            return Forward(key, HEIGHT if query.kind == L.QUERY_HEIGHT else QUERY, payload)
         except L.UnknownOp as e:
             raise Refused(L.UNKNOWN_OP, str(e))
         except DecodeError as e:
             raise Refused(L.MALFORMED, str(e))
-        return Forward(key, SUBMIT, self.faucet.mint(request).encode())
+
+    def open_sealed(self, payload):
+        """``(Inner, request, inner bytes, ReplyKey)`` of a sealed request: opened with the
+        RA secret of its epoch, its inner message decoded by the table entry of its tag.
+        Raises ``SealedRefused`` with the code to answer. Reads nothing but the key and the
+        table, so it runs in the RA's thread, off the event loop."""
+        inner, reply_key = sealed.open_request(payload, self.secret_for_epoch)
+        try:
+            value = codec.loads(inner, "sealed inner message")
+        except DecodeError as e:
+            raise sealed.SealedRefused(sealed.MALFORMED, str(e))
+        tag = value[0] if isinstance(value, list) and value and type(value[0]) is int else None
+        entry = self.inner.get(tag)
+        if entry is None:
+            raise sealed.SealedRefused(sealed.UNKNOWN_KIND, "this host serves no sealed message of tag %r" % (tag,))
+        try:
+            request = entry.cls.from_value(value)
+        except DecodeError as e:
+            raise sealed.SealedRefused(sealed.MALFORMED, str(e))
+        return entry, request, inner, reply_key
+
+    def refuse(self, key, refused):
+        """The clear refusals of the sealed request ``key`` (a ``SealedRefused``), for
+        everyone who asked."""
+        self._count_refusal(refused)
+        return self.finish(key, sealed.refusal(key[1], refused.code, refused.text))
+
+    def _count_refusal(self, refused):
+        self.stats["sealed_refused_" + refused.reason()] += 1
+        log.info("refused a sealed request: %s", refused)
 
     def finish(self, key, answer):
-        """The replies carrying ``answer`` to everyone who asked for ``key``.
-
-        A faucet answer is the ledger's ``Result`` of the ``Faucet`` the gateway signed;
-        it is re-stamped with the digest of the device's ``FaucetRequest``, the only
-        digest the device knows (its data is the minted txhash)."""
-        kind, payload = key
-        if kind == topics.FAUCET_REQUEST:
-            result = L.Result.decode(answer)
-            answer = L.Result(sha256(payload), result.ok, result.reason, result.detail, result.data).encode()
-            self.stats["faucet_minted" if result.ok else "faucet_refused_by_ledger"] += 1
+        """The replies carrying ``answer`` to everyone who asked for ``key``."""
         askers = self.waiting.pop(key)
         self.stats["replies"] += len(askers)
         return [Reply(topic, answer) for topic in askers]
@@ -138,13 +173,23 @@ class Router:
 class Gateway:
     """The running gateway: MQTT on one side, the PBFT client (and the RA) on the other.
 
-    ``ra_directory`` and ``ra_vault`` (an unsealed ``ra.Vault``) serve RA registration;
-    the RA's SQLite connection lives in a thread of its own, so a batch being stored never
-    holds up ledger traffic."""
+    ``ra_vault`` (an unsealed ``ra.Vault``) opens sealed requests; with ``ra_directory``
+    they may be RA registrations, with ``faucet`` (a ``faucet.Faucet``) faucet requests.
+    Opening and the RA's SQLite connection live in a thread of their own, so neither a
+    batch being stored nor the ECDH of a request holds up ledger traffic."""
 
     def __init__(self, config, secrets, mqtt_host, mqtt_port, faucet=None, ra_directory=None, ra_vault=None,
                  name="gateway", lanes=256, timeout=10.0):
-        self.router = Router(faucet, serve_ra=ra_directory is not None)
+        if (faucet is not None or ra_directory is not None) and ra_vault is None:
+            raise ValueError("the faucet and RA registration are served in sealed requests, which need the RA's "
+                             "key (ra_vault)")
+        inner = {}
+        if ra_directory is not None:
+            inner[ra_messages.TAG_REGISTRATION_REQUEST] = Inner(ra_messages.RegistrationRequest, self._register)
+        if faucet is not None:
+            inner[L.TAG_FAUCET_REQUEST] = Inner(L.FaucetRequest, self._faucet)
+        self.faucet = faucet
+        self.router = Router(None if ra_vault is None else ra_vault.epoch_secret, inner)
         self.client = Client(config, secrets, name=name, lanes=lanes)
         self.mqtt = AsyncMqttClient(mqtt_host, mqtt_port, self._on_message, self.router.subscriptions(),
                                     client_id="plugpay-" + name)
@@ -162,8 +207,9 @@ class Gateway:
     async def start(self):
         """Open the RA, the replica connections and the MQTT session; all or nothing."""
         try:
-            if self.ra_directory is not None:
+            if self.ra_vault is not None:
                 self.ra_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="plugpay-ra")
+            if self.ra_directory is not None:
                 await asyncio.get_running_loop().run_in_executor(self.ra_thread, self._open_ra)
             await self.client.start()
             await self.mqtt.connect()
@@ -172,7 +218,7 @@ class Gateway:
             raise
         log.info("gateway up: MQTT %s, replicas %d connected of %d, faucet %s, RA %s",
                  self.mqtt.url, len(self.client.conns), self.client.n,
-                 "on" if self.router.faucet else "off", self.ra_directory or "off")
+                 "on" if self.faucet else "off", self.ra_directory or "off")
 
     async def stop(self):
         await self.mqtt.close()
@@ -211,15 +257,15 @@ class Gateway:
 
     async def _forward(self, action):
         try:
-            if action.to == SUBMIT:
-                answer = await self.client.submit(action.request, timeout=self.timeout)
-            elif action.to == QUERY:
-                answer = await self.client.query(action.request, timeout=self.timeout)
+            if action.to == OPEN:
+                replies = await self._sealed(action)
             elif action.to == HEIGHT:
                 height = await self.client.height(min(self.timeout, HEIGHT_WAIT))
                 answer = L.Result(sha256(action.request), True, L.OK, "", [height]).encode()
+                replies = self.router.finish(action.key, answer)
             else:
-                answer = await asyncio.get_running_loop().run_in_executor(self.ra_thread, self.ra.handle, action.request)
+                send = self.client.submit if action.to == SUBMIT else self.client.query
+                replies = self.router.finish(action.key, await send(action.request, timeout=self.timeout))
         except TimeoutError:
             lost = self.router.abandon(action.key)
             log.warning("no answer within %.0f s to a %s request; %d asker(s) unanswered", self.timeout, action.to, lost)
@@ -228,28 +274,54 @@ class Gateway:
             lost = self.router.abandon(action.key)
             log.exception("a %s request failed; %d asker(s) unanswered", action.to, lost)
             return
-        replies = self.router.finish(action.key, answer)
         for reply in replies:
             self.mqtt.publish(reply.topic, reply.payload)
-        if action.key[0] == topics.FAUCET_REQUEST:
-            self._log_faucet(action, replies[0].payload)
-        elif action.to == REGISTER:
-            self._log_registration(replies)
 
-    @staticmethod
-    def _log_faucet(action, answer):
-        result = L.Result.decode(answer)
-        if result.ok:
-            minted = L.Faucet.decode(action.request)
-            log.info("faucet minted %d in %d output(s), txhash %s",
-                     sum(out.amount for out in minted.outputs), len(minted.outputs), result.data.hex())
-        else:
-            log.info("faucet request refused by the ledger: %s %s", L.reason_name(result.reason), result.detail)
+    async def _sealed(self, action):
+        """Open in the RA's thread, serve by the inner kind, seal the answer. A handler
+        that fails (other than by timing out, which the device's re-send covers) gets the
+        askers an ``UNAVAILABLE`` refusal rather than silence."""
+        loop = asyncio.get_running_loop()
+        try:
+            entry, request, inner, reply_key = await loop.run_in_executor(
+                self.ra_thread, self.router.open_sealed, action.request)
+        except sealed.SealedRefused as refused:
+            return self.router.refuse(action.key, refused)
+        try:
+            answer = sealed.seal_reply(reply_key, await entry.serve(request, inner))
+        except TimeoutError:
+            raise
+        except Exception:
+            log.exception("a sealed %s failed", entry.cls.NAME)
+            return self.router.refuse(action.key, sealed.SealedRefused(
+                sealed.UNAVAILABLE, "the host could not serve the request; retry later"))
+        return self.router.finish(action.key, answer)
 
-    @staticmethod
-    def _log_registration(replies):
-        reply = ra_messages.decode_reply(replies[0].payload)
+    async def _register(self, request, inner):
+        """An RA registration: the RA checks and stores it in its thread."""
+        answer = await asyncio.get_running_loop().run_in_executor(self.ra_thread, self.ra.handle, inner)
+        reply = ra_messages.decode_reply(answer)
         if isinstance(reply, ra_messages.RegistrationError):
-            log.info("RA refused a registration from %s: %s", replies[0].topic, reply.reason())
+            self.stats["ra_refused_" + reply.reason()] += 1
+            log.info("RA refused a registration: %s", reply.reason())
         else:
-            log.info("RA signed %d key(s) for %s", len(reply.ra_sigs), replies[0].topic)
+            self.stats["ra_signed"] += 1
+            log.info("RA signed %d key(s)", len(reply.ra_sigs))
+        return answer
+
+    async def _faucet(self, request, inner):
+        """A faucet request: each output minted in its own ``Faucet``, all submitted at once."""
+        try:
+            ops = self.faucet.mint(request)
+        except Refused as e:
+            result = faucet_mod.refused(inner, e)
+        else:
+            answers = await asyncio.gather(*(self.client.submit(op.encode(), timeout=self.timeout) for op in ops))
+            result = faucet_mod.answer(inner, ops, answers)
+        if result.ok:
+            self.stats["faucet_minted"] += 1
+            log.info("faucet minted %d in %d coin(s)", sum(out.amount for out in request.outputs), len(request.outputs))
+        else:
+            self.stats["faucet_refused_" + L.reason_name(result.reason)] += 1
+            log.info("faucet request refused: %s %s", L.reason_name(result.reason), result.detail)
+        return result.encode()

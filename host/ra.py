@@ -180,6 +180,12 @@ class Vault:
     def repository_keys(self):
         return certs.RepositoryKeys.derive(self._master)
 
+    def epoch_secret(self, epoch):
+        """The secret of ``epoch`` that opens requests sealed to its public key
+        (``protocol.sealed``), or None: only the newest epoch's secret is kept. One key for
+        signatures and for ECDH, as the wallets know the RA by that one public key."""
+        return self._secret if epoch == self.epoch else None
+
     def sign_account(self, pubkey):
         """``Account.ra_sig`` of ``Account(pubkey, epoch, b"")`` under the newest epoch."""
         return signing.sign_digest(self._secret, Account(pubkey, self.epoch, b"").signing_digest())

@@ -206,9 +206,10 @@ class Faucet(Struct):
 
 
 class FaucetRequest(Struct):
-    """A device asking the test network's faucet for money, sent to the gateway (which
-    holds the faucet key, checks the request against its limit and submits a signed
-    ``Faucet`` with the same nonce and outputs). Not a ledger operation itself."""
+    """A device asking the test network's faucet for money, sent sealed to the gateway
+    (``sealed``), which holds the faucet key, checks the request against its limit and
+    mints each output in a ``Faucet`` of its own (``host.faucet``), so the ledger never
+    shows coins of one wallet created together. Not a ledger operation itself."""
 
     NAME = "faucet_request"
     TAG = TAG_FAUCET_REQUEST

@@ -5,9 +5,10 @@ the reply topic of that kind with the same client id:
 
 - ``plugpay/ledger/submit/<cid>``: a ledger request (``ledger_ops``) -> ``Result``
 - ``plugpay/ledger/query/<cid>``: a ``ledger_ops.Query`` -> ``Result``
-- ``plugpay/faucet/request/<cid>``: a ``ledger_ops.FaucetRequest`` -> ``Result``
-- answers to those three: ``plugpay/ledger/result/<cid>``
-- ``plugpay/ra/register/<cid>``: a ``RegistrationRequest`` -> ``plugpay/ra/reply/<cid>``
+- answers to those two: ``plugpay/ledger/result/<cid>``
+- ``plugpay/host/sealed/<cid>``: a ``sealed.SealedRequest`` -> its ``SealedReply`` on
+  ``plugpay/host/sealed-reply/<cid>``. Whatever names an identity or ties accounts of one
+  wallet together (RA registration, faucet requests) travels sealed, never on a clear topic.
 - ``plugpay/link/<session id>/to-responder`` and ``.../to-initiator``: one charging link
   session between two devices, one topic per direction (``link_topics``)
 
@@ -23,18 +24,16 @@ _CLIENT_ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 
 LEDGER_SUBMIT = "ledger/submit"
 LEDGER_QUERY = "ledger/query"
-FAUCET_REQUEST = "faucet/request"
-RA_REGISTER = "ra/register"
+HOST_SEALED = "host/sealed"
 LEDGER_RESULT = "ledger/result"
-RA_REPLY = "ra/reply"
+HOST_SEALED_REPLY = "host/sealed-reply"
 
-REQUESTS = (LEDGER_SUBMIT, LEDGER_QUERY, FAUCET_REQUEST, RA_REGISTER)
-REPLIES = (LEDGER_RESULT, RA_REPLY)
+REQUESTS = (LEDGER_SUBMIT, LEDGER_QUERY, HOST_SEALED)
+REPLIES = (LEDGER_RESULT, HOST_SEALED_REPLY)
 REPLY_TO = {
     LEDGER_SUBMIT: LEDGER_RESULT,
     LEDGER_QUERY: LEDGER_RESULT,
-    FAUCET_REQUEST: LEDGER_RESULT,
-    RA_REGISTER: RA_REPLY,
+    HOST_SEALED: HOST_SEALED_REPLY,
 }
 
 

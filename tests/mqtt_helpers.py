@@ -1,7 +1,8 @@
 """Real MQTT parts for tests: the gateway (and the embedded amqtt broker) on an asyncio loop
-in a background thread, and a paho client playing a device. Mosquitto is
-``plugpay.host.broker.MosquittoProcess``."""
+in a background thread, a paho client playing a device, and one playing an observer of
+every topic. Mosquitto is ``plugpay.host.broker.MosquittoProcess``."""
 import collections
+import os
 import queue
 import socket
 import threading
@@ -96,6 +97,37 @@ class Device:
             return False
         except queue.Empty:
             return True
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Observer:
+    """What anyone who can subscribe to the broker sees: a paho client on ``#`` keeping
+    every (topic, payload) it gets, in order."""
+
+    def __init__(self, host, port):
+        self.messages = []
+        self.lock = threading.Lock()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="observer-" + os.urandom(4).hex(),
+                                  protocol=paho.MQTTv311)
+        self.client.on_message = self._message
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *args: subscribed.set()
+        self.client.connect(host, port)
+        self.client.loop_start()
+        self.client.subscribe("#", 1)
+        if not subscribed.wait(5):
+            raise TimeoutError("no SUBACK")
+
+    def _message(self, client, userdata, message):
+        with self.lock:
+            self.messages.append((message.topic, bytes(message.payload)))
+
+    def seen(self):
+        with self.lock:
+            return list(self.messages)
 
     def close(self):
         self.client.disconnect()

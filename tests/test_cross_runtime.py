@@ -1,10 +1,11 @@
-"""CPython and the real MicroPython agree byte for byte on random keys, messages and values."""
+"""CPython and the real MicroPython agree byte for byte on random keys, messages and values,
+and a request the device seals opens on CPython and the other way round."""
 import json
 import random
 
 import cbor2
 
-from plugpay.protocol import aead, signing
+from plugpay.protocol import aead, sealed, signing
 from plugpay.tools import micropython, selfcheck
 
 DEVICE = """
@@ -63,3 +64,36 @@ def test_selfcheck_passes_on_both_runtimes():
     checks = selfcheck.run(progress=lines.append)
     assert checks and all(ok for _, ok in checks)
     assert any("MicroPython" in what for what, _ in checks)
+
+
+SEAL = """
+import json
+from plugpay.protocol import sealed
+args = json.loads(ARGS)
+request, reply_key = sealed.seal_request(bytes.fromhex(args["inner"]), args["epoch"], bytes.fromhex(args["pubkey"]))
+print("@@ " + json.dumps({"request": request.hex(), "key": reply_key.key.hex(), "digest": reply_key.request_digest.hex()}))
+"""
+
+OPEN = """
+import json
+from plugpay.protocol import sealed
+args = json.loads(ARGS)
+reply_key = sealed.ReplyKey(bytes.fromhex(args["key"]), bytes.fromhex(args["digest"]))
+print("@@ " + json.dumps({"inner": sealed.open_reply(reply_key, bytes.fromhex(args["reply"])).hex()}))
+"""
+
+
+def test_micropython_seals_with_fresh_randomness_what_cpython_opens_and_reads_its_sealed_reply():
+    """Two runs of the real MicroPython (its random source is the JS host's CSPRNG), CPython
+    as the host between them; the device keeps its reply key from one run to the next."""
+    host_secret = signing.new_secret()
+    inner = random.Random(7).randbytes(700)
+    args = {"inner": inner.hex(), "epoch": 4, "pubkey": signing.public_key(host_secret).hex()}
+    device = micropython.run("ARGS = %r\n" % json.dumps(args) + SEAL, timeout=300).check().records[-1]
+    request = bytes.fromhex(device["request"])
+    opened, host_key = sealed.open_request(request, lambda epoch: host_secret if epoch == 4 else None)
+    assert opened == inner and host_key.key.hex() == device["key"]
+    reply = sealed.seal_reply(host_key, inner[::-1])
+    args = {"key": device["key"], "digest": device["digest"], "reply": reply.hex()}
+    read = micropython.run("ARGS = %r\n" % json.dumps(args) + OPEN, timeout=300).check().records[-1]
+    assert bytes.fromhex(read["inner"]) == inner[::-1]

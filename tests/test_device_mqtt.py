@@ -13,7 +13,7 @@ import pytest
 from plugpay.firmware.books import CLEAN
 from plugpay.firmware.gateway_client import GatewayClient, GatewayTimeout
 from plugpay.firmware.mqtt import Mqtt, MqttError
-from plugpay.firmware.refill import BAD_REPLY, NOT_NEEDED, REFILLED, REFUSED, refill
+from plugpay.firmware.refill import NOT_NEEDED, REFILLED, REFUSED, refill
 from plugpay.firmware.storage import Storage
 from plugpay.firmware.wallet import Wallet
 from plugpay.host import broker, cluster, faucet, ra
@@ -65,10 +65,10 @@ def new_wallet(root, authority, ra_pubkey=None):
 def funded(wallet, client, amount):
     """A faucet coin on a fresh key of ``wallet``, booked once the ledger confirmed it."""
     index, account = wallet.new_account()
-    result = client.faucet([S.TxOutput(account, amount)])
+    result = client.faucet([S.TxOutput(account, amount)], wallet.ra_pubkeys)
     assert result.ok, result
-    assert wallet.receive(result.data, 0, index, amount, CLEAN)
-    return result.data
+    assert wallet.receive(result.data[0], 0, index, amount, CLEAN)
+    return result.data[0]
 
 
 def echo_topic():
@@ -134,10 +134,11 @@ def test_a_refused_or_unverifiable_registration_stores_no_key(client, authority,
     assert (report.status, report.available) == (REFUSED, 0) and "IDENTITY_DISABLED" in report.detail, report
     assert disabled.keystore.capacity() == 0
 
+    # sealed to a key that is not the RA's: the gateway cannot open it and says so in clear
     other_ra = signing.public_key(sha256(b"not this network's RA"))
     misled = new_wallet(tmp_path / "misled", authority, ra_pubkey=other_ra)
     report = refill(misled, client, count=4, threshold=1)
-    assert (report.status, report.available) == (BAD_REPLY, 0) and "does not verify" in report.detail, report
+    assert (report.status, report.available) == (REFUSED, 0) and "CANNOT_OPEN" in report.detail, report
     assert misled.keystore.capacity() == 0 and misled.check()["ok"]
 
 
@@ -145,13 +146,20 @@ def test_a_refused_or_unverifiable_registration_stores_no_key(client, authority,
 
 def test_the_faucet_funds_an_account_and_the_wallet_books_the_coin(client, authority, tmp_path):
     wallet = new_wallet(tmp_path / "w", authority)
-    assert refill(wallet, client, count=3, threshold=1).status == REFILLED
+    assert refill(wallet, client, count=6, threshold=1).status == REFILLED
     txhash = funded(wallet, client, 500)
     assert wallet.status()["balance"] == 500
     utxo = client.query(L.Query(L.QUERY_UTXO, txhash, 0).encode())
     assert utxo.ok and utxo.data[1] == 500 and utxo.data[3] is None  # unspent
-    over = client.faucet([S.TxOutput(wallet.new_account()[1], LIMIT + 1)])
+    over = client.faucet([S.TxOutput(wallet.new_account()[1], LIMIT + 1)], wallet.ra_pubkeys)
     assert L.reason_name(over.reason) == "FAUCET_LIMIT"
+    accounts = [wallet.new_account() for _ in range(3)]
+    several = client.faucet([S.TxOutput(account, 10 * (i + 1)) for i, (_, account) in enumerate(accounts)],
+                            wallet.ra_pubkeys)
+    assert several.ok and len(set(several.data)) == 3  # one transaction per coin
+    for i, ((index, _), txhash) in enumerate(zip(accounts, several.data)):
+        assert wallet.receive(txhash, 0, index, 10 * (i + 1), CLEAN)
+    assert wallet.status()["balance"] == 560
 
 
 def test_a_real_transaction_confirms_and_a_query_finds_it(client, authority, tmp_path):

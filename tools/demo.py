@@ -165,10 +165,10 @@ class Device:
 
     def fund(self, amount):
         index, account = self.wallet.new_account()
-        result = self.gateway.faucet([TxOutput(account, amount)])
+        result = self.gateway.faucet([TxOutput(account, amount)], self.wallet.ra_pubkeys)
         if not result.ok:
             raise RuntimeError("the faucet refused: %s %s" % (L.reason_name(result.reason), result.detail))
-        self.wallet.receive(result.data, 0, index, amount, CLEAN)
+        self.wallet.receive(result.data[0], 0, index, amount, CLEAN)
 
     def start(self, terms, cheat=None, pause=False):
         """Run a session with ``terms`` in a thread of its own; ``pause``: this side's owner

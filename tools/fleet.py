@@ -2,9 +2,10 @@
 
 What ``plugpay bench session`` drives. Provisioning is batched as a workshop would do it:
 each wallet's identity is registered with the RA in person, then every wallet's key
-registration goes out at once over one MQTT connection and the RA's answers come back
-matched by nonce (``gateway_client.Requests``); the faucet funds up to
-``MAX_FAUCET_OUTPUTS`` consumers per request, all requests in flight together.
+registration goes out at once, sealed, over one MQTT connection and the RA's answers come
+back matched by request (``gateway_client.Requests``); the faucet funds up to
+``MAX_FAUCET_OUTPUTS`` consumers per request (each coin minted in a transaction of its
+own), all requests in flight together.
 
 Sessions run as in ``plugpay demo`` (``firmware.session`` over ``firmware.runner``, each
 side with its own MQTT connection under a fresh client id, boards joined by one cable),
@@ -22,13 +23,13 @@ from plugpay.boards.sim.board import SimBoard
 from plugpay.boards.sim.clock import ScaledClock
 from plugpay.boards.sim.power import Battery, Meter
 from plugpay.firmware.books import CLEAN
-from plugpay.firmware.gateway_client import Requests
+from plugpay.firmware.gateway_client import Requests, newest_ra_key
 from plugpay.firmware.mqtt import Mqtt
 from plugpay.firmware.runner import SessionRunner
 from plugpay.firmware.session import HTLC, Session, Terms
 from plugpay.firmware.storage import Storage
 from plugpay.firmware.wallet import Wallet
-from plugpay.protocol import link
+from plugpay.protocol import link, sealed
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol.port import urandom
 from plugpay.protocol.structures import TxOutput
@@ -66,9 +67,9 @@ def provision(host, directory, names, keys, timeout_s=120.0, progress=lambda tex
     by_key = {}
     with _Station(host) as station:
         for wallet in wallets.values():
-            by_key[station.ask(station.requests.register(wallet.refill_request(keys)))] = wallet
+            by_key[station.ask(wallet.refill_request(keys), wallet.ra_pubkeys)] = wallet
         for key, answer in station.answers(len(by_key), timeout_s, "key registrations"):
-            by_key[key].refill_reply(answer.encode())
+            by_key[key].refill_reply(answer)
     return wallets
 
 
@@ -80,14 +81,13 @@ def fund(host, grants, timeout_s=60.0):
             chunk = [(wallet, amount, wallet.new_account()) for wallet, amount in grants[start:start + L.MAX_FAUCET_OUTPUTS]]
             request = L.FaucetRequest(int.from_bytes(urandom(6), "big"),
                                       [TxOutput(account, amount) for _, amount, (_, account) in chunk])
-            waiting[station.ask(station.requests.faucet(request.encode()))] = chunk
-        for key, result in station.answers(len(waiting), timeout_s, "faucet requests"):
+            waiting[station.ask(request.encode(), host.ra_pubkeys)] = chunk
+        for key, answer in station.answers(len(waiting), timeout_s, "faucet requests"):
+            result = L.Result.decode(answer)
             if not result.ok:
                 raise RuntimeError("the faucet refused: %s %s" % (L.reason_name(result.reason), result.detail))
-            chunk = waiting[key]
-            group = CLEAN if len(chunk) == 1 else result.data  # coins minted together are linked until redeemed
-            for sn, (wallet, amount, (index, _)) in enumerate(chunk):
-                wallet.receive(result.data, sn, index, amount, group)
+            for txhash, (wallet, amount, (index, _)) in zip(result.data, waiting[key]):
+                wallet.receive(txhash, 0, index, amount, CLEAN)  # each minted alone
 
 
 class _Station:
@@ -106,14 +106,15 @@ class _Station:
     def __exit__(self, *exc):
         self.mqtt.close()
 
-    def ask(self, request):
-        topic, payload, key = request
+    def ask(self, inner, ra_pubkeys):
+        """Send ``inner`` sealed to the newest of ``ra_pubkeys``; returns its key."""
+        topic, payload, key = self.requests.sealed(inner, *newest_ra_key(ra_pubkeys))
         self.mqtt.publish(topic, payload, 1)
         return key
 
     def answers(self, count, timeout_s, what):
-        """Yield ``(key, answer)`` for ``count`` requests; the unanswered go out again
-        every ``RESEND_S`` (the gateway, RA and ledger answer a repeat safely)."""
+        """Yield ``(key, inner answer bytes)`` for ``count`` requests; the unanswered go
+        out again every ``RESEND_S`` (the gateway, RA and ledger answer a repeat safely)."""
         start = last = time.monotonic()
         got = 0
         while got < count:
@@ -127,6 +128,8 @@ class _Station:
             for topic, payload in self.mqtt.poll(100):
                 answer = self.requests.on_message(topic, payload)
                 if answer is not None:
+                    if isinstance(answer[1], sealed.SealedRefused):
+                        raise RuntimeError("the gateway refused one of the %s: %s" % (what, answer[1]))
                     got += 1
                     last = time.monotonic()
                     yield answer

@@ -226,6 +226,9 @@ def _gateway_options(args, config):
             print("warning: the ledger does not trust RA epoch %d's key: it will refuse the accounts this RA signs"
                   % vault.epoch)
         options.update(ra_directory=args.ra_dir, ra_vault=vault)
+    elif options.pop("faucet", None) is not None:
+        print("faucet: off (faucet requests come sealed to the RA's key: give --ra-dir with --key-file or "
+              "--passphrase-env)")
     return options
 
 
@@ -253,11 +256,13 @@ async def _serve(args, lc, gateway_options, external, stopping):
                 print("mqtt:    %s (embedded amqtt broker)" % embedded.url)
             await services.enter_async_context(Gateway(lc.config, lc.secrets, host, port, **gateway_options))
             faucet = gateway_options.get("faucet")
+            vault = gateway_options.get("ra_vault")
             print("gateway: %s and %s ('+' is the device's client id)"
                   % (_route(topics.LEDGER_SUBMIT), _route(topics.LEDGER_QUERY)))
-            print("faucet:  %s" % ("%s, at most %d per request" % (_route(topics.FAUCET_REQUEST), faucet.limit)
-                                   if faucet else "off"))
-            print("ra:      %s" % ("%s (RA in %s)" % (_route(topics.RA_REGISTER), gateway_options["ra_directory"])
+            if vault is not None:
+                print("sealed:  %s (sealed to RA epoch %d's key)" % (_route(topics.HOST_SEALED), vault.epoch))
+            print("faucet:  %s" % ("in sealed requests, at most %d per request" % faucet.limit if faucet else "off"))
+            print("ra:      %s" % ("registration in sealed requests (RA in %s)" % gateway_options["ra_directory"]
                                    if "ra_directory" in gateway_options
                                    else "not served (give --ra-dir with --key-file or --passphrase-env)"),
                   flush=True)

@@ -10,8 +10,8 @@ and name). Steps, each skipped when already done, so a run that stopped is run a
    ``--licence``, ``--vehicle-id``), or ``--identity HEX`` that the RA gave; with
    neither, print the device public key to take to the RA and stop;
 3. register ``--keys`` one-time keys in batches of at most ``ra_messages.MAX_BATCH``,
-   directly with the RA directory or over MQTT through the gateway (``--broker``), with
-   a progress bar on stderr;
+   directly with the RA directory or over MQTT through the gateway (``--broker``: sealed
+   end to end to the RA's key, the broker reads nothing), with a progress bar on stderr;
 4. ``--board-port PORT``: copy the wallet to a board with ``mpremote`` (without
    ``mpremote`` installed, or with ``--dry-run``, the commands are listed instead).
 
@@ -108,7 +108,7 @@ def _direct(authority):
     return authority.handle
 
 
-def _over_mqtt(url, timeout_ms):
+def _over_mqtt(url, timeout_ms, ra_pubkeys):
     from plugpay.firmware.gateway_client import GatewayClient, GatewayError
     from plugpay.firmware.mqtt import Mqtt, MqttError
     from plugpay.host import broker
@@ -126,7 +126,7 @@ def _over_mqtt(url, timeout_ms):
 
     def register(request):
         try:
-            return client.register(request, timeout_ms)
+            return client.register(request, ra_pubkeys, timeout_ms)
         except GatewayError as e:
             raise ProvisionFailure(str(e))
     return register, mqtt
@@ -228,9 +228,10 @@ def _keys(args, wallet, say):
         return 0
     bar = ProgressBar(args.keys)
     if args.broker:
-        register, mqtt = _over_mqtt(args.broker, int(args.timeout * 1000))
+        register, mqtt = _over_mqtt(args.broker, int(args.timeout * 1000), wallet.ra_pubkeys)
         try:
-            say("registering %d keys over MQTT through the gateway at %s" % (args.keys, args.broker))
+            say("registering %d keys over MQTT through the gateway at %s (sealed to the RA's key)"
+                % (args.keys, args.broker))
             return register_keys(wallet, args.keys, register, args.batch, bar.show)
         finally:
             mqtt.close()

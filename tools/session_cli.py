@@ -285,10 +285,10 @@ class _Device:
 
     def _fund(self, amount):
         index, account = self.wallet.new_account()
-        result = self.gateway.faucet([TxOutput(account, amount)])
+        result = self.gateway.faucet([TxOutput(account, amount)], self.wallet.ra_pubkeys)
         if not result.ok:
             raise SessionFailure("the faucet refused %d: %s %s" % (amount, L.reason_name(result.reason), result.detail))
-        self.wallet.receive(result.data, 0, index, amount, CLEAN)
+        self.wallet.receive(result.data[0], 0, index, amount, CLEAN)  # minted alone: a clean coin
         self.say("funded with %d by the faucet" % amount)
 
     def _ask(self, op):

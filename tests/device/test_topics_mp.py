@@ -10,8 +10,9 @@ def test_topics_build_and_parse():
     t = topics.topic(topics.LEDGER_SUBMIT, "ev-42")
     assert t == "plugpay/ledger/submit/ev-42"
     assert topics.parse(t) == (topics.LEDGER_SUBMIT, "ev-42")
-    assert topics.parse(b"plugpay/ra/reply/ev-42") == (topics.RA_REPLY, "ev-42")  # umqtt gives bytes
-    assert topics.reply_topic(topics.FAUCET_REQUEST, "ev-42") == "plugpay/ledger/result/ev-42"
+    assert topics.parse(b"plugpay/host/sealed-reply/ev-42") == (topics.HOST_SEALED_REPLY, "ev-42")  # umqtt: bytes
+    assert topics.reply_topic(topics.HOST_SEALED, "ev-42") == "plugpay/host/sealed-reply/ev-42"
+    assert topics.parse("plugpay/ra/register/ev-42") is None and topics.parse("plugpay/faucet/request/ev") is None
     for bad in ("plugpay/ledger/submit/", "plugpay/ledger/submit/a b", "plugpay/x/ev", "other/ledger/submit/ev",
                 "plugpay/ledger/submit/" + "x" * 41, b"plugpay/ledger/submit/\xff"):
         assert topics.parse(bad) is None, bad
