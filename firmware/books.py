@@ -525,12 +525,12 @@ class Books:
         total = sum(c.amount for c in coins)
         if total <= fee:
             raise WalletError("the coins of group %s hold %d, not more than the fee %d" % (group.hex(), total, fee))
-        amounts = coin_plan(total - fee)
+        keys = self.keystore.available()
+        if not keys:
+            raise WalletError("a redeem needs a one-time key for each fresh coin, and none is left: register more")
+        amounts = coin_plan(total - fee, min(L.MAX_REDEEM_OUTPUTS, keys))  # few keys left: fewer, bigger coins
         if len(self.coins) - len(coins) + len(amounts) > MAX_COINS:
             raise WalletError("the book cannot hold %d more coins" % len(amounts))
-        if self.keystore.available() < len(amounts):
-            raise WalletError("a redeem for %d fresh coins needs as many one-time keys, %d are left: register more"
-                              % (len(amounts), self.keystore.available()))
         own = []
         for sn, value in enumerate(amounts):
             index, _ = self.keystore.reserve()

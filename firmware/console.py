@@ -414,9 +414,7 @@ def run_started(console, wallet, board, mqtt, payload, now, timeout_ms):
     """A board's session on the host's ``START`` payload, over ``mqtt`` (connected), the
     console reporting as it goes; returns the ``Session`` (``None`` after an ``ERR``: bad
     terms or a refused faucet). ``now`` is the link clock in ms."""
-    from plugpay.protocol.structures import TxOutput
-
-    from .books import CLEAN
+    from . import issuing
     from .gateway_client import GatewayClient, GatewayError
     from .runner import SessionRunner
     from .session import Session
@@ -427,16 +425,14 @@ def run_started(console, wallet, board, mqtt, payload, now, timeout_ms):
         console.error(e)
         return None
     if fund:
-        index, account = wallet.new_account()
         try:
-            result = GatewayClient(mqtt).faucet([TxOutput(account, fund)], wallet.ra_pubkeys)
+            result = issuing.fund(wallet, GatewayClient(mqtt), fund)
         except GatewayError as e:
             console.error(e)
             return None
         if not result.ok:
             console.error("the faucet refused: %s" % L.reason_name(result.reason))
             return None
-        wallet.receive(result.data[0], 0, index, fund, CLEAN)
     console.new_session()
     session = Session(wallet, board, terms, now(), timestamp=timestamp)
     console.status(wallet)

@@ -203,6 +203,12 @@ class GatewayClient:
             raise GatewayError("the faucet's answer does not name one 32-byte txhash per output")
         return result
 
+    def redeem(self, request_bytes, ra_pubkeys, timeout_ms=DEFAULT_TIMEOUT_MS):
+        """The issuer's answer (a ledger ``Result`` for the ``Redeem``, bytes for
+        ``wallet.handle_result``) to a ``RedeemRequest``, sealed like a registration: it
+        ties the redeemed coins to the fresh keys, which nobody else may see together."""
+        return self._sealed(request_bytes, ra_pubkeys, "redeem", timeout_ms)
+
     def register(self, request_bytes, ra_pubkeys, timeout_ms=DEFAULT_TIMEOUT_MS):
         """The RA's reply bytes (for ``wallet.refill_reply``) to a registration request,
         sealed to the newest of ``ra_pubkeys`` (the wallet's {epoch: pubkey})."""

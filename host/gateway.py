@@ -30,6 +30,7 @@ import concurrent.futures
 import logging
 
 from plugpay.host import faucet as faucet_mod
+from plugpay.host import issuer as issuer_mod
 from plugpay.host import ra as ra_mod
 from plugpay.host.client import Client
 from plugpay.host.faucet import Refused
@@ -188,7 +189,10 @@ class Gateway:
             inner[ra_messages.TAG_REGISTRATION_REQUEST] = Inner(ra_messages.RegistrationRequest, self._register)
         if faucet is not None:
             inner[L.TAG_FAUCET_REQUEST] = Inner(L.FaucetRequest, self._faucet)
+            inner[L.TAG_REDEEM_REQUEST] = Inner(L.RedeemRequest, self._redeem)
         self.faucet = faucet
+        ra_keys = dict((int(e), bytes.fromhex(k)) for e, k in config.get("app_options", {}).get("ra_pubkeys", {}).items())
+        self.issuer = None if faucet is None else issuer_mod.Issuer(faucet.secret, ra_keys)
         self.router = Router(None if ra_vault is None else ra_vault.epoch_secret, inner)
         self.client = Client(config, secrets, name=name, lanes=lanes)
         self.mqtt = AsyncMqttClient(mqtt_host, mqtt_port, self._on_message, self.router.subscriptions(),
@@ -289,6 +293,8 @@ class Gateway:
             return self.router.refuse(action.key, refused)
         try:
             answer = sealed.seal_reply(reply_key, await entry.serve(request, inner))
+        except sealed.SealedRefused as refused:
+            return self.router.refuse(action.key, refused)
         except TimeoutError:
             raise
         except Exception:
@@ -307,6 +313,30 @@ class Gateway:
         else:
             self.stats["ra_signed"] += 1
             log.info("RA signed %d key(s)", len(reply.ra_sigs))
+        return answer
+
+    async def _redeem(self, request, inner):
+        """A redeem for the issuer (the faucet key mints): the ``Redeem`` first, then each
+        fresh coin in its own mint once the redeem is on the ledger. Mints not confirmed yet
+        are ``UNAVAILABLE`` for the device, which asks again (everything is idempotent)."""
+        try:
+            redeem, mints = self.issuer.check(inner)
+        except Refused as e:
+            self.stats["issuer_refused_" + L.reason_name(e.reason)] += 1
+            return faucet_mod.refused(request.redeem, e).encode()
+        done = L.Result.decode(await self.client.submit(redeem, timeout=self.timeout))
+        minted = None
+        if done.ok or done.reason == L.DUPLICATE:
+            answers = await asyncio.gather(*(self.client.submit(op, timeout=self.timeout) for op in mints))
+            minted = [L.Result.decode(a) for a in answers]
+        try:
+            answer = issuer_mod.Issuer.answer(redeem, mints, done, minted)
+        except issuer_mod.NotYet as e:
+            raise sealed.SealedRefused(sealed.UNAVAILABLE, str(e))
+        result = L.Result.decode(answer)
+        self.stats["issuer_redeemed" if result.ok else "issuer_refused_" + L.reason_name(result.reason)] += 1
+        log.info("issuer: redeem %s%s", "honoured with %d fresh coin(s)" % len(mints) if result.ok else "refused: ",
+                 "" if result.ok else L.reason_name(result.reason))
         return answer
 
     async def _faucet(self, request, inner):

@@ -10,8 +10,9 @@ import socket
 
 import pytest
 
+from plugpay.firmware import issuing
 from plugpay.firmware.books import CLEAN
-from plugpay.firmware.gateway_client import GatewayClient, GatewayTimeout
+from plugpay.firmware.gateway_client import GatewayClient, GatewayRefused, GatewayTimeout
 from plugpay.firmware.mqtt import Mqtt, MqttError
 from plugpay.firmware.refill import NOT_NEEDED, REFILLED, REFUSED, refill
 from plugpay.firmware.storage import Storage
@@ -241,3 +242,59 @@ def test_timeouts_and_lost_brokers_give_clear_errors(tmp_path):
                                         "reconnect" % mosquitto.port):
         for _ in range(100):
             mqtt.poll(50)
+
+
+def test_coins_a_session_gave_back_are_redeemed_through_the_issuer_for_fresh_ones(client, authority, tmp_path):
+    wallet = new_wallet(tmp_path / "w", authority)
+    assert refill(wallet, client, count=32, threshold=1).status == REFILLED
+    result = issuing.fund(wallet, client, 1000)
+    assert result.ok and [c.amount for c in wallet.books.coins] == [512, 256, 128, 64, 32, 8]
+    # A payment's change names the payment: it waits to be redeemed.
+    _, payee = wallet.new_account()
+    raw = wallet.pay([(payee, 300)])
+    assert wallet.handle_result(client.submit(raw).encode()) == "confirmed"
+    assert wallet.status()["to_redeem"] == 1
+    report = issuing.refresh(wallet, client)
+    assert (report.status, report.redeemed) == (issuing.REDEEMED, 212), report
+    status = wallet.status()
+    assert (status["to_redeem"], status["clean_balance"], status["balance"]) == (0, 700, 700)
+    for coin in wallet.books.coins:  # each fresh coin is on the ledger, minted alone, to its key
+        tx = client.query(L.Query(L.QUERY_TX, coin.txhash, 0).encode())
+        assert tx.ok and tx.data[1] == L.TAG_FAUCET and len(L.Faucet.decode(tx.data[2]).outputs) == 1
+        utxo = client.query(L.Query(L.QUERY_UTXO, coin.txhash, 0).encode())
+        assert utxo.ok and utxo.data[0] == wallet.keystore.account(coin.index).encode() and utxo.data[3] is None
+    assert issuing.refresh(wallet, client).status == issuing.NOT_NEEDED
+
+
+def test_a_redeem_whose_answer_was_lost_is_sent_again_and_honoured_once(client, authority, tmp_path):
+    wallet = new_wallet(tmp_path / "w", authority)
+    assert refill(wallet, client, count=32, threshold=1).status == REFILLED
+    assert issuing.fund(wallet, client, 100).ok
+    _, payee = wallet.new_account()
+    raw = wallet.pay([(payee, 30)])  # the 32 coin: change 2, which names the payment
+    assert wallet.handle_result(client.submit(raw).encode()) == "confirmed"
+    (group,) = wallet.to_redeem()[1]
+    request = wallet.redeem(group)  # stored; the answer never comes back (a power cut, a dropped link)
+    first = client.redeem(request, wallet.ra_pubkeys)
+    assert L.Result.decode(first).ok
+    assert wallet.to_redeem() == ([request], [])
+    report = issuing.refresh(wallet, client)  # the very same bytes again: honoured once
+    assert (report.status, report.redeemed) == (issuing.REDEEMED, 2)
+    assert wallet.status()["clean_balance"] == 70 and wallet.check()["ok"]
+
+
+def test_a_redeem_the_issuer_cannot_honour_is_refused_and_the_coins_come_back(client, authority, tmp_path):
+    wallet = new_wallet(tmp_path / "w", authority)
+    assert refill(wallet, client, count=32, threshold=1).status == REFILLED
+    assert issuing.fund(wallet, client, 100).ok
+    _, payee = wallet.new_account()
+    assert wallet.handle_result(client.submit(wallet.pay([(payee, 30)])).encode()) == "confirmed"
+    (group,) = wallet.to_redeem()[1]
+    good = L.RedeemRequest.decode(wallet.redeem(group))
+    lying = L.RedeemRequest(good.redeem, bytes(32), good.outputs).encode()  # outputs not the committed ones
+    answer = L.Result.decode(client.redeem(lying, wallet.ra_pubkeys))
+    assert (answer.ok, answer.reason) == (False, L.MALFORMED)
+    assert wallet.handle_result(answer.encode()) == "refused"  # nothing burnt: the coin is back
+    assert wallet.to_redeem() == ([], [group]) and wallet.status()["balance"] == 70
+    with pytest.raises(GatewayRefused, match="UNKNOWN_KIND|MALFORMED"):
+        client.redeem(b"\x82\x01\x02", wallet.ra_pubkeys)

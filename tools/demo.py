@@ -19,7 +19,7 @@ import time
 from plugpay.boards.sim.board import SimBoard
 from plugpay.boards.sim.clock import ScaledClock
 from plugpay.boards.sim.power import Battery, Meter
-from plugpay.firmware.books import CLEAN
+from plugpay.firmware import issuing
 from plugpay.firmware.gateway_client import GatewayClient
 from plugpay.firmware.mqtt import Mqtt
 from plugpay.firmware.refill import REFILLED, refill
@@ -31,7 +31,6 @@ from plugpay.protocol import link
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import link_messages as M
 from plugpay.protocol.port import urandom
-from plugpay.protocol.structures import TxOutput
 
 MISBEHAVIOURS = {
     "none": (None, None),
@@ -164,11 +163,9 @@ class Device:
         self.error = None
 
     def fund(self, amount):
-        index, account = self.wallet.new_account()
-        result = self.gateway.faucet([TxOutput(account, amount)], self.wallet.ra_pubkeys)
+        result = issuing.fund(self.wallet, self.gateway, amount)
         if not result.ok:
             raise RuntimeError("the faucet refused: %s %s" % (L.reason_name(result.reason), result.detail))
-        self.wallet.receive(result.data[0], 0, index, amount, CLEAN)
 
     def start(self, terms, cheat=None, pause=False):
         """Run a session with ``terms`` in a thread of its own; ``pause``: this side's owner

@@ -28,9 +28,8 @@ from decimal import Decimal, InvalidOperation
 from plugpay.boards.sim.board import SimBoard
 from plugpay.boards.sim.clock import ScaledClock
 from plugpay.boards.sim.power import Battery, Meter
-from plugpay.firmware import market
+from plugpay.firmware import issuing, market
 from plugpay.firmware.bookkeeping import WalletError
-from plugpay.firmware.books import CLEAN
 from plugpay.firmware.devicekey import DeviceKeyError
 from plugpay.firmware.gateway_client import GatewayClient, GatewayError
 from plugpay.firmware.keystore import KeystoreError
@@ -43,7 +42,6 @@ from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import link_messages as M
 from plugpay.protocol.codec import DecodeError
 from plugpay.protocol.port import sha256, urandom
-from plugpay.protocol.structures import TxOutput
 
 POLL_S = 0.25  # a producer looks at the market this often: well inside the link's 2 s response timeout
 COMMIT_WAIT_S = 30.0  # a producer gives up on a request not committed this long after its bid
@@ -266,11 +264,14 @@ class _Device:
         try:
             self.gateway = GatewayClient(self.mqtt)
             self._stock_keys()
+            self._refresh("before the market")  # what an earlier session left to redeem
             if fund:
                 self._fund(fund)
             deadline = time.monotonic() + self.args.timeout
             deal = self._sell(deadline) if self.plan.producer else self._buy()
-            return self._run(deal)
+            record = self._run(deal)
+            self._refresh("after the session")
+            return record
         finally:
             self.mqtt.close()
 
@@ -284,12 +285,18 @@ class _Device:
             raise SessionFailure("key registration with the RA failed (%s): %s" % (report.status, report.detail))
 
     def _fund(self, amount):
-        index, account = self.wallet.new_account()
-        result = self.gateway.faucet([TxOutput(account, amount)], self.wallet.ra_pubkeys)
+        result = issuing.fund(self.wallet, self.gateway, amount)
         if not result.ok:
             raise SessionFailure("the faucet refused %d: %s %s" % (amount, L.reason_name(result.reason), result.detail))
-        self.wallet.receive(result.data[0], 0, index, amount, CLEAN)  # minted alone: a clean coin
-        self.say("funded with %d by the faucet" % amount)
+        self.say("funded with %d by the faucet, in %d coins" % (amount, len(result.data)))
+
+    def _refresh(self, when):
+        """Redeem what sessions gave back, for fresh coins; a redeem not finished waits."""
+        report = issuing.refresh(self.wallet, self.gateway)
+        if report.redeemed:
+            self.say("%s: redeemed %d for fresh coins" % (when, report.redeemed))
+        if report.status in (issuing.WAITING, issuing.REFUSED):
+            self.say("%s: %s" % (when, report.detail))
 
     def _ask(self, op):
         result = self.gateway.submit(op)
