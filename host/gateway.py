@@ -21,6 +21,7 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import os
 
 from plugpay.host import ra as ra_mod
 from plugpay.host.faucet import Refused
@@ -138,14 +139,19 @@ class Gateway:
 
     ``ra_directory`` and ``ra_vault`` (an unsealed ``ra.Vault``) serve RA registration;
     the RA's SQLite connection lives in a thread of its own, so a batch being stored never
-    holds up ledger traffic."""
+    holds up ledger traffic. ``mqtt_tls`` (a verifying ``ssl.SSLContext``) and
+    ``mqtt_login`` ``(user, password)`` are for a deployment broker's gateway listener.
+    The MQTT client id ends in random hex: client ids are one namespace across a broker's
+    listeners, and a device that knew the gateway's could connect under it and push the
+    gateway off."""
 
     def __init__(self, config, secrets, mqtt_host, mqtt_port, faucet=None, ra_directory=None, ra_vault=None,
-                 name="gateway", lanes=256, timeout=10.0):
+                 name="gateway", lanes=256, timeout=10.0, mqtt_tls=None, mqtt_login=None):
         self.router = Router(faucet, serve_ra=ra_directory is not None)
         self.client = Client(config, secrets, name=name, lanes=lanes)
         self.mqtt = AsyncMqttClient(mqtt_host, mqtt_port, self._on_message, self.router.subscriptions(),
-                                    client_id="plugpay-" + name)
+                                    client_id="plugpay-%s-%s" % (name, os.urandom(8).hex()),
+                                    tls=mqtt_tls, login=mqtt_login)
         self.timeout = timeout
         self.ra_directory = ra_directory
         self.ra_vault = ra_vault
