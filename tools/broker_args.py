@@ -51,16 +51,15 @@ def ca_file(args, url):
     return None
 
 
-def endpoint(args, url=None):
-    """The ``host.broker.Endpoint`` of ``url`` (default ``--broker``) with the CA of the
-    options; ``ValueError`` naming the URL, the file or the option."""
-    url = url or args.broker
-    return broker.Endpoint(url, ca_file(args, url))
+def endpoint(args):
+    """The ``host.broker.Endpoint`` of ``--broker`` with the CA of the options;
+    ``ValueError`` naming the URL, the file or the option."""
+    return broker.Endpoint(args.broker, ca_file(args, args.broker))
 
 
-def gateway_endpoint(args, url):
-    """The gateway's ``Endpoint`` at ``url``, with its login if one is given."""
-    return broker.Endpoint(url, ca_file(args, url), gateway_login(args))
+def gateway_endpoint(args):
+    """The gateway's ``Endpoint`` at ``--broker`` (``ledger up``), with its login if given."""
+    return broker.Endpoint(args.broker, ca_file(args, args.broker), gateway_login(args))
 
 
 def host_stack(args):

@@ -156,7 +156,7 @@ def _up(args):
     if not args.broker and (args.ca or args.gateway_password_file):
         raise ValueError("--ca and --gateway-password-file go with --broker (the embedded broker needs neither)")
     # a bad URL, CA or password file fails before anything starts
-    external = broker_args.gateway_endpoint(args, args.broker) if args.broker else None
+    external = broker_args.gateway_endpoint(args) if args.broker else None
     config_path = os.path.join(args.dir, "cluster.json")
     if os.path.exists(config_path):
         print("using the existing cluster in %s" % os.path.abspath(args.dir))
