@@ -4,7 +4,10 @@ RA registration and the faucet) over MQTT, and their answers.
 ``Requests`` is the bookkeeping without I/O: it names the topic and payload of each
 request, remembers what waits for an answer, and matches what arrives on this client's
 reply topics (``protocol.topics``). ``GatewayClient`` is the thin blocking helper over an
-``Mqtt`` connection (``firmware.mqtt``) for a role that asks one thing at a time.
+``Mqtt`` connection (``firmware.mqtt``) for a role that asks one thing at a time. Its
+topic client id is the connection's MQTT client id unless given: a deployment broker lets
+a connection use only the request and reply topics of its own client id (``%c`` in its
+ACL, ``host.deployment``).
 
 Sealed requests. Whatever names the device's identity or lists several of its accounts
 (an RA registration, a faucet request) goes sealed (``protocol.sealed``) to the RA key
@@ -162,11 +165,11 @@ class GatewayClient:
     """Blocking requests to the gateway over ``mqtt`` (a connected ``Mqtt``), one at a time,
     re-sent as the module docstring says. Messages on other topics that arrive while a call
     waits go to ``on_other(topic, payload)`` if given (a role sharing the connection with
-    its link), else they are dropped and counted."""
+    its link), else they are dropped and counted. ``cid`` defaults to ``mqtt.client_id``."""
 
     def __init__(self, mqtt, cid=None, resend_ms=DEFAULT_RESEND_MS, on_other=None):
         self.mqtt = mqtt
-        self.requests = Requests(cid)
+        self.requests = Requests(cid or mqtt.client_id)
         self.resend_ms = resend_ms
         self.on_other = on_other
         self._replies = self.requests.subscriptions()

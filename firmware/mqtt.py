@@ -10,7 +10,16 @@ the other shims (``protocol.port``): paho-mqtt on CPython (its ``loop_read`` /
 port has no sockets), so it is kept to the few calls umqtt documents.
 
 Privacy: without a ``client_id`` every ``Mqtt`` takes a fresh random one, so no client id
-repeats across sessions. It is kept across reconnects of the same session.
+repeats across sessions. It is kept across reconnects of the same session. The MQTT user
+name is what a deployment broker's ACL gives a connection its link topics by: the
+connection that runs a link session logs in with the session's id (hex, ``username``);
+every other connection takes a random name of the same form, so the login does not tell
+which connections carry a session. Devices send no password: the broker must not know
+who they are.
+
+TLS (``mqtts://``): ``tls`` is an ``ssl.SSLContext`` that verifies the broker (CPython,
+``host.broker.tls_context``); a broker whose certificate fails is refused with the reason.
+The umqtt backend refuses TLS for now.
 
 Every socket gets TCP_NODELAY: without it each small publish can wait ~40 ms for the
 peer's delayed ACK (DESIGN.md).
@@ -48,6 +57,12 @@ def _nodelay(sock):
         pass
 
 
+def _pending(sock):
+    """Bytes a TLS socket has decrypted and buffered already: ``select`` does not see them."""
+    pending = getattr(sock, "pending", None)
+    return pending() if pending is not None else 0
+
+
 def _elapsed(start):
     return ticks_diff(ticks_ms(), start)
 
@@ -55,10 +70,13 @@ def _elapsed(start):
 class _PahoLink:
     """One connection through paho-mqtt 2.x, driven by hand from ``wait``."""
 
-    def __init__(self, host, port, client_id, keepalive, inbox):
+    def __init__(self, host, port, client_id, keepalive, inbox, username, tls):
         paho = self.paho = _paho
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
                                   protocol=paho.MQTTv311, clean_session=True)
+        self.client.username_pw_set(username)
+        if tls is not None:
+            self.client.tls_set_context(tls)  # verifies the chain and the host name
         self.host, self.port, self.keepalive = host, port, keepalive
         self.connack = None
         self.subacks = {}
@@ -86,7 +104,13 @@ class _PahoLink:
 
     def open(self, timeout_ms):
         self.client.connect_timeout = timeout_ms / 1000
-        self.client.connect(self.host, self.port, self.keepalive)  # OSError if unreachable
+        try:
+            self.client.connect(self.host, self.port, self.keepalive)  # OSError if unreachable
+        except OSError as e:
+            why = getattr(e, "verify_message", None)  # ssl.SSLCertVerificationError
+            if why:
+                raise MqttError("the broker's TLS certificate failed verification: %s" % why)
+            raise
         start = ticks_ms()
         while self.connack is None:
             left = timeout_ms - _elapsed(start)
@@ -122,13 +146,15 @@ class _PahoLink:
         if sock is None:
             raise OSError("not connected")
         writing = [sock] if self.client.want_write() else []
-        readable, writable, _ = select.select([sock], writing, [], max(timeout_ms, 0) / 1000)
+        buffered = _pending(sock)
+        readable, writable, _ = select.select([sock], writing, [], 0 if buffered else max(timeout_ms, 0) / 1000)
         if writable:
             self._check(self.client.loop_write())
+        readable = readable or buffered
         while readable:
             self._check(self.client.loop_read())
             sock = self.client.socket()
-            readable = sock is not None and select.select([sock], [], [], 0)[0]
+            readable = sock is not None and (_pending(sock) or select.select([sock], [], [], 0)[0])
         self._check(self.client.loop_misc())  # keep-alive
 
     def _check(self, rc):
@@ -147,10 +173,13 @@ class _UmqttLink:
     """One connection through ``umqtt.simple`` (MicroPython). Untested in CI: no sockets
     in the WebAssembly port."""
 
-    def __init__(self, host, port, client_id, keepalive, inbox):
+    def __init__(self, host, port, client_id, keepalive, inbox, username, tls):
+        if tls is not None:
+            raise MqttError("TLS (mqtts://) is not supported on the umqtt backend yet: use an mqtt:// broker")
         from umqtt.simple import MQTTClient
 
-        self.client = MQTTClient(client_id, host, port, keepalive=keepalive)
+        # umqtt.simple sends a user name only with a password (it takes the len() of both): an empty one
+        self.client = MQTTClient(client_id, host, port, user=username, password="", keepalive=keepalive)
         self.client.set_callback(self._message)
         self.inbox = inbox
         self.keepalive_ms = keepalive * 1000
@@ -231,10 +260,12 @@ def _sleep_ms(ms):
 class Mqtt:
     """A poll-driven MQTT connection (see the module docstring for the loss policy)."""
 
-    def __init__(self, host, port, client_id=None, keepalive=30, give_up_ms=None):
+    def __init__(self, host, port, client_id=None, keepalive=30, give_up_ms=None, username=None, tls=None):
         self.host = host
         self.port = port
         self.client_id = client_id or "pp" + urandom(10).hex()
+        self.username = username or urandom(16).hex()
+        self.tls = tls
         self.keepalive = keepalive
         self.give_up_ms = give_up_ms
         self.connect_timeout_ms = 3000
@@ -253,7 +284,7 @@ class Mqtt:
 
     @property
     def url(self):
-        return "mqtt://%s:%d" % (self.host, self.port)
+        return "%s://%s:%d" % ("mqtt" if self.tls is None else "mqtts", self.host, self.port)
 
     def socket(self):
         """The connection's socket (None while down): for inspection, not for I/O."""
@@ -269,7 +300,7 @@ class Mqtt:
             raise MqttError("cannot connect to the MQTT broker at %s: %s" % (self.url, e))
 
     def _open(self):
-        link = _Link(self.host, self.port, self.client_id, self.keepalive, self._inbox)
+        link = _Link(self.host, self.port, self.client_id, self.keepalive, self._inbox, self.username, self.tls)
         try:
             link.open(self.connect_timeout_ms)
             for topic, qos in self._topics:

@@ -3,9 +3,10 @@
 A thin adapter around the sans-IO ``session.Session``: it publishes the session's link
 messages on the session's topic towards the peer (``topics.link_topics``: built from the
 random session id, so they name neither side), sends its ledger requests to the gateway
-(``gateway_client.Requests``, under a random client id), feeds back what arrives, and
-sleeps until the next deadline or message. One thread, no callbacks into the session from
-elsewhere: the same loop runs on a Raspberry Pi and, with umqtt, on an ESP32.
+(``gateway_client.Requests``, under the connection's own random client id: a deployment
+broker allows no other), feeds back what arrives, and sleeps until the next deadline or
+message. One thread, no callbacks into the session from elsewhere: the same loop runs on a
+Raspberry Pi and, with umqtt, on an ESP32.
 
 After the connection to the broker was lost and is back, the link resumes (the machine
 pauses while the connection is down and names the latest co-signed balance when it comes
@@ -34,7 +35,7 @@ class SessionRunner:
         initiator = session.terms.initiator
         self.outgoing = to_responder if initiator else to_initiator
         self.incoming = to_initiator if initiator else to_responder
-        self.requests = Requests()
+        self.requests = Requests(mqtt.client_id)
         for topic in self.requests.subscriptions() + [self.incoming]:
             mqtt.subscribe(topic, 1)
         self.connects = mqtt.connects

@@ -28,6 +28,7 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import os
 
 from plugpay.host import faucet as faucet_mod
 from plugpay.host import issuer as issuer_mod
@@ -175,12 +176,17 @@ class Gateway:
     """The running gateway: MQTT on one side, the PBFT client (and the RA) on the other.
 
     ``ra_vault`` (an unsealed ``ra.Vault``) opens sealed requests; with ``ra_directory``
-    they may be RA registrations, with ``faucet`` (a ``faucet.Faucet``) faucet requests.
-    Opening and the RA's SQLite connection live in a thread of their own, so neither a
-    batch being stored nor the ECDH of a request holds up ledger traffic."""
+    they may be RA registrations, with ``faucet`` (a ``faucet.Faucet``) faucet requests and
+    redeems for the issuer (whose key is the faucet's). Opening and the RA's SQLite
+    connection live in a thread of their own, so neither a batch being stored nor the ECDH
+    of a request holds up ledger traffic. ``mqtt_tls`` (a verifying ``ssl.SSLContext``)
+    and ``mqtt_login`` ``(user, password)`` are for a deployment broker's gateway listener.
+    The MQTT client id ends in random hex: client ids are one namespace across a broker's
+    listeners, and a device that knew the gateway's could connect under it and push the
+    gateway off."""
 
     def __init__(self, config, secrets, mqtt_host, mqtt_port, faucet=None, ra_directory=None, ra_vault=None,
-                 name="gateway", lanes=256, timeout=10.0):
+                 name="gateway", lanes=256, timeout=10.0, mqtt_tls=None, mqtt_login=None):
         if (faucet is not None or ra_directory is not None) and ra_vault is None:
             raise ValueError("the faucet and RA registration are served in sealed requests, which need the RA's "
                              "key (ra_vault)")
@@ -196,7 +202,8 @@ class Gateway:
         self.router = Router(None if ra_vault is None else ra_vault.epoch_secret, inner)
         self.client = Client(config, secrets, name=name, lanes=lanes)
         self.mqtt = AsyncMqttClient(mqtt_host, mqtt_port, self._on_message, self.router.subscriptions(),
-                                    client_id="plugpay-" + name)
+                                    client_id="plugpay-%s-%s" % (name, os.urandom(8).hex()),
+                                    tls=mqtt_tls, login=mqtt_login)
         self.timeout = timeout
         self.ra_directory = ra_directory
         self.ra_vault = ra_vault

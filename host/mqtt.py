@@ -10,7 +10,12 @@ messages in flight, which is why the gateway uses it.
 Every socket gets TCP_NODELAY (paho does not set it; without it each small publish can
 wait ~40 ms for the peer's delayed ACK). The connection is re-established after a loss,
 with a doubling delay, and the subscriptions are renewed on every CONNACK. paho's
-``connect`` is a blocking TCP connect, bounded by ``connect_timeout``.
+``connect`` is a blocking TCP connect (and TLS handshake), bounded by ``connect_timeout``.
+
+TLS (``tls``, a verifying ``ssl.SSLContext``): a TLS socket decrypts whole records, so
+packets can wait in its buffer while the socket itself has nothing to read; the reader
+drains ``pending()`` bytes too, or they would sit there until the next packet arrives.
+``login`` ``(user, password)`` is the service's login on a deployment broker.
 """
 import asyncio
 import logging
@@ -36,7 +41,7 @@ class AsyncMqttClient:
     (``[(filter, qos)]``) is passed to ``on_message(topic, payload)`` in the loop."""
 
     def __init__(self, host, port, on_message, subscriptions=(), client_id=None, keepalive=30,
-                 connect_timeout=3.0):
+                 connect_timeout=3.0, tls=None, login=None):
         self.host = host
         self.port = port
         self.on_message = on_message
@@ -46,6 +51,11 @@ class AsyncMqttClient:
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                                   protocol=paho.MQTTv311, clean_session=True)
         self.client.connect_timeout = connect_timeout
+        self.tls = tls
+        if tls is not None:
+            self.client.tls_set_context(tls)
+        if login is not None:
+            self.client.username_pw_set(*login)
         self.client.max_inflight_messages_set(MAX_INFLIGHT)
         self.client.on_socket_open = self._socket_open
         self.client.on_socket_close = self._socket_close
@@ -62,7 +72,7 @@ class AsyncMqttClient:
 
     @property
     def url(self):
-        return broker_url.url(self.host, self.port)
+        return broker_url.url(self.host, self.port, self.tls is not None)
 
     def socket(self):
         return self.client.socket()
@@ -74,6 +84,10 @@ class AsyncMqttClient:
         try:
             self.client.connect(self.host, self.port, self.keepalive)
         except OSError as e:
+            why = getattr(e, "verify_message", None)  # ssl.SSLCertVerificationError
+            if why:
+                raise MqttError("the MQTT broker at %s: its TLS certificate failed verification: %s"
+                                % (self.url, why))
             raise MqttError("cannot reach the MQTT broker at %s: %s" % (self.url, e.strerror or e))
         self._spawn(self._keepalive())
         try:
@@ -118,8 +132,10 @@ class AsyncMqttClient:
         for _ in range(256):
             if self.client.loop_read() or self.client.socket() is not sock:
                 return
-            if not select.select([sock], (), (), 0)[0]:
+            if not (self.tls is not None and sock.pending()) and not select.select([sock], (), (), 0)[0]:
                 return
+        if self.tls is not None and sock.pending():  # more than 256 packets buffered: the rest next turn
+            self.loop.call_soon(self._readable, sock)
 
     def _socket_close(self, client, userdata, sock):
         self.loop.remove_reader(sock)

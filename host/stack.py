@@ -3,8 +3,11 @@
 The RA (a fresh one, its key in a key file), a ledger of n replica processes trusting it,
 an MQTT broker (the embedded amqtt one, or an external one by URL) and the gateway with
 the faucet and RA registration: what ``plugpay demo`` and ``plugpay bench session`` need
-before the first device connects. The gateway and the embedded broker run on an asyncio
-loop in a thread of their own, so the caller's code (devices in threads) stays plain.
+before the first device connects. On a deployment broker (``host.deployment``) the
+devices and the gateway connect to different listeners: ``broker_url`` and ``broker_ca``
+are the devices', ``gateway_url`` and ``gateway_login`` the gateway's. The gateway and
+the embedded broker run on an asyncio loop in a thread of their own, so the caller's code
+(devices in threads) stays plain.
 """
 import asyncio
 import os
@@ -40,14 +43,21 @@ class LoopThread:
 
 class HostStack:
     """``with HostStack(directory) as host:`` RA, replicas, broker and gateway are up;
-    ``host.broker_host``/``broker_port`` is where devices connect, ``host.authority`` the
-    RA (for identity registration in person and audits), ``host.ra_pubkeys`` what wallets
-    are provisioned with. Everything stops on the way out, also after a failed start."""
+    ``host.devices`` (a ``broker.Endpoint``; ``broker_host``/``broker_port``) is where
+    devices connect, ``host.authority`` the RA (for identity registration in person and
+    audits), ``host.ra_pubkeys`` what wallets are provisioned with. Everything stops on the
+    way out, also after a failed start."""
 
-    def __init__(self, directory, n=4, broker_url=None, faucet_limit=10 ** 9, progress=None):
+    def __init__(self, directory, n=4, broker_url=None, faucet_limit=10 ** 9, progress=None, broker_ca=None,
+                 gateway_url=None, gateway_login=None):
         self.directory = os.path.abspath(directory)
         self.n = n
-        self.external = broker_mod.parse_url(broker_url) if broker_url else None
+        if gateway_url and not broker_url:
+            raise ValueError("a gateway broker URL (%s) without the devices' broker URL" % gateway_url)
+        self.external = broker_mod.Endpoint(broker_url, broker_ca) if broker_url else None
+        self.gateway_broker = broker_mod.Endpoint(gateway_url or broker_url, broker_ca, gateway_login) \
+            if broker_url else None
+        self.devices = self.external
         self.faucet_limit = faucet_limit
         self.progress = progress or (lambda text: None)
         self.lc = None
@@ -87,21 +97,24 @@ class HostStack:
         self.lc.wait_listening()
         self.progress("ledger: %d replica processes listening" % self.n)
         self.loop = LoopThread()
-        if self.external:
-            self.broker_host, self.broker_port = self.external
-        else:
-            self.broker_host, self.broker_port = "127.0.0.1", cluster.free_ports(1)[0]
+        if self.devices is None:
+            self.devices = broker_mod.Endpoint(broker_mod.url("127.0.0.1", cluster.free_ports(1)[0]))
+        self.broker_host, self.broker_port = self.devices.host, self.devices.port
         self.loop.run(self._start_services(faucet.Faucet(faucet.load_key(faucet_key), self.faucet_limit),
                                            ra_dir, ra.unseal(ra_dir, unlock)))
-        self.progress("MQTT broker %s (%s), gateway up" % (
-            broker_mod.url(self.broker_host, self.broker_port), "external" if self.external else "embedded amqtt"))
+        gateway = self.gateway_broker
+        self.progress("MQTT broker %s (%s), gateway up%s" % (
+            self.devices.url, "external" if self.external else "embedded amqtt",
+            " on %s" % gateway.url if gateway is not None and gateway.url != self.devices.url else ""))
 
     async def _start_services(self, the_faucet, ra_dir, vault):
+        gateway = self.gateway_broker or self.devices
         if not self.external:
             self.broker = broker_mod.EmbeddedBroker(self.broker_host, self.broker_port)
             await self.broker.start()
-        self.gateway = Gateway(self.lc.config, self.lc.secrets, self.broker_host, self.broker_port,
-                               faucet=the_faucet, ra_directory=ra_dir, ra_vault=vault)
+        self.gateway = Gateway(self.lc.config, self.lc.secrets, gateway.host, gateway.port,
+                               faucet=the_faucet, ra_directory=ra_dir, ra_vault=vault, mqtt_tls=gateway.tls,
+                               mqtt_login=gateway.login)
         await self.gateway.start()
 
     async def _stop_services(self):

@@ -13,7 +13,7 @@ def run(*args, timeout=600):
 def test_help_names_every_command():
     out = run("--help")
     assert out.returncode == 0
-    for command in ("demo", "selfcheck", "bench", "ledger", "ra"):
+    for command in ("demo", "selfcheck", "bench", "ledger", "ra", "broker"):
         assert command in out.stdout
 
 

@@ -600,9 +600,12 @@ def test_faucet_key_file_is_private(tmp_path):
 
 
 def test_broker_urls():
-    assert broker.parse_url("mqtt://127.0.0.1:1884") == ("127.0.0.1", 1884)
-    assert broker.parse_url("mqtt://broker.local") == ("broker.local", 1883)
-    assert broker.parse_url("mqtt://[::1]:1883") == ("::1", 1883)
+    assert broker.parse_url("mqtt://127.0.0.1:1884") == ("127.0.0.1", 1884, False)
+    assert broker.parse_url("mqtt://broker.local") == ("broker.local", 1883, False)
+    assert broker.parse_url("mqtt://[::1]:1883") == ("::1", 1883, False)
+    assert broker.parse_url("mqtts://broker.local") == ("broker.local", 8883, True)
+    assert broker.parse_url("mqtts://[::1]:8884") == ("::1", 8884, True)
+    assert broker.url("::1", 8884, tls=True) == "mqtts://[::1]:8884"
     for bad, says in (("tcp://h:1", "expected mqtt://"), ("mqtt://:1883", "no host"), ("mqtt://h:99999", "out of range"),
                       ("mqtt://h:x", "(?i)port"), ("mqtt://u:p@h:1", "passwords"), ("mqtt://h:1/topic", "path"),
                       ("127.0.0.1:1883", "expected mqtt://")):

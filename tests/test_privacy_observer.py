@@ -117,7 +117,7 @@ def test_fresh_keys_random_payloads_and_separate_mints_do_not_link():
     vehicle, others = [Session() for _ in range(3)], [Session() for _ in range(2)]
     mints = []
     for s in vehicle + others:
-        s.publish(topics.topic(topics.RA_REGISTER, s.cid), os.urandom(300))  # a sealed box
+        s.publish(topics.topic(topics.HOST_SEALED, s.cid), os.urandom(300))  # a sealed box
         s.link(M.InstallmentReq(2, os.urandom(120)))  # opaque bytes inside a structure
         mints.append(funded(s))
     garbage = [b"not a request", dumps([28, 1, [[os.urandom(32), 0]]])]  # a tag no ledger knows yet
@@ -149,7 +149,7 @@ def test_small_integers_do_not_link_an_integer_filling_eight_bytes_does():
     nonce = 0xA5A5_1234_5678_9ABC
     for s in vehicle:
         request = L.FaucetRequest(nonce, [S.TxOutput(Key().account, 5)])
-        s.publish(topics.topic(topics.FAUCET_REQUEST, s.cid), request.encode())
+        s.publish(topics.topic(topics.HOST_SEALED, s.cid), request.encode())
     report = observe(vehicle, others)
     assert report["linked_pairs"] == 1
     assert [v["value"] for v in report["values"]] == [nonce.to_bytes(8, "big").hex()]
@@ -159,10 +159,10 @@ def test_a_shared_33_byte_key_links_even_inside_opaque_bytes_and_the_report_says
     vehicle, others = [Session() for _ in range(3)], [Session()]
     key = Key()
     vehicle[0].link(M.SessionSetupReq(key.pubkey, b"", b""))
-    vehicle[2].publish("plugpay/ra/register/" + vehicle[2].cid, os.urandom(40) + key.pubkey + os.urandom(40))
+    vehicle[2].publish("plugpay/host/sealed/" + vehicle[2].cid, os.urandom(40) + key.pubkey + os.urandom(40))
     report = observe(vehicle, others)
     assert (report["components"], report["linked_pairs"], report["groups"]) == (2, 1, [["v0", "v2"]])
-    where = {"v0": [topics.link_topics(vehicle[0].sid)[0]], "v2": ["plugpay/ra/register/" + vehicle[2].cid]}
+    where = {"v0": [topics.link_topics(vehicle[0].sid)[0]], "v2": ["plugpay/host/sealed/" + vehicle[2].cid]}
     assert report["values"] == [{"value": key.pubkey.hex(), "bytes": 33, "sessions": ["v0", "v2"], "topics": where}]
     [edge] = report["edges"]
     assert (edge["sessions"], edge["reason"], edge["evidence"][0]["topics"]) == (["v0", "v2"], O.SHARED_VALUE, where)

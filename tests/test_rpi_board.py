@@ -10,7 +10,7 @@ import pytest
 
 from plugpay.boards.esp32 import meter_line as ML
 from plugpay.boards.esp32.board import HardwareBoard
-from plugpay.boards.esp32.profile import parse
+from plugpay.boards.esp32.profile import ConfigError, parse
 from plugpay.boards.rpi import board as rpi
 from plugpay.boards.rpi.main import main as board_main
 from plugpay.boards.rpi.main import session_argv
@@ -120,3 +120,16 @@ def test_session_options_come_from_the_config(meter):
     assert argv[:3] == ["session", "--role", "charger"]
     assert argv[argv.index("--region") + 1] == "AT-5020" and "--produce" not in argv
     assert argv[argv.index("--wallet") + 1] == "/var/lib/plugpay/wallet"
+
+
+def test_a_pi_reaches_a_tls_broker_with_the_deployment_ca():
+    data = json.load(open(os.path.join(ROOT, "boards/rpi/config.json")))
+    data.update(broker="mqtts://broker.example", broker_ca="/etc/plugpay/broker-ca.crt")
+    profile = parse(json.dumps(data), "rpi")
+    assert profile["broker_address"] == ("broker.example", 8883)
+    argv = session_argv(profile)
+    assert argv[argv.index("--broker") + 1] == "mqtts://broker.example"
+    assert argv[argv.index("--ca") + 1] == "/etc/plugpay/broker-ca.crt"
+    data.update(broker="mqtt://broker.example")
+    with pytest.raises(ConfigError, match="config broker_ca: only for an mqtts:// broker on the Pi"):
+        parse(json.dumps(data), "rpi")

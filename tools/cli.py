@@ -79,9 +79,10 @@ def parser():
                    help="session: concurrent sessions through one broker and ledger (default 100; 10 with --quick)")
     b.set_defaults(func=_bench)
 
-    from plugpay.tools import hil_cli, ledger_cli, provision_cli, ra_cli, session_cli, wallet_cli
+    from plugpay.tools import broker_cli, hil_cli, ledger_cli, provision_cli, ra_cli, session_cli, wallet_cli
 
     ledger_cli.add_parser(sub)
+    broker_cli.add_parser(sub)
     ra_cli.add_parser(sub)
     wallet_cli.add_parser(sub)
     session_cli.add_parser(sub)

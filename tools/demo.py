@@ -4,11 +4,11 @@ What runs: a fresh RA, a ledger of 4 replica processes, the embedded MQTT broker
 one ``--broker`` names) and the gateway (``host.stack``); two device wallets provisioned
 the way boards are (identity registered with the RA in person, one-time keys registered
 and the consumer funded over MQTT through the gateway); then a vehicle and a charger (or
-two vehicles), each in its own thread with its own MQTT connection, simulated board and
-wallet, run one session (``firmware.session`` over ``firmware.runner``). A line per
-moment shows energy, installments and each side's exposure; the summary gives the
-on-chain transactions, the maximum exposure of each side against the b/N bound and the
-RA's audit of the session's accounts.
+two vehicles), each in its own thread with its own MQTT connection (its user name the
+session's id), simulated board and wallet, run one session (``firmware.session`` over
+``firmware.runner``). A line per moment shows energy, installments and each side's
+exposure; the summary gives the on-chain transactions, the maximum exposure of each side
+against the b/N bound and the RA's audit of the session's accounts.
 """
 import os
 import sys
@@ -21,7 +21,6 @@ from plugpay.boards.sim.clock import ScaledClock
 from plugpay.boards.sim.power import Battery, Meter
 from plugpay.firmware import issuing
 from plugpay.firmware.gateway_client import GatewayClient
-from plugpay.firmware.mqtt import Mqtt
 from plugpay.firmware.refill import REFILLED, refill
 from plugpay.firmware.runner import SessionRunner
 from plugpay.firmware.session import CHANNEL, HTLC, Misbehaviour, Session, Terms
@@ -31,6 +30,7 @@ from plugpay.protocol import link
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import link_messages as M
 from plugpay.protocol.port import urandom
+from plugpay.tools import broker_args
 
 MISBEHAVIOURS = {
     "none": (None, None),
@@ -67,7 +67,9 @@ def add_arguments(p):
     p.add_argument("--scale", type=float, default=2000.0,
                    help="simulated seconds per real second for the boards' energy flow (default 2000: "
                    "20 kWh at 11 kW in about a second)")
-    p.add_argument("--broker", metavar="URL", help="use this MQTT broker (mqtt://host:port) instead of the embedded one")
+    broker_args.add_broker(p, "use this MQTT broker (mqtt://host:port, or mqtts:// with --ca) instead of the "
+                           "embedded one")
+    broker_args.add_gateway_login(p, own_url=True)
     p.add_argument("--dir", help="keep the run's files here (default: a temporary directory, removed)")
     p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds (default 120)")
     p.add_argument("--record", metavar="FILE", help="write the session record (JSON, for plugpay report) here")
@@ -96,7 +98,7 @@ def _run(args, params, directory):
 
     _say("plugpay demo: %s, %s, N = %d, %d Wh at %d per kWh, misbehaviour: %s" % (
         args.scenario, args.mode, params.installments, params.energy_wh, params.unit_price, args.misbehave))
-    with HostStack(directory, broker_url=args.broker, progress=lambda t: _say("  host: " + t)) as host:
+    with HostStack(directory, progress=lambda t: _say("  host: " + t), **broker_args.host_stack(args)) as host:
         first, second, first_produces = SCENARIOS[args.scenario]
         sides = []
         for name, initiator, producer in ((first, True, first_produces), (second, False, not first_produces)):
@@ -133,7 +135,8 @@ def _run(args, params, directory):
 class Device:
     """One simulated board with its wallet on files: provisioned over one MQTT connection,
     and each session on a connection of its own (a fresh client id, so the broker cannot
-    link two sessions of one device)."""
+    link two sessions of one device; the session's id as user name, which a deployment
+    broker's ACL opens the session's link topics to)."""
 
     def __init__(self, name, initiator, producer, host, directory, params, args, keys=KEYS):
         self.host = host
@@ -145,7 +148,7 @@ class Device:
         battery = Battery(80000, 70000 if producer else 10000, 150000, 150000) if vehicle else None
         meter = None if initiator else Meter(urandom(32))  # the responder (the charger) meters
         self.board = SimBoard(name, self.clock, args.power_w, battery=battery, meter=meter)
-        self.mqtt = Mqtt(host.broker_host, host.broker_port)
+        self.mqtt = host.devices.device()
         self.mqtt.connect()
         self.gateway = GatewayClient(self.mqtt)
         folder = os.path.join(directory, "wallet-" + name)
@@ -170,7 +173,7 @@ class Device:
     def start(self, terms, cheat=None, pause=False):
         """Run a session with ``terms`` in a thread of its own; ``pause``: this side's owner
         pauses half-way for ``PAUSE_MS``."""
-        self.session_mqtt = Mqtt(self.host.broker_host, self.host.broker_port)
+        self.session_mqtt = self.host.devices.device(username=terms.session_id.hex())
         self.session_mqtt.connect()
         self.runner_clock = _Millis()
         self.session = Session(self.wallet, self.board, terms, self.runner_clock(), misbehaviour=cheat,

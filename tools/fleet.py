@@ -95,7 +95,7 @@ class _Station:
 
     def __init__(self, host):
         self.mqtt = Mqtt(host.broker_host, host.broker_port)
-        self.requests = Requests()
+        self.requests = Requests(self.mqtt.client_id)
 
     def __enter__(self):
         self.mqtt.connect()

@@ -28,7 +28,7 @@ from plugpay.firmware import console as C
 from plugpay.firmware.session import CHANNEL, HTLC, Terms
 from plugpay.protocol import link
 from plugpay.protocol import link_messages as M
-from plugpay.tools import demo, session_record
+from plugpay.tools import broker_args, demo, session_record
 
 HELLO_WAIT_S = 5.0
 SCENARIOS = {"g2v": False, "v2g": True}  # does the vehicle produce?
@@ -59,7 +59,8 @@ def add_parser(subparsers):
     p.add_argument("--power-w", type=int, default=11000, help="charging power, W (default 11000)")
     p.add_argument("--scale", type=float, default=2000.0,
                    help="simulated boards: simulated seconds per real second (default 2000)")
-    p.add_argument("--broker", metavar="URL", help="the MQTT broker (mqtt://host:port); needed with a real board")
+    broker_args.add_broker(p, "the MQTT broker (mqtt://host:port or mqtts://host:port); needed with a real board")
+    broker_args.add_gateway_login(p, own_url=True)
     p.add_argument("--record", metavar="FILE", help="write the session record (JSON) here")
     p.add_argument("--dir", help="keep the run's files here (default: a temporary directory, removed)")
     p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds (default 120)")
@@ -70,13 +71,25 @@ def add_parser(subparsers):
 def run(args):
     try:
         plan = _plan(args)
-    except UsageError as e:
+        hosting = _hosting(args)
+    except (UsageError, ValueError) as e:
         print("plugpay hil: error: %s" % e, file=sys.stderr)
         return 2
     if args.dir:
-        return _run(args, plan, args.dir)
+        return _run(args, plan, hosting, args.dir)
     with tempfile.TemporaryDirectory(prefix="plugpay-hil-") as directory:
-        return _run(args, plan, directory)
+        return _run(args, plan, hosting, directory)
+
+
+def _hosting(args):
+    """With a real board, the running host's broker (an ``Endpoint``); else the broker
+    keywords of the host stack started here."""
+    if any(spec != "sim" for spec in (args.vehicle, args.charger)):
+        if args.gateway_broker or args.gateway_password_file:
+            raise UsageError("--gateway-broker and --gateway-password-file are for the host started here; with a "
+                             "real board the running host's gateway serves")
+        return broker_args.endpoint(args)
+    return broker_args.host_stack(args)
 
 
 def _plan(args):
@@ -103,12 +116,11 @@ def _say(text):
 
 class ExternalHost:
     """A running host (``plugpay ledger up``) for simulated boards beside real ones: its
-    broker, and its RA directory for identities in person."""
+    broker (``devices``, a ``broker.Endpoint``), and its RA directory for identities in
+    person."""
 
-    def __init__(self, broker_url, ra_dir=None, unlock=None):
-        from plugpay.host import broker
-
-        self.broker_host, self.broker_port = broker.parse_url(broker_url)
+    def __init__(self, devices, ra_dir=None, unlock=None):
+        self.devices = devices
         self.ra_dir = ra_dir
         self.unlock = unlock
         self.authority = None
@@ -168,7 +180,7 @@ class RealSide:
         self.console.close()
 
 
-def _run(args, params, directory):
+def _run(args, params, hosting, directory):
     from plugpay.host.stack import HostStack
     from plugpay.tools.ra_cli import unlock_from_args
 
@@ -180,9 +192,9 @@ def _run(args, params, directory):
         args.charger))
     if real:
         unlock = unlock_from_args(args) if args.ra_dir else None
-        host = ExternalHost(args.broker, args.ra_dir, unlock)
+        host = ExternalHost(hosting, args.ra_dir, unlock)
     else:
-        host = HostStack(directory, broker_url=args.broker, progress=lambda t: _say("  host: " + t))
+        host = HostStack(directory, progress=lambda t: _say("  host: " + t), **hosting)
     sides = []
     try:
         with host:

@@ -48,8 +48,12 @@ def add_parser(subparsers):
     up.add_argument("--base-port", type=int, help="ports base..base+n-1 (default: free ones)")
     up.add_argument("--mqtt-host", default="127.0.0.1", help="embedded MQTT broker address (default 127.0.0.1)")
     up.add_argument("--mqtt-port", type=int, default=1883, help="embedded MQTT broker port (default 1883)")
-    up.add_argument("--broker", metavar="URL", help="use this broker (mqtt://host:port, e.g. Mosquitto) instead of "
-                    "starting the embedded one")
+    from plugpay.tools import broker_args
+
+    broker_args.add_broker(up, "the gateway uses this broker instead of starting the embedded one: mqtt://host:port "
+                           "(e.g. Mosquitto), or a deployment broker's gateway listener, mqtts://127.0.0.1:8884 with "
+                           "--ca and --gateway-password-file")
+    broker_args.add_gateway_login(up)
     up.add_argument("--no-gateway", action="store_true", help="run the replicas only: no MQTT broker, no gateway")
     up.add_argument("--duration", type=float, help="stop after this many seconds instead of waiting for Ctrl-C")
     up.set_defaults(func=_up)
@@ -144,11 +148,15 @@ def _app_options(args):
 
 
 def _up(args):
-    from plugpay.host import broker, cluster
+    from plugpay.host import cluster
+    from plugpay.tools import broker_args
 
     if args.no_gateway and args.broker:
         raise ValueError("--broker and --no-gateway exclude each other")
-    external = broker.parse_url(args.broker) if args.broker else None  # a bad URL fails before anything starts
+    if not args.broker and (args.ca or args.gateway_password_file):
+        raise ValueError("--ca and --gateway-password-file go with --broker (the embedded broker needs neither)")
+    # a bad URL, CA or password file fails before anything starts
+    external = broker_args.gateway_endpoint(args) if args.broker else None
     config_path = os.path.join(args.dir, "cluster.json")
     if os.path.exists(config_path):
         print("using the existing cluster in %s" % os.path.abspath(args.dir))
@@ -248,13 +256,16 @@ async def _serve(args, lc, gateway_options, external, stopping):
             for noisy in ("amqtt", "transitions"):  # a line per connection and state change
                 logging.getLogger(noisy).setLevel(logging.WARNING)
             if external:
-                host, port = external
-                print("mqtt:    %s (external broker)" % broker.url(host, port))
+                print("mqtt:    %s (external broker%s)" % (external.url, ", as user %s" % external.login[0]
+                                                          if external.login else ""))
+                endpoint = external
             else:
                 embedded = await services.enter_async_context(broker.EmbeddedBroker(args.mqtt_host, args.mqtt_port))
-                host, port = embedded.host, embedded.port
+                endpoint = broker.Endpoint(embedded.url)
                 print("mqtt:    %s (embedded amqtt broker)" % embedded.url)
-            await services.enter_async_context(Gateway(lc.config, lc.secrets, host, port, **gateway_options))
+            await services.enter_async_context(Gateway(lc.config, lc.secrets, endpoint.host, endpoint.port,
+                                                       mqtt_tls=endpoint.tls, mqtt_login=endpoint.login,
+                                                       **gateway_options))
             faucet = gateway_options.get("faucet")
             vault = gateway_options.get("ra_vault")
             print("gateway: %s and %s ('+' is the device's client id)"

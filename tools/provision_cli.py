@@ -108,20 +108,19 @@ def _direct(authority):
     return authority.handle
 
 
-def _over_mqtt(url, timeout_ms, ra_pubkeys):
+def _over_mqtt(args, timeout_ms, ra_pubkeys):
     from plugpay.firmware.gateway_client import GatewayClient, GatewayError
-    from plugpay.firmware.mqtt import Mqtt, MqttError
-    from plugpay.host import broker
+    from plugpay.firmware.mqtt import MqttError
+    from plugpay.tools import broker_args
 
     try:
-        host, port = broker.parse_url(url)
+        mqtt = broker_args.endpoint(args).device()
     except ValueError as e:
         raise UsageError(str(e))
-    mqtt = Mqtt(host, port)
     try:
         mqtt.connect()
     except MqttError as e:
-        raise ProvisionFailure("cannot reach the broker %s: %s" % (url, e))
+        raise ProvisionFailure(str(e))
     client = GatewayClient(mqtt)
 
     def register(request):
@@ -228,7 +227,7 @@ def _keys(args, wallet, say):
         return 0
     bar = ProgressBar(args.keys)
     if args.broker:
-        register, mqtt = _over_mqtt(args.broker, int(args.timeout * 1000), wallet.ra_pubkeys)
+        register, mqtt = _over_mqtt(args, int(args.timeout * 1000), wallet.ra_pubkeys)
         try:
             say("registering %d keys over MQTT through the gateway at %s (sealed to the RA's key)"
                 % (args.keys, args.broker))
@@ -304,6 +303,7 @@ def _fail(error, code):
 
 def add_parser(subparsers):
     """Register ``provision`` on the ``plugpay`` command line."""
+    from plugpay.tools import broker_args
     from plugpay.tools.ra_cli import add_unlock_options
 
     p = subparsers.add_parser("provision", help="create a board's wallet, register its identity and one-time keys "
@@ -319,7 +319,8 @@ def add_parser(subparsers):
     add_unlock_options(p)
     p.add_argument("--ra-pubkey", action="append", metavar="EPOCH:HEX",
                    help="without --ra-dir: an RA public key the wallet accepts; repeatable")
-    p.add_argument("--broker", metavar="URL", help="register the keys over MQTT through the gateway at this broker")
+    broker_args.add_broker(p, "register the keys over MQTT through the gateway at this broker (mqtt://host:port, "
+                           "or mqtts://host:port with --ca)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the gateway per batch (default 60)")
     p.add_argument("--identity", metavar="HEX", help="the identity id the RA registered in person for this board")
     p.add_argument("--name", help="in person: the owner's name")

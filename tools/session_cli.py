@@ -9,7 +9,10 @@ window and energy under a one-time key, producers quote and bid from their publi
 price) with its private position after a bid window and commits. Both derive the link's
 session id (with an ECDH secret of their two one-time keys, so no one else reading the
 board finds the session's topics) and the terms from the request and the chosen bid, then
-run the session (``firmware.session`` over ``firmware.runner``) on a fresh MQTT connection.
+run the session (``firmware.session`` over ``firmware.runner``) on a fresh MQTT connection
+whose user name is the session's id: a deployment broker opens the session's link topics
+to that connection alone (``host.deployment``). The market, key refill and funding use a
+connection of their own, closed before the session starts.
 
 The consumer sets the bid deadline ``--bid-blocks`` past the ledger's height (asked of
 the gateway with the same bytes every device sends, so the question names nothing of its
@@ -33,7 +36,7 @@ from plugpay.firmware.bookkeeping import WalletError
 from plugpay.firmware.devicekey import DeviceKeyError
 from plugpay.firmware.gateway_client import GatewayClient, GatewayError
 from plugpay.firmware.keystore import KeystoreError
-from plugpay.firmware.mqtt import Mqtt, MqttError
+from plugpay.firmware.mqtt import MqttError
 from plugpay.firmware.records import RecordCorrupt
 from plugpay.firmware.refill import NOT_NEEDED, REFILLED, refill
 from plugpay.firmware.runner import SessionRunner
@@ -42,6 +45,7 @@ from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import link_messages as M
 from plugpay.protocol.codec import DecodeError
 from plugpay.protocol.port import sha256, urandom
+from plugpay.tools import broker_args
 
 POLL_S = 0.25  # a producer looks at the market this often: well inside the link's 2 s response timeout
 COMMIT_WAIT_S = 30.0  # a producer gives up on a request not committed this long after its bid
@@ -113,8 +117,8 @@ def add_parser(subparsers):
     p = subparsers.add_parser("session", help="one side (vehicle or charger) of a charging session against a "
                               "running host (`plugpay ledger up`)", description=__doc__.split("\n\n")[1])
     p.add_argument("--role", required=True, choices=["vehicle", "charger"])
-    p.add_argument("--broker", default="mqtt://127.0.0.1:1883", metavar="URL",
-                   help="the host's MQTT broker (default mqtt://127.0.0.1:1883, what `ledger up` starts)")
+    broker_args.add_broker(p, "the host's MQTT broker: mqtt://host:port, or mqtts://host:port with --ca (default "
+                           "mqtt://127.0.0.1:1883, what `ledger up` starts)", default="mqtt://127.0.0.1:1883")
     p.add_argument("--wallet", required=True, metavar="DIR", help="the wallet's folder (`plugpay wallet init`)")
     p.add_argument("--device-key", required=True, metavar="FILE", help="the wallet's 32-byte device key file")
     p.add_argument("--pin-env", metavar="NAME", help="environment variable holding the wallet's PIN, if it has one")
@@ -199,10 +203,8 @@ class _Plan:
     """The checked options: who this side is and what it sells or buys."""
 
     def __init__(self, args):
-        from plugpay.host import broker
-
         try:
-            self.host, self.port = broker.parse_url(args.broker)
+            self.broker = broker_args.endpoint(args)
         except ValueError as e:
             raise UsageError(str(e))
         self.args = args
@@ -248,7 +250,8 @@ def _open_wallet(args):
 
 
 class _Device:
-    """One session of this device on its own MQTT connection (a fresh client id)."""
+    """One session of this device: the market on one MQTT connection, the session on
+    another; each a fresh client id."""
 
     def __init__(self, plan, wallet, say, hardware=None):
         self.hardware = hardware
@@ -256,24 +259,30 @@ class _Device:
         self.args = plan.args
         self.wallet = wallet
         self.say = say
-        self.mqtt = Mqtt(plan.host, plan.port)
         self.gateway = None
 
     def serve(self, fund=None):
-        self.mqtt.connect()
+        market = self.plan.broker.device()
+        market.connect()
         try:
-            self.gateway = GatewayClient(self.mqtt)
+            self.gateway = GatewayClient(market)
             self._stock_keys()
             self._refresh("before the market")  # what an earlier session left to redeem
             if fund:
                 self._fund(fund)
             deadline = time.monotonic() + self.args.timeout
             deal = self._sell(deadline) if self.plan.producer else self._buy()
-            record = self._run(deal)
+        finally:
+            market.close()
+        link = self.plan.broker.device(username=deal.session_id.hex())
+        link.connect()
+        try:
+            record = self._run(deal, link)
+            self.gateway = GatewayClient(link)  # what the session gave back, redeemed on its own connection
             self._refresh("after the session")
             return record
         finally:
-            self.mqtt.close()
+            link.close()
 
     # -- wallet upkeep through the gateway --------------------------------------------------
 
@@ -448,7 +457,7 @@ class _Device:
         meter = None if self.plan.initiator else Meter(urandom(32))
         return SimBoard(self.args.role, ScaledClock(self.args.scale), power, battery=battery, meter=meter)
 
-    def _run(self, terms):
+    def _run(self, terms, mqtt):
         board = self._board(terms.parameters)
         clock = _Millis()
         session = Session(self.wallet, board, terms, clock(), timestamp=int(time.time()))
@@ -459,7 +468,7 @@ class _Device:
                 self.say("  %6.2f s  %s" % (at / 1000, text))
             shown[0] = len(s.log)
 
-        runner = SessionRunner(session, self.mqtt, now=clock, on_step=show)
+        runner = SessionRunner(session, mqtt, now=clock, on_step=show)
         self.say("session %s: %s as %s" % (terms.session_id.hex()[:8], "producer" if terms.producer else "consumer",
                                           "initiator" if terms.initiator else "responder"))
         runner.run(int(self.args.timeout * 1000))  # from the deal: a late deal still gets its whole session

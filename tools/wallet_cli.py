@@ -158,16 +158,15 @@ def _check(args):
 
 def _settle(args):
     from plugpay.firmware.gateway_client import GatewayClient, GatewayError
-    from plugpay.firmware.mqtt import Mqtt, MqttError
+    from plugpay.firmware.mqtt import MqttError
     from plugpay.firmware.settle import settle
-    from plugpay.host import broker
+    from plugpay.tools import broker_args
 
     try:
-        host, port = broker.parse_url(args.broker)
+        mqtt = broker_args.endpoint(args).device()
     except ValueError as e:
         raise UsageError(str(e))
     wallet = _open(args)
-    mqtt = Mqtt(host, port)
     try:
         mqtt.connect()
         for line in settle(wallet, GatewayClient(mqtt)) or ["nothing open: no channel, HTLC or request waits"]:
@@ -190,6 +189,8 @@ def _guarded(func):
 
 def add_parser(subparsers):
     """Register ``wallet`` and its commands on the ``plugpay`` command line."""
+    from plugpay.tools import broker_args
+
     p = subparsers.add_parser("wallet", help="a device wallet: provision it, show its status, check its files")
     sub = p.add_subparsers(dest="wallet_command", metavar="WALLET_COMMAND")
     sub.required = True
@@ -215,6 +216,6 @@ def add_parser(subparsers):
     c = command("settle", _settle, "finish what sessions left open (after a crash or a timeout): re-send "
                 "unanswered requests, close and settle channels, claim or refund HTLCs; run it again "
                 "once a dispute window or HTLC timeout has passed")
-    c.add_argument("--broker", required=True, metavar="URL", help="the MQTT broker of the ledger's gateway, "
-                   "mqtt://host:port")
+    broker_args.add_broker(c, "the MQTT broker of the ledger's gateway, mqtt://host:port or mqtts://host:port",
+                           required=True)
     return p

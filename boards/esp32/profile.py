@@ -9,7 +9,9 @@ no CPython-only modules.
 Fields (see ``boards/esp32/config.json`` and ``boards/rpi/config.json``):
 
 * ``board`` "esp32" or "rpi"; ``name`` (1-32 chars); ``role`` "vehicle" or "charger";
-* ``broker`` ``mqtt://HOST:PORT``; ``power_w`` the most the relay switches (W);
+* ``broker`` ``mqtt://HOST:PORT``; on the Pi also ``mqtts://HOST:PORT`` (TLS) with
+  ``broker_ca``, the deployment's CA file (the ESP32's umqtt has no TLS yet: refused);
+  ``power_w`` the most the relay switches (W);
 * ``relay`` and ``led`` ``{"pin": GPIO, "active_high": bool}`` (``led`` may be null);
 * ``meter``: ESP32 ``{"uart": 1|2, "tx": GPIO, "rx": GPIO, "baud": int}``, Pi
   ``{"port": "/dev/tty...", "baud": int}``; both take ``timeout_ms`` (default 500);
@@ -67,12 +69,17 @@ def _bool(table, key, path, default):
     return value
 
 
-def broker_address(url):
-    """``(host, port)`` of ``mqtt://HOST:PORT`` (port 1883 when left out)."""
-    if not isinstance(url, str) or not url.startswith("mqtt://"):
+def broker_address(url, board):
+    """``(host, port)`` of ``mqtt://HOST:PORT`` (port 1883 when left out), or on the Pi of
+    ``mqtts://HOST:PORT`` (8883)."""
+    tls = isinstance(url, str) and url.startswith("mqtts://")
+    if tls and board == "esp32":
+        raise ConfigError("config broker: mqtts:// (TLS) is not supported on the ESP32 yet (umqtt); use "
+                          "mqtt://HOST:PORT, got %r" % (url,))
+    if not isinstance(url, str) or not (tls or url.startswith("mqtt://")):
         raise ConfigError("config broker: expected mqtt://HOST:PORT, got %r" % (url,))
-    rest = url[7:].rstrip("/")
-    host, port = rest, 1883
+    rest = url[8 if tls else 7:].rstrip("/")
+    host, port = rest, 8883 if tls else 1883
     if ":" in rest:
         host, text = rest.rsplit(":", 1)
         if not text.isdigit() or not 0 < int(text) < 65536:
@@ -165,7 +172,12 @@ def parse(text, board):
         # drive the board over its console (USB serial)
         "console": _text(raw, "console", "", 3, 6, ("market", "hil")) if "console" in raw else "market",
     }
-    profile["broker_address"] = broker_address(profile["broker"])
+    profile["broker_address"] = broker_address(profile["broker"], board)
+    profile["broker_ca"] = None
+    if "broker_ca" in raw:
+        if board != "rpi" or not profile["broker"].startswith("mqtts://"):
+            raise ConfigError("config broker_ca: only for an mqtts:// broker on the Pi")
+        profile["broker_ca"] = _text(raw, "broker_ca", "", 1, 200)
     if board == "esp32":
         wifi = _field(raw, "wifi", "")
         profile["wifi"] = {"ssid": _text(wifi, "ssid", "wifi", 1, 32), "password": _text(wifi, "password", "wifi", 0, 64)}

@@ -23,6 +23,8 @@ def session_argv(profile):
             "-n", str(s["installments"]), "--energy-wh", str(s["energy_wh"]), "--window-min", str(s["window_min"]),
             "--price", str(s["price"]), "--power-w", str(profile["power_w"]), "--region", s["region"],
             "--position", s["position"]]
+    if profile["broker_ca"]:
+        argv += ["--ca", profile["broker_ca"]]
     return argv + (["--produce"] if s["produce"] else [])
 
 
