@@ -1,62 +1,80 @@
-"""Twenty sessions of one vehicle: nothing on the ledger or the broker repeats, the RA links them all.
+"""Twenty sessions of one vehicle through the market: an observer of every broker message
+and every block cannot tie any two together; the RA names the vehicle behind all twenty.
 
-Real parts: a 4-replica ledger, the embedded broker, the gateway, two devices over MQTT.
-What the broker sees of a session is the client id of each connection and the topics
-(the link's, named by the session id, and the gateway's, named by a client id); what the
-ledger sees is the accounts in the requests. None of these may appear in two sessions,
-while the RA, and only it, names the vehicle behind every one of its accounts.
+The real path, as ``plugpay bench privacy`` runs it: the deployment broker (Mosquitto with
+TLS and the device ACL), ``plugpay ledger up`` (4 replica processes, the gateway), boards
+from ``plugpay provision``, two charger and one vehicle ``plugpay session`` processes. The
+observer is the broker's operator (it reads ``#``) and reads every block; the graph is
+``tools/privacy_observer.py``'s: sessions tied by a shared value of 8+ bytes, transaction
+ancestry, or a query naming another session's object.
 """
-import argparse
-import threading
+import pytest
 
-from plugpay.firmware.session import CHANNEL, Terms
-from plugpay.host import ra
-from plugpay.host.stack import HostStack
 from plugpay.protocol import ledger_ops as L
-from plugpay.protocol import link
-from plugpay.protocol import link_messages as M
-from plugpay.tools.demo import Device
+from plugpay.protocol import topics
+from plugpay.tools import bench_privacy, privacy_observer
 
 SESSIONS = 20
 
 
-def test_twenty_sessions_share_no_account_key_client_id_or_topic(tmp_path):
-    args = argparse.Namespace(scale=10 ** 6, power_w=11000)
-    params = M.ChargeParameters(400, 1790000000, 1790007200, 11000, 300, 4, 5)
-    with HostStack(str(tmp_path / "host")) as host:
-        vehicle = Device("vehicle", True, False, host, str(tmp_path), params, args, keys=4 * SESSIONS + 8)
-        charger = Device("charger", False, True, host, str(tmp_path), params, args, keys=SESSIONS + 8)
-        vehicle.board.connect(charger.board)
-        charger.board.clock = vehicle.board.clock
-        vehicle.board.cable.lock = vehicle.board.clock.lock = threading.Lock()
-        vehicle.fund(SESSIONS * 150)
-        seen = {"client id": [], "topic": [], "account": [], "session key": []}
-        everything, consumers, producers = [], [], []
-        for _ in range(SESSIONS):
-            session_id = link.new_session_id()
-            for device in (vehicle, charger):
-                device.start(Terms(session_id, params, CHANNEL, device is charger, device is vehicle))
-            assert vehicle.wait(30) and charger.wait(30)
-            requests = list(dict.fromkeys(vehicle.session.onchain + charger.session.onchain))
-            assert [L.decode_request(r).NAME for r in requests] == ["channel_open", "channel_close"]
-            everything += requests
-            open_op = L.decode_request(requests[0])
-            consumers.append(open_op.consumer.address())
-            producers.append(open_op.producer.address())
-            for device in (vehicle, charger):
-                runner = device.runner
-                assert runner.requests.cid == device.session_mqtt.client_id  # what a deployment broker's ACL needs
-                seen["client id"].append(runner.requests.cid)
-                seen["topic"] += runner.requests.subscriptions()
-                seen["session key"].append(device.session.account.pubkey)
-            seen["topic"] += [vehicle.runner.incoming, vehicle.runner.outgoing]  # the link's: both sides use them
-            seen["account"] += sorted(set(a.address() for a in ra.accounts_in(requests)))
-        for what, values in seen.items():
-            assert len(values) == len(set(values)), "a %s repeats across sessions" % what
-        # Only the RA names who is behind the accounts: the vehicle in all twenty sessions.
-        names = host.authority.audit(everything)
-        assert {names[a].name for a in consumers} == {"Demo vehicle"}
-        assert {names[a].name for a in producers} == {"Demo charger"}
-        assert None not in names.values()
-        vehicle.close()
-        charger.close()
+@pytest.fixture(scope="module")
+def observed(tmp_path_factory):
+    return bench_privacy.run(SESSIONS, directory=str(tmp_path_factory.mktemp("privacy")), say=lambda text: None)
+
+
+def test_no_two_sessions_of_the_vehicle_can_be_tied_together(observed):
+    report = observed.report
+    assert report["settled"] == SESSIONS, observed.records["vehicle"]
+    assert report["sessions_by_device"]["charger-a"] and report["sessions_by_device"]["charger-b"]  # both served
+    what = "\n".join(privacy_observer.report_lines(report))
+    assert (report["sessions"], report["components"], report["linked_pairs"]) == (SESSIONS, SESSIONS, 0), what
+    assert report["shared_values"] == 0 and report["undecodable_requests"] == 0, what
+
+
+def test_the_ra_still_names_the_vehicle_behind_every_session(observed):
+    assert observed.report["audit_linked"] == SESSIONS
+
+
+def _kinds(messages):
+    out = set()
+    for _, topic, _ in messages:
+        parsed = topics.parse(topic)
+        out.add(parsed[0] if parsed else topic.split("/")[1])
+    return out
+
+
+def test_the_observer_had_each_session_whole(observed):
+    """Guard against a vacuous pass: every session of the vehicle holds its market request,
+    its deposit and its link messages, and its requests are on the chain the observer read;
+    the sealed upkeep (funding, key refills, redeems) is among them too."""
+    chain = set(observed.requests)
+    sealed = 0
+    for label, messages in observed.labelled.items():
+        if observed.devices[label] != "vehicle":
+            continue
+        kinds = _kinds(messages)
+        assert {"link", topics.LEDGER_SUBMIT, topics.LEDGER_RESULT, topics.LEDGER_QUERY} <= kinds, (label, kinds)
+        sealed += {topics.HOST_SEALED, topics.HOST_SEALED_REPLY} <= kinds
+        submitted = [bytes(p) for _, t, p in messages if topics.parse(t) and topics.parse(t)[0] == topics.LEDGER_SUBMIT]
+        names = {L.decode_request(raw).NAME for raw in submitted if raw in chain}
+        assert {"market_request", "market_commit", "channel_open"} <= names, (label, names)
+    assert sealed
+
+def test_a_link_planted_in_this_traffic_is_found(observed):
+    """The same data with one coin of session 1 spent again in session 2's traffic (a change
+    chain, as the wallet used to make) and one of session 3's keys in session 4's: the
+    observer ties exactly those."""
+    labels = sorted(label for label in observed.labelled if observed.devices[label] == "vehicle")
+    labelled = dict((label, list(messages)) for label, messages in observed.labelled.items())
+    opens = {}
+    for label in labels:
+        for _, topic, payload in labelled[label]:
+            parsed = topics.parse(topic)
+            if parsed and parsed[0] == topics.LEDGER_SUBMIT and L.decode_request(bytes(payload)).NAME == "channel_open":
+                opens[label] = L.decode_request(bytes(payload))
+    one, two, three, four = labels[:4]
+    labelled[two].append((0, topics.topic(topics.LEDGER_SUBMIT, "planted"), opens[one].encode()))
+    labelled[four].append((0, topics.topic(topics.LEDGER_SUBMIT, "planted"), opens[three].consumer.pubkey * 2))
+    report = privacy_observer.observe(labelled, observed.devices, observed.requests, target="vehicle")
+    assert report["components"] == SESSIONS - 2 and report["linked_pairs"] == 2
+    assert sorted(map(sorted, report["groups"])) == [[one, two], [three, four]]

@@ -30,6 +30,10 @@ def _bench(args):
         from plugpay.tools import bench_session
 
         return bench_session.main(args)
+    if args.what == "privacy":
+        from plugpay.tools import bench_privacy
+
+        return bench_privacy.main(args)
     from plugpay.tools import bench_crypto
 
     return bench_crypto.main(args)
@@ -55,12 +59,14 @@ def parser():
     s.set_defaults(func=_selfcheck)
 
     b = sub.add_parser("bench", help="benchmarks that print figures beside a baseline measured in the same run")
-    b.add_argument("what", choices=["crypto", "ledger", "wallet", "session"],
+    b.add_argument("what", choices=["crypto", "ledger", "wallet", "session", "privacy"],
                    help="crypto: key generation, sign, verify, 300 RA-signed accounts; "
                    "ledger: real transactions through four replica processes; "
                    "wallet: flash per key, O(1) key reads and the heap and sign time of a channel session"
                    " under MicroPython; session: on-chain transactions, installments per second, exposure in"
-                   " every scenario, the link step and concurrent sessions over Mosquitto and a 4-replica ledger")
+                   " every scenario, the link step and concurrent sessions over Mosquitto and a 4-replica ledger; "
+                   "privacy: what an observer of every broker message and block can tie together over a vehicle's "
+                   "sessions through the market (the deployment broker, real processes)")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     b.add_argument("--quick", action="store_true", help="shorter timing loops (noisier figures)")
     b.add_argument("--no-micropython", action="store_true",
@@ -76,7 +82,8 @@ def parser():
                    help="wallet: installments of the channel session (default 100; 10 with --quick); "
                    "session: installments of the timed channel (default 1000; 100 with --quick)")
     b.add_argument("--sessions", type=int, default=None,
-                   help="session: concurrent sessions through one broker and ledger (default 100; 10 with --quick)")
+                   help="session: concurrent sessions through one broker and ledger (default 100; 10 with --quick); "
+                   "privacy: the vehicle's sessions (default 20)")
     b.set_defaults(func=_bench)
 
     from plugpay.tools import broker_cli, hil_cli, ledger_cli, provision_cli, ra_cli, session_cli, wallet_cli

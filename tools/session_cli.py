@@ -280,6 +280,7 @@ class _Device:
             record = self._run(deal, link)
             self.gateway = GatewayClient(link)  # what the session gave back, redeemed on its own connection
             self._refresh("after the session")
+            record["client_ids"] = [market.client_id, link.client_id]
             return record
         finally:
             link.close()
@@ -390,7 +391,9 @@ class _Device:
         tried = set()
         self.say("market: looking for requests in %s" % self.args.region)
         while time.monotonic() < deadline:
-            offers = [(row, self._quote(row)) for row in self._open_requests() if row.request_key not in tried]
+            height = self._height()  # a request whose bidding is over takes no more bids
+            offers = [(row, self._quote(row)) for row in self._open_requests()
+                      if row.request_key not in tried and row.bid_deadline > height]
             offers = [(row, price) for row, price in offers if price is not None]
             if not offers:
                 time.sleep(POLL_S)

@@ -108,6 +108,7 @@ class _Host:
     once it was sent twice, so the answer shows the re-sent bytes were the same."""
 
     url = "mqtt://fake:1883"
+    client_id = "fake-device-1"
     connected = True
 
     def __init__(self, serve):
