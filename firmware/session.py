@@ -163,6 +163,7 @@ class Session:
         self.installment_log = []  # consumer: every (k, sent, accepted), for session records (N entries)
         self.closing = None  # the close (or dispute) request on its way to the ledger
         self.closing_started = False
+        self.closing_at = None  # consumer: when the close the producer completed came back
         self.close_tries = 0
         self.disputed = False  # a unilateral close (or the answer to one) went to the ledger
         self.wake = None  # when wake_action runs next (closing and settling)
@@ -722,18 +723,21 @@ class Session:
             self._submit_close(full, now)
         elif op.sig_producer and op.sig_consumer and op.state.encode() == self.channel.latest().encode():
             self.closing = data  # the producer submits it: one submission, not one from each side
+            self.closing_at = now
             self.wake = None
-            self._later(now + CLOSE_WAIT_MS, self._await_close)
+            self._later(now + WATCH_MS, self._await_close)
         self._collect(now)
 
     def _await_close(self, now):
         """Consumer: look for the close the producer completed; submit it myself only if the
-        ledger still shows the channel open by then."""
+        ledger still shows the channel open ``CLOSE_WAIT_MS`` after it came."""
         self._query(self.channel.query(), self._close_seen, now)
 
     def _close_seen(self, result, data, now):
         row = self.channel.ledger_row(data)
         if row is not None and row[5] == L.STATUS_OPEN:
+            if now - self.closing_at < CLOSE_WAIT_MS:
+                return self._later(now + WATCH_MS, self._await_close)
             self._note(now, "the producer did not submit the close: submitting it")
             return self._submit(self.closing, self._closed, now)
         self._paid_out(result, data, now)

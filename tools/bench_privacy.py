@@ -152,11 +152,11 @@ class Deployment:
         self.procs.append(proc)
         return proc
 
-    def session(self, role, *args):
+    def session(self, role, mode, *args):
         """A ``plugpay session`` process of board ``role`` on the device listener."""
         return self._spawn(["session", "--role", "vehicle" if role == VEHICLE else "charger", "--broker",
-                            "mqtts://localhost:%d" % self.port, "--ca", self.ca, "--region", REGION, "--json"]
-                           + self.boards[role] + SESSION_ARGS + list(args),
+                            "mqtts://localhost:%d" % self.port, "--ca", self.ca, "--region", REGION, "--json",
+                            "--mode", mode] + self.boards[role] + SESSION_ARGS + list(args),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def observer(self):
@@ -237,18 +237,18 @@ class Observation:
         self.report = report
 
 
-def run(sessions=20, directory=None, say=print):
+def run(sessions=20, directory=None, say=print, mode="channel"):
     """The whole measurement, as an ``Observation`` whose report is
     ``privacy_observer.observe``'s plus ``audit_linked``, ``settled``,
     ``unattributed_messages`` and each device's session count."""
     base = directory or tempfile.mkdtemp(prefix="plugpay-privacy-")
     with Deployment(base, say) as d:
         with d.observer() as observer:
-            chargers = [d.session(name, "--position", site, "--price", price, "--sessions", "1000", "--timeout",
+            chargers = [d.session(name, mode, "--position", site, "--price", price, "--sessions", "1000", "--timeout",
                                   "100000") for name, site, price in CHARGERS]
-            vehicle = d.session(VEHICLE, "--position", "47.81,13.05", "--fund", str(1000 * sessions),
+            vehicle = d.session(VEHICLE, mode, "--position", "47.81,13.05", "--fund", str(1000 * sessions),
                                 "--sessions", str(sessions), "--timeout", "120")
-            say("vehicle charging %d times through the market (two chargers bidding)" % sessions)
+            say("vehicle charging %d times through the market (two chargers bidding, %s)" % (sessions, mode))
             try:
                 v_out, v_err = vehicle.communicate(timeout=120 + 60 * sessions)
             except subprocess.TimeoutExpired:
@@ -278,7 +278,7 @@ def main(args):
     """``plugpay bench privacy``."""
     say = (lambda text: print(text, file=sys.stderr)) if args.json else print
     try:
-        report = run(args.sessions or 20, say=say).report
+        report = run(args.sessions or 20, say=say, mode=args.mode).report
     except BenchError as e:
         print("plugpay bench privacy: %s" % e, file=sys.stderr)
         return 1

@@ -68,6 +68,8 @@ def parser():
                    "privacy: what an observer of every broker message and block can tie together over a vehicle's "
                    "sessions through the market (the deployment broker, real processes)")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    b.add_argument("--mode", choices=["channel", "htlc"], default="channel",
+                   help="privacy: how the vehicle pays (default channel)")
     b.add_argument("--quick", action="store_true", help="shorter timing loops (noisier figures)")
     b.add_argument("--no-micropython", action="store_true",
                    help="crypto, session: skip the MicroPython (WebAssembly) run")

@@ -102,6 +102,9 @@ def table(status):
         "identity     %s" % (status["identity"] or "(not set)"),
         "balance      %s in %s coins; %s locked, %s incoming, %s requests pending" % (
             money, status["coins"], status["locked"], status["incoming"], status["pending_requests"]),
+        "             %s may fund a session; %s session(s) gave back coins to redeem first" % (
+            "-" if status["clean_balance"] is None else status["clean_balance"],
+            "-" if status["to_redeem"] is None else status["to_redeem"]),
         "keys         %d available, %d reserved, %d registered%s" % (
             keys["available"], keys["reserved"], keys["capacity"],
             ", a registration in flight" if keys["registration_pending"] else ""),
@@ -157,6 +160,7 @@ def _check(args):
 
 
 def _settle(args):
+    from plugpay.firmware import issuing
     from plugpay.firmware.gateway_client import GatewayClient, GatewayError
     from plugpay.firmware.mqtt import MqttError
     from plugpay.firmware.settle import settle
@@ -169,8 +173,14 @@ def _settle(args):
     wallet = _open(args)
     try:
         mqtt.connect()
-        for line in settle(wallet, GatewayClient(mqtt)) or ["nothing open: no channel, HTLC or request waits"]:
+        gateway = GatewayClient(mqtt)
+        for line in settle(wallet, gateway) or ["nothing open: no channel, HTLC or request waits"]:
             print(line)
+        redeemed = issuing.refresh(wallet, gateway)  # what the settled sessions gave back
+        if redeemed.redeemed:
+            print("redeemed %d for fresh coins" % redeemed.redeemed)
+        if redeemed.detail:
+            print(redeemed.detail)
     except (MqttError, GatewayError) as e:
         return _fail("%s (nothing was lost: run it again)" % e)
     finally:
