@@ -8,31 +8,10 @@ the bytes leave the device: after a reboot the wallet re-submits the same bytes
 (``pending_requests``) and can never sign a second, conflicting spend of those coins. One
 record holds everything so that one atomic write moves coins between states.
 
-Coins and privacy. The ledger shows everyone which transaction made each coin and which
-spent it, so a coin that came back from one session (the change of its deposit, a
-channel's refund or payout, an HTLC's claim or refund) names that session: spent in a
-second session, it ties the two together. So every coin carries a *group*:
-
-* ``CLEAN`` (``b""``): the issuer minted it alone, in a ``Faucet`` op of its own, to a fresh
-  one-time key; it names nothing and may fund any one session;
-* otherwise the id of the session object it came out of (the channel id, the HTLC series
-  id, the transaction's hash): it may fund only that same session (an HTLC series funds
-  its later HTLCs from the change of its first), and is otherwise only ever *redeemed*:
-  handed back to the issuer (``redeem``), who mints the same value as fresh clean coins,
-  each alone, under a salted commitment nobody else can tie to the redeem. The issuer can
-  link the two; so can the RA, which may audit every account anyway. Coins of two groups
-  never share a request.
-
-A request that can only be paid by breaking this rule is refused (``WouldLink``) and says
-why; ``Wallet.status`` shows what waits to be redeemed.
-
-Coin selection among the allowed coins, in this order:
-
-1. exactly the amount (plus fee), from one coin or the fewest coins of the same
-   denominations (the issuer mints powers of two, ``coin_plan``): no change, so no coin
-   that would have to be redeemed;
-2. else the smallest single coin that covers it: one input, and big coins stay whole;
-3. else the largest coins first until covered: the fewest inputs.
+Coins and privacy: every coin carries a *group*, and a request of one session never spends
+coins another session gave back (``coins``: the rule, coin selection and denominations).
+A request that can only be paid by breaking it is refused (``WouldLink``) and says why;
+``Wallet.status`` shows what waits to be redeemed.
 
 Change goes to a fresh one-time account (``Keystore.reserve``) in the spend's group. Only
 confirmed coins are selected; change of a spend becomes a coin when the ledger confirms
@@ -53,8 +32,8 @@ A repeat of a ``receive`` writes nothing; reads and ``check`` write nothing.
 """
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import signing
-from plugpay.protocol.codec import DecodeError
 from plugpay.protocol import codec
+from plugpay.protocol.codec import DecodeError
 from plugpay.protocol.port import collect, const, sha256, urandom
 from plugpay.protocol.schema import MAX_UINT, Any, ArrayOf, Bytes, Nested, Record, Struct, UInt
 from plugpay.protocol.structures import (
@@ -69,6 +48,7 @@ from plugpay.protocol.structures import (
 )
 
 from .bookkeeping import KEY_INDEX, TAG_BOOK, WalletError, strict
+from .coins import CLEAN, Coin, coin_plan, cover, exact
 from .keystore import MAX_KEYS
 from .records import ABRecord
 
@@ -80,8 +60,6 @@ MAX_BOOK_BYTES = const(32768)  # the book is read whole into RAM
 _MAX_HELD = MAX_COINS + MAX_SPENDS * MAX_TX_OUTPUTS
 # Refusals after which the wallet cannot tell which input is gone: keep them out of use.
 _INPUT_GONE = (L.DOUBLE_SPEND, L.UNKNOWN_INPUT, L.BAD_INPUT_SIGNATURE)
-CLEAN = b""  # the group of a coin the issuer minted alone
-GROUP = Bytes(max=32)
 
 
 class InsufficientFunds(WalletError):
@@ -91,15 +69,6 @@ class InsufficientFunds(WalletError):
 class WouldLink(InsufficientFunds):
     """Enough money, but only in coins that came back from other sessions: paying with them
     would tie those sessions to this one on the ledger. Redeem them first."""
-
-
-class Coin(Record):
-    NAME = "coin"
-    FIELDS = (("txhash", HASH), ("sn", UInt(MAX_TX_OUTPUTS - 1)), ("index", KEY_INDEX), ("amount", UInt()),
-              ("group", GROUP))
-
-    def key(self):
-        return (self.txhash, self.sn)
 
 
 class OwnOutput(Record):
@@ -209,62 +178,6 @@ def _upgrade_v1(value):
         if isinstance(coin, list) and len(coin) == 4:
             coin.append(coin[0])
     return [TAG_BOOK, 2] + value[2:]
-
-
-def coin_plan(amount, parts=L.MAX_REDEEM_OUTPUTS):
-    """Fresh coins for ``amount``: powers of two, so that later payments can be made
-    exactly, without change (at most ``parts`` coins; the smallest bits share one)."""
-    _amount(amount, "amount")
-    bits = []
-    bit = 1
-    while bit <= amount:
-        if amount & bit:
-            bits.append(bit)
-        bit <<= 1
-    if len(bits) > parts:
-        cut = len(bits) - parts + 1
-        bits = [sum(bits[:cut])] + bits[cut:]
-    bits.reverse()
-    return bits
-
-
-def _exact(coins, need):
-    """Coins summing exactly to ``need``, largest first (at most ``MAX_TX_INPUTS``), or None."""
-    chosen = []
-    left = need
-    for c in sorted(coins, key=lambda c: c.amount, reverse=True):
-        if c.amount <= left:
-            chosen.append(c)
-            left -= c.amount
-            if not left:
-                return chosen
-            if len(chosen) == MAX_TX_INPUTS:
-                return None
-    return None
-
-
-def _cover(coins, need):
-    """``_exact``, else the smallest coin covering ``need``, else the largest coins until
-    covered; None if they cannot cover it in ``MAX_TX_INPUTS`` inputs."""
-    exact = _exact(coins, need)
-    if exact is not None:
-        return exact
-    best = None
-    for c in coins:
-        if c.amount > need and (best is None or c.amount < best.amount):
-            best = c
-    if best is not None:
-        return [best]
-    chosen = []
-    total = 0
-    for c in sorted(coins, key=lambda c: c.amount, reverse=True):
-        chosen.append(c)
-        total += c.amount
-        if total >= need:
-            return chosen
-        if len(chosen) == MAX_TX_INPUTS:
-            break
-    return None
 
 
 class Books:
@@ -401,13 +314,13 @@ class Books:
         group's own coins first, then clean ones; any other request only clean ones."""
         if group:
             own = [c for c in self.coins if c.group == group]
-            chosen = _exact(own, need)
+            chosen = exact(own, need)
             if chosen is not None:
                 return chosen
             allowed = own + [c for c in self.coins if c.group == CLEAN]
         else:
             allowed = [c for c in self.coins if c.group == CLEAN]
-        chosen = _cover(allowed, need)
+        chosen = cover(allowed, need)
         if chosen is not None:
             return chosen
         usable = sum(c.amount for c in allowed)

@@ -22,7 +22,7 @@ from plugpay.protocol import sealed
 from plugpay.protocol.structures import TxOutput
 
 from .bookkeeping import WalletError
-from .books import CLEAN, coin_plan
+from .coins import CLEAN, coin_plan
 from .gateway_client import DEFAULT_TIMEOUT_MS, GatewayError, GatewayRefused
 
 NOT_NEEDED = "not_needed"

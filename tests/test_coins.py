@@ -9,6 +9,7 @@ import pytest
 
 import ledger_helpers as H
 from plugpay.firmware import books as B
+from plugpay.firmware import coins as C
 from plugpay.firmware.books import CLEAN, WouldLink
 from plugpay.firmware.storage import Storage
 from plugpay.firmware.wallet import Wallet
@@ -227,11 +228,11 @@ def test_check_reports_a_pending_request_that_ties_two_sessions(ledger, consumer
     (7, 2, [4, 3]),
 ])
 def test_coin_plan_is_powers_of_two_within_the_output_limit(amount, parts, plan):
-    assert B.coin_plan(amount, parts) == plan
+    assert C.coin_plan(amount, parts) == plan
 
 
 def test_exact_change_is_found_among_powers_of_two():
-    coins = [B.Coin(bytes([i]) * 32, 0, i, a, CLEAN) for i, a in enumerate([512, 256, 128, 64, 32, 16, 8, 1])]
-    assert sorted(c.amount for c in B._exact(coins, 120)) == [8, 16, 32, 64]
-    assert B._exact(coins, 2) is None
-    assert [c.amount for c in B._cover(coins, 2)] == [8]  # the smallest that covers
+    coins = [C.Coin(bytes([i]) * 32, 0, i, a, CLEAN) for i, a in enumerate([512, 256, 128, 64, 32, 16, 8, 1])]
+    assert sorted(c.amount for c in C.exact(coins, 120)) == [8, 16, 32, 64]
+    assert C.exact(coins, 2) is None
+    assert [c.amount for c in C.cover(coins, 2)] == [8]  # the smallest that covers

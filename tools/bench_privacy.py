@@ -29,8 +29,7 @@ import sys
 import tempfile
 import time
 
-from plugpay.host import ra
-from plugpay.protocol import ledger_ops as L
+from plugpay.host import cluster, ra
 from plugpay.protocol import topics
 from plugpay.tools import privacy_capture, privacy_observer
 
@@ -53,17 +52,6 @@ def _run(*args, timeout=120):
     if out.returncode:
         raise BenchError("plugpay %s failed (exit %d): %s" % (args[0], out.returncode, out.stderr.strip()[-2000:]))
     return out.stdout
-
-
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _wait_port(port, proc, what, seconds=15):
@@ -98,7 +86,7 @@ class Deployment:
         self.base = base
         self.say = say
         self.procs = []
-        self.port, self.gateway_port = _free_ports(2)
+        self.port, self.gateway_port = cluster.free_ports(2)
         self.broker_dir = os.path.join(base, "broker")
         self.ca = os.path.join(self.broker_dir, "ca.crt")
         self.ra_dir, self.ra_key = os.path.join(base, "ra"), os.path.join(base, "ra.key")
