@@ -114,6 +114,15 @@ else:
         return end - start
 
 
+if hasattr(time, "sleep_ms"):
+    sleep_ms = time.sleep_ms
+else:
+
+    def sleep_ms(ms):
+        """Sleep ``ms`` milliseconds (CPython stand-in for MicroPython's ``time.sleep_ms``)."""
+        time.sleep(ms / 1000)
+
+
 def collect():
     """Free garbage between protocol phases (``gc.collect()``), a no-op cost on CPython."""
     import gc

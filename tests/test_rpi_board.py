@@ -2,6 +2,7 @@
 pair, pyserial on one end, a meter speaking the line protocol on the other) and a machine
 without GPIO, which must say so and stop cleanly."""
 import json
+import ssl
 import os
 import threading
 import tty
@@ -13,7 +14,9 @@ from plugpay.boards.esp32.board import HardwareBoard
 from plugpay.boards.esp32.profile import ConfigError, parse
 from plugpay.boards.rpi import board as rpi
 from plugpay.boards.rpi.main import main as board_main
-from plugpay.boards.rpi.main import session_argv
+from plugpay.boards.rpi.main import endpoint as rpi_endpoint
+from plugpay.firmware.role import Plan
+from plugpay.host import broker_pki
 
 ROOT = rpi.__file__.rsplit("/", 3)[0]
 
@@ -115,21 +118,25 @@ def test_no_gpio_here_stops_cleanly(meter, tmp_path, capsys):
     assert "plugpay-board: " in capsys.readouterr().err
 
 
-def test_session_options_come_from_the_config(meter):
-    argv = session_argv(_profile(meter.path))
-    assert argv[:3] == ["session", "--role", "charger"]
-    assert argv[argv.index("--region") + 1] == "AT-5020" and "--produce" not in argv
-    assert argv[argv.index("--wallet") + 1] == "/var/lib/plugpay/wallet"
+def test_the_plan_comes_from_the_config(meter):
+    plan = Plan.from_profile(_profile(meter.path))
+    assert (plan.role, plan.region, plan.producer, plan.initiator) == ("charger", "AT-5020", True, False)
+    assert plan.position == (47800000, 13040000) and plan.installments == 100
 
 
-def test_a_pi_reaches_a_tls_broker_with_the_deployment_ca():
+def test_a_pi_reaches_a_tls_broker_with_the_deployment_ca(tmp_path):
     data = json.load(open(os.path.join(ROOT, "boards/rpi/config.json")))
     data.update(broker="mqtts://broker.example", broker_ca="/etc/plugpay/broker-ca.crt")
     profile = parse(json.dumps(data), "rpi")
     assert profile["broker_address"] == ("broker.example", 8883)
-    argv = session_argv(profile)
-    assert argv[argv.index("--broker") + 1] == "mqtts://broker.example"
-    assert argv[argv.index("--ca") + 1] == "/etc/plugpay/broker-ca.crt"
+    with pytest.raises(ValueError, match="CA file /etc/plugpay/broker-ca.crt: No such file"):
+        rpi_endpoint(profile)  # the CA is read before anything connects: a missing one is named
+    _, ca_cert = broker_pki.new_ca()
+    (tmp_path / "ca.crt").write_bytes(broker_pki.pem_cert(ca_cert))
+    profile["broker_ca"] = str(tmp_path / "ca.crt")
+    broker = rpi_endpoint(profile)
+    assert (broker.host, broker.port) == ("broker.example", 8883)
+    assert broker.tls.verify_mode == ssl.CERT_REQUIRED and broker.tls.check_hostname
     data.update(broker="mqtt://broker.example")
     with pytest.raises(ConfigError, match="config broker_ca: only for an mqtts:// broker on the Pi"):
         parse(json.dumps(data), "rpi")

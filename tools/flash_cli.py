@@ -30,7 +30,7 @@ FLASH_OFFSETS = {"esp32": "0x1000", "esp32s2": "0x1000", "esp32s3": "0x0", "esp3
 # What the ESP32 imports from boards/ (boot.py, main.py and config.json go to the root).
 ESP32_BOARD_FILES = ("boards/__init__.py", "boards/sim/__init__.py", "boards/sim/power.py",
                      "boards/esp32/__init__.py", "boards/esp32/board.py", "boards/esp32/meter_line.py",
-                     "boards/esp32/profile.py", "boards/esp32/startup.py", "boards/esp32/role.py")
+                     "boards/esp32/profile.py", "boards/esp32/startup.py", "boards/esp32/hil.py")
 ROOT_FILES = ("boot.py", "main.py")
 RPI_DIR = "/opt/plugpay"
 RPI_CONFIG = "/etc/plugpay/board.json"

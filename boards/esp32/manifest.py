@@ -26,7 +26,7 @@ _LINKS = {
     "plugpay/boards/__init__.py": "boards/__init__.py",
     "plugpay/boards/sim": "boards/sim",
 }
-for _name in ("__init__.py", "board.py", "meter_line.py", "profile.py", "startup.py", "role.py"):
+for _name in ("__init__.py", "board.py", "meter_line.py", "profile.py", "startup.py", "hil.py"):
     _LINKS["plugpay/boards/esp32/" + _name] = "boards/esp32/" + _name
 for _link, _target in _LINKS.items():
     _path = os.path.join(_TREE, _link)

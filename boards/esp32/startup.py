@@ -34,6 +34,16 @@ def join_wifi(wifi, timeout_ms=20000):
     return sta.ifconfig()[0]
 
 
+EPOCH_2000 = 946684800  # seconds from 1970 to 2000: some ports count time from 2000
+
+
+def unix_s():
+    """Unix seconds, whatever epoch this port's ``time.time()`` counts from."""
+    import time
+
+    return time.time() + (EPOCH_2000 if time.gmtime(0)[0] == 2000 else 0)
+
+
 def set_clock():
     """Market windows and meter readings carry Unix time: take it from NTP. False on failure."""
     import ntptime

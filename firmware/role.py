@@ -1,0 +1,422 @@
+"""The whole life of a device, the same on every runtime: one portable role.
+
+A vehicle or a charger does, again and again: top up its RA-signed one-time keys, redeem
+what earlier sessions gave back and, on a test network, fund itself (upkeep, sealed to the
+host); meet a peer in the market (the consumer posts a request under a one-time key, takes
+bids for a while, picks the best for its private position and commits, retrying when a
+bid changed under it; the producer pages through the region's open requests, quotes,
+bids, undercuts once, and waits for a commitment); run the session on a connection of its
+own, named by the session id; redeem what the session gave back; and finish what a dead
+session left open. ``plugpay session`` (CPython), a Raspberry Pi's service, an ESP32's
+``main.py`` and a MicroPython unix-port process are thin adapters: each builds a wallet, a
+``Plan``, a way to connect to the broker, a board factory and a clock, and calls
+``Device.serve``.
+
+What both peers must compute alike from the market lives here (``sides``,
+``charge_parameters``), so they cannot drift apart.
+
+Errors: ``PlanError`` (a value in the plan that cannot work: the adapter's usage error),
+``RoleFailure`` (the market or a session could not be made: the text says why), and the
+transports' own (``MqttError``, ``GatewayError``) pass through.
+"""
+from plugpay.protocol import ledger_ops as L
+from plugpay.protocol import link_messages as M
+from plugpay.protocol.codec import DecodeError
+from plugpay.protocol.port import sha256, sleep_ms, ticks_diff, ticks_ms
+
+from . import issuing, market
+from .refill import NOT_NEEDED, REFILLED, refill
+from .session import CHANNEL, HTLC, Session, Terms
+
+POLL_MS = 250  # a producer looks at the market this often: well inside the link's 2 s response timeout
+COMMIT_WAIT_MS = 30000  # a producer gives up on a request not committed this long after its bid
+COMMIT_TRIES = 3  # a commit races a producer's update: read the bids again this often
+DISPUTE_WINDOW_BLOCKS = 10
+HTLC_TIMEOUT_BLOCKS = 100000  # after the request's block: far beyond any session
+MAX_HTLCS = 64
+ROLES = ("vehicle", "charger")
+SCENARIOS = ("g2v", "v2g", "v2v")
+MODES = ("channel", "htlc")
+
+
+class PlanError(ValueError):
+    """A value in the plan that cannot work; the text names it."""
+
+
+class RoleFailure(Exception):
+    """A market deal or a session could not be made; the text says why."""
+
+
+# -- what both sides derive alike ----------------------------------------------------------
+
+def parse_position(text):
+    """``(lat_e6, lon_e6)`` micro-degrees of ``"LAT,LON"`` in decimal degrees, exactly (no
+    floats: a position is compared on both sides of a market)."""
+    parts = text.split(",") if isinstance(text, str) else ()
+    if len(parts) != 2:
+        raise PlanError("position wants LAT,LON in degrees (e.g. 47.80,13.04), got %r" % (text,))
+    site = (_micro(parts[0].strip(), text), _micro(parts[1].strip(), text))
+    for value, field, name in zip(site, (L.LATITUDE_E6, L.LONGITUDE_E6), ("latitude", "longitude")):
+        try:
+            field.check(value, name)
+        except DecodeError as e:
+            raise PlanError("position %r: %s" % (text, e))
+    return site
+
+
+def _micro(degrees, text):
+    sign = -1 if degrees.startswith("-") else 1
+    whole, _, frac = degrees.lstrip("+-").partition(".")
+    if not (whole or frac) or not (whole + frac).isdigit() or len(frac) > 6:
+        raise PlanError("position wants LAT,LON in degrees with up to 6 decimals (e.g. 47.80,13.04), got %r" % (text,))
+    return sign * (int(whole or "0") * 1000000 + int((frac + "000000")[:6]))
+
+
+def charge_parameters(request, unit_price, installments):
+    """The link's ``ChargeParameters`` from a market request (a ``MarketView`` or an
+    ``OpenRequest``: energy and window in Unix minutes) and the chosen bid's price, so both
+    sides compute the same: the power is what delivers the energy within the window
+    (rounded up), the metering tolerance 1 % of an installment's energy (at least 1 Wh)."""
+    if request.window_unit != L.WINDOW_UNIX_MINUTES:
+        raise RoleFailure("the request's window is in block heights; devices serve Unix-minute windows")
+    start, end = request.window_start * 60, request.window_end * 60
+    power_w = -(-request.energy_wh * 3600 // (end - start))
+    tolerance = max(1, request.energy_wh // installments // 100)
+    try:
+        return M.ChargeParameters(request.energy_wh, start, end, power_w, unit_price, installments, tolerance)
+    except DecodeError as e:
+        raise RoleFailure("the request and bid give no valid terms: %s" % e)
+
+
+def sides(role, scenario, produce):
+    """``(producer, initiator)`` of this side: the charger is always the responder; the
+    vehicle initiates and consumes in G2V, produces in V2G; in V2V the producing vehicle
+    (``produce``) responds."""
+    if role == "charger":
+        if scenario == "v2v" or produce:
+            raise PlanError("a charger takes no part in v2v and produces by scenario, not by produce: "
+                            "v2v is two vehicles, one producing")
+        return scenario == "g2v", False
+    if scenario == "v2v":
+        return produce, not produce
+    if produce:
+        raise PlanError("produce is for v2v; in %s the scenario decides who produces" % scenario)
+    return scenario == "v2g", True
+
+
+class Plan:
+    """What this device does, checked before anything starts. ``timeout_ms`` bounds the
+    search for a deal, and the session itself again from the deal; ``fund`` (test
+    networks) is asked of the faucet before the first session."""
+
+    def __init__(self, role, region, position, scenario="g2v", mode="channel", installments=None, energy_wh=20000,
+                 window_min=120, price=300, power_w=11000, produce=False, keys=64, refill_below=16,
+                 bid_window_ms=3000, bid_blocks=10000, timeout_ms=120000, fund=None):
+        for name, value, choices in (("role", role, ROLES), ("scenario", scenario, SCENARIOS), ("mode", mode, MODES)):
+            if value not in choices:
+                raise PlanError("%s must be one of %s, got %r" % (name, ", ".join(choices), value))
+        self.role = role
+        self.producer, self.initiator = sides(role, scenario, produce)
+        self.scenario = scenario
+        self.mode = CHANNEL if mode == "channel" else HTLC
+        self.installments = installments or (100 if self.mode == CHANNEL else 10)
+        if self.mode == HTLC and self.installments > MAX_HTLCS:
+            raise PlanError("an HTLC series has at most %d HTLCs (each is two ledger transactions)" % MAX_HTLCS)
+        for name, value in (("installments", self.installments), ("energy_wh", energy_wh),
+                            ("window_min", window_min), ("price", price), ("power_w", power_w), ("keys", keys),
+                            ("refill_below", refill_below), ("bid_blocks", bid_blocks),
+                            ("bid_window_ms", bid_window_ms), ("timeout_ms", timeout_ms)):
+            if type(value) is not int or value < 1:
+                raise PlanError("%s must be an integer of at least 1, got %r" % (name, value))
+        if fund is not None and (type(fund) is not int or fund < 1):
+            raise PlanError("fund must be an integer of at least 1, got %r" % (fund,))
+        if not isinstance(region, str) or not 0 < len(region.encode()) <= 32:
+            raise PlanError("region must be 1 to 32 bytes, e.g. AT-5020, got %r" % (region,))
+        self.region = region
+        self.position = parse_position(position)
+        self.energy_wh, self.window_min, self.price, self.power_w = energy_wh, window_min, price, power_w
+        self.keys, self.refill_below = keys, refill_below
+        self.bid_window_ms, self.bid_blocks, self.timeout_ms = bid_window_ms, bid_blocks, timeout_ms
+        self.fund = fund
+
+    @classmethod
+    def from_profile(cls, profile, **more):
+        """The plan a board's checked profile (its ``config.json``) sets; ``more`` adds what
+        a profile has no field for (``fund``, ``timeout_ms``, ``bid_window_ms`` ...)."""
+        s = profile["session"]
+        return cls(profile["role"], s["region"], s["position"], scenario=s["scenario"], mode=s["mode"],
+                   installments=s["installments"], energy_wh=s["energy_wh"], window_min=s["window_min"],
+                   price=s["price"], power_w=profile["power_w"], produce=s["produce"], **more)
+
+
+class Device:
+    """One device serving sessions. Adapters give: ``wallet`` (open), ``plan``,
+    ``connect(username)`` (a connected ``firmware.mqtt.Mqtt``-like object, a fresh client
+    id each time), ``make_board(terms, role)`` (the hardware, or a simulated board sized by
+    the terms), ``unix_s()`` (wall-clock seconds: market windows are in Unix minutes, the
+    meter stamps its readings), ``say(text)`` (progress) and ``on_step(session, now)``
+    (each step of a running session, for live progress; optional)."""
+
+    def __init__(self, wallet, plan, connect, make_board, unix_s, say, on_step=None):
+        self.wallet = wallet
+        self.plan = plan
+        self.connect = connect
+        self.make_board = make_board
+        self.unix_s = unix_s
+        self.say = say
+        self.on_step = on_step
+        self.gateway = None
+        self.funded = False
+
+    def serve(self, sessions=None):
+        """Serve ``sessions`` sessions (None: forever); yields each session's record."""
+        served = 0
+        while sessions is None or served < sessions:
+            yield self.serve_one()
+            served += 1
+
+    def serve_one(self):
+        """Upkeep and the market on one connection, the session on another; its record."""
+        from .gateway_client import GatewayClient
+
+        upkeep = self.connect(None)
+        try:
+            self.gateway = GatewayClient(upkeep)
+            self._upkeep()
+            terms = self._sell() if self.plan.producer else self._buy()
+        finally:
+            upkeep.close()
+        link = self.connect(terms.session_id.hex())
+        try:
+            record = self._run(terms, link)
+            self.gateway = GatewayClient(link)  # what the session gave back, redeemed on its own connection
+            self._refresh("after the session")
+            record["client_ids"] = [upkeep.client_id, link.client_id]
+            return record
+        finally:
+            link.close()
+
+    # -- upkeep through the gateway ---------------------------------------------------------
+
+    def _upkeep(self):
+        report = refill(self.wallet, self.gateway, self.plan.keys, self.plan.refill_below)
+        if report.status == REFILLED:
+            self.say("registered %d one-time keys with the RA (%d available)" % (report.added, report.available))
+        elif report.status != NOT_NEEDED:
+            raise RoleFailure("key registration with the RA failed (%s): %s" % (report.status, report.detail))
+        self._settle_leftovers()
+        self._refresh("before the market")  # what an earlier session left to redeem
+        if self.plan.fund and not self.funded:
+            result = issuing.fund(self.wallet, self.gateway, self.plan.fund)
+            if not result.ok:
+                raise RoleFailure("the faucet refused %d: %s %s" % (
+                    self.plan.fund, L.reason_name(result.reason), result.detail))
+            self.funded = True
+            self.say("funded with %d by the faucet, in %d coins" % (self.plan.fund, len(result.data)))
+
+    def _settle_leftovers(self):
+        """Finish what a dead session left open: re-send unanswered requests, close
+        channels alone, claim or refund HTLCs (``firmware.settle``)."""
+        w = self.wallet
+        if not (w.channels or w.htlcs or w.pending_requests()):
+            return
+        from .settle import settle
+
+        for line in settle(w, self.gateway):
+            self.say("left open by an earlier session: " + line)
+
+    def _refresh(self, when):
+        report = issuing.refresh(self.wallet, self.gateway)
+        if report.redeemed:
+            self.say("%s: redeemed %d for fresh coins" % (when, report.redeemed))
+        if report.status in (issuing.WAITING, issuing.REFUSED):
+            self.say("%s: %s" % (when, report.detail))
+
+    def _ask(self, op):
+        result = self.gateway.submit(op)
+        if not result.ok:
+            raise RoleFailure("the ledger refused the %s: %s %s" % (
+                L.decode_request(op).NAME, L.reason_name(result.reason), result.detail))
+        return result
+
+    def _height(self):
+        """The ledger's height, asked as every device asks it (nothing of mine named)."""
+        return market.read_height(self.gateway.query(market.HEIGHT_QUERY).encode())
+
+    def _view(self, request_key):
+        query = market.market_query(request_key)
+        return market.read_market(self.gateway.query(query).encode(), query)
+
+    def _open_requests(self):
+        """Every open request of the region, oldest first."""
+        rows, page = [], 0
+        while True:
+            query = market.region_query(self.plan.region, page)
+            found = market.read_open_requests(self.gateway.query(query).encode(), query)
+            rows.extend(found)
+            if len(found) < L.MARKET_PAGE_ROWS:
+                return rows
+            page += 1
+
+    # -- consumer: exploration and evaluation ----------------------------------------------
+
+    def _buy(self):
+        plan = self.plan
+        status = self.wallet.status()
+        balance = status["clean_balance"]
+        if not balance:
+            raise RoleFailure("the wallet holds no money that may fund a session%s: fund it (on a test network)" % (
+                " (%d waits to be redeemed)" % status["balance"] if status["balance"] else ""))
+        index, _ = self.wallet.new_account()
+        secret = self.wallet.keystore.secret(index)
+        start = self.unix_s() // 60
+        raw = market.request(secret, plan.region, (start, start + plan.window_min), plan.energy_wh,
+                             self._height() + plan.bid_blocks, L.WINDOW_UNIX_MINUTES)
+        self._ask(raw)
+        request_key = L.MarketRequest.decode(raw).request_key
+        self.say("market: asked for %d Wh in %s within %d min; taking bids for %g s" % (
+            plan.energy_wh, plan.region, plan.window_min, plan.bid_window_ms / 1000))
+        sleep_ms(plan.bid_window_ms)
+        for _ in range(COMMIT_TRIES):
+            view = self._view(request_key)
+            chosen = market.evaluate(view.bids, plan.position)
+            if chosen is None:
+                raise RoleFailure("no bids on the request in %s within the %g s bid window: is a producer "
+                                  "running in that region?" % (plan.region, plan.bid_window_ms / 1000))
+            params = charge_parameters(view, chosen.unit_price, plan.installments)
+            sid = market.session_id(secret, chosen.bidder_key, request_key, chosen.digest)
+            terms = self._terms(sid, view, params)
+            if terms.budget() > balance:
+                raise RoleFailure("the wallet holds %d, the chosen bid (%d per kWh) needs %d: fund it" % (
+                    balance, chosen.unit_price, terms.budget()))
+            result = self.gateway.submit(market.commit(secret, request_key, chosen.digest))
+            if result.ok:
+                self.say("market: %d bid(s); chose %d per kWh at %d m" % (
+                    len(view.bids), chosen.unit_price, market.distance_m(plan.position, chosen.site())))
+                return terms
+            if result.reason != L.MARKET_UNKNOWN_BID:  # else the producer updated its bid just now
+                raise RoleFailure("the ledger refused the commit: %s %s" % (
+                    L.reason_name(result.reason), result.detail))
+        raise RoleFailure("the bids kept changing: no commit after %d tries" % COMMIT_TRIES)
+
+    # -- producer: bidding -----------------------------------------------------------------
+
+    def _quote(self, row):
+        """My price for an open request, or None when it does not fit my power."""
+        if row.window_unit != L.WINDOW_UNIX_MINUTES:
+            return None
+        capacity_wh = self.plan.power_w * (row.window_end - row.window_start) // 60
+        return market.quote(self.plan.price, row.energy_wh, capacity_wh, 0)
+
+    def _sell(self):
+        """Bid on the newest open request that fits until one commits to me."""
+        tried = []
+        started = ticks_ms()
+        self.say("market: looking for requests in %s" % self.plan.region)
+        while ticks_diff(ticks_ms(), started) < self.plan.timeout_ms:
+            height = self._height()  # a request whose bidding is over takes no more bids
+            offers = []
+            for row in self._open_requests():
+                price = self._quote(row)
+                if row.request_key not in tried and row.bid_deadline > height and price is not None:
+                    offers.append((row, price))
+            if not offers:
+                sleep_ms(POLL_MS)
+                continue
+            row, price = offers[-1]
+            tried.append(row.request_key)
+            left = self.plan.timeout_ms - ticks_diff(ticks_ms(), started)
+            terms = self._bid(row, price, min(left, COMMIT_WAIT_MS))
+            if terms is not None:
+                return terms
+        raise RoleFailure("no request in %s chose my bid within %g s" % (self.plan.region, self.plan.timeout_ms / 1000))
+
+    def _bid(self, row, price, wait_ms):
+        index, _ = self.wallet.new_account()
+        secret = self.wallet.keystore.secret(index)
+        sent = market.bid(secret, row.request_key, self.plan.position, 1, price)
+        result = self.gateway.submit(sent)
+        if not result.ok:
+            self.say("market: bid refused: %s %s" % (L.reason_name(result.reason), result.detail))
+            return None
+        if price != self.plan.price:
+            self.say("market: bid %d per kWh for %d Wh (my base price %d, raised by how much of my capacity in the "
+                     "window it takes)" % (price, row.energy_wh, self.plan.price))
+        else:
+            self.say("market: bid %d per kWh for %d Wh" % (price, row.energy_wh))
+        updated = False
+        started = ticks_ms()
+        while ticks_diff(ticks_ms(), started) < wait_ms:
+            view = self._view(row.request_key)
+            if view.status == L.STATUS_COMMITTED:
+                if not market.is_chosen(view, sent):
+                    self.say("market: another bid was chosen")
+                    return None
+                unit_price = L.MarketBid.decode(sent).unit_price
+                self.say("market: my bid of %d per kWh was chosen" % unit_price)
+                params = charge_parameters(view, unit_price, self.plan.installments)
+                sid = market.session_id(secret, row.request_key, row.request_key, sha256(sent))
+                return self._terms(sid, view, params)
+            if not updated:
+                update = market.maybe_update(secret, sent, view.bids, self.plan.price)
+                if update is not None:
+                    updated = True
+                    if self.gateway.submit(update).ok:
+                        sent = update
+                        self.say("market: undercut to %d per kWh" % L.MarketBid.decode(sent).unit_price)
+            sleep_ms(POLL_MS)
+        self.say("market: the request was not committed in time; looking again")
+        return None
+
+    # -- the session -----------------------------------------------------------------------
+
+    def _terms(self, sid, view, params):
+        plan = self.plan
+        return Terms(sid, params, plan.mode, plan.producer, plan.initiator, window=DISPUTE_WINDOW_BLOCKS,
+                     htlc_timeout=view.height + HTLC_TIMEOUT_BLOCKS)
+
+    def _run(self, terms, mqtt):
+        from .runner import SessionRunner
+
+        board = self.make_board(terms, self.plan.role)
+        started = ticks_ms()
+
+        def now():
+            return ticks_diff(ticks_ms(), started)
+
+        session = Session(self.wallet, board, terms, now(), timestamp=self.unix_s())
+        self.say("session %s: %s as %s" % (terms.session_id.hex()[:8], "producer" if terms.producer else "consumer",
+                                          "initiator" if terms.initiator else "responder"))
+        runner = SessionRunner(session, mqtt, now=now, on_step=self.on_step)
+        runner.run(self.plan.timeout_ms)  # from the deal: a late deal still gets its whole session
+        if self.on_step is not None:
+            self.on_step(session, now())
+        return record(self.plan, terms, session, board)
+
+
+def record(plan, terms, session, board):
+    """What a session came to, as plain values (``plugpay session --json``, a board's
+    console): the terms, the energy, the money, the exposure against the bound the code
+    enforces, the ledger requests applied, and how the link stopped."""
+    p = terms.parameters
+    return {
+        "role": plan.role,
+        "scenario": plan.scenario,
+        "mode": "channel" if plan.mode == CHANNEL else "htlc",
+        "producer": terms.producer,
+        "initiator": terms.initiator,
+        "session_id": terms.session_id.hex(),
+        "unit_price": p.unit_price,
+        "installments": p.installments,
+        "energy_wh": p.energy_wh,
+        "metered_wh": board.measured_wh,
+        "installments_paid": session.machine.installments_paid,
+        "budget": terms.budget(),
+        "max_exposure": session.max_exposure,
+        # The largest installment: what the consumer may have paid ahead (b/N, rounded up).
+        "exposure_bound": -(-terms.budget() // p.installments) if not terms.producer else 0,
+        "payout": session.payout,
+        "onchain": [sha256(raw).hex() for raw in session.onchain],
+        "stop_code": None if session.stop_code is None else M.code_name(session.stop_code),
+        "finished": session.finished,
+    }
