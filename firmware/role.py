@@ -119,7 +119,7 @@ class Plan:
         self.producer, self.initiator = sides(role, scenario, produce)
         self.scenario = scenario
         self.mode = CHANNEL if mode == "channel" else HTLC
-        self.installments = installments or (100 if self.mode == CHANNEL else 10)
+        self.installments = installments if installments is not None else (100 if self.mode == CHANNEL else 10)
         if self.mode == HTLC and self.installments > MAX_HTLCS:
             raise PlanError("an HTLC series has at most %d HTLCs (each is two ledger transactions)" % MAX_HTLCS)
         for name, value in (("installments", self.installments), ("energy_wh", energy_wh),
