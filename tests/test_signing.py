@@ -13,6 +13,7 @@ from coincurve import PrivateKey
 from plugpay.protocol import signing
 
 N = signing.N
+HALF_N = signing.HALF_N
 BACKENDS = signing.available()
 RNG = random.Random(2026)
 
@@ -201,6 +202,35 @@ def test_malformed_signatures_and_keys_are_refused(name):
         assert not signing.valid_public_key(bad), label
     assert signing.valid_public_key(pub)
     assert not signing.verify_digest(pub, digest[:31], sig)
+
+
+def edge_cases():
+    """Wycheproof-style cases on which a backend's arithmetic reaches its edges: well-formed
+    keys and signatures that verify nowhere. ``(label, pubkey, digest, signature)``."""
+    digest = hashlib.sha256(b"wycheproof edge").digest()
+    e = int.from_bytes(digest, "big") % N
+    one = (1).to_bytes(32, "big")
+    g = signing.public_key(one)
+    cases = []
+    # u1*G + u2*Q at infinity: Q = G and r = -e, any s; Q = k*G and r = -e/k (so u1 + u2*k = 0).
+    for s in (1, 2, 7, HALF_N):
+        cases.append(("infinity, Q=G, s=%d" % s, g, digest, ((N - e) % N).to_bytes(32, "big") + s.to_bytes(32, "big")))
+    k = 3
+    r = (N - e) * pow(k, -1, N) % N
+    cases.append(("infinity, Q=3G", signing.public_key(k.to_bytes(32, "big")), digest,
+                  r.to_bytes(32, "big") + (5).to_bytes(32, "big")))
+    # A key sharing its x with the generator, both parities, against a signature by G's key.
+    sig = signing.sign_digest(one, digest)
+    cases.append(("key -G (x of G)", bytes([g[0] ^ 1]) + g[1:], digest, sig))
+    cases.append(("r = x of G", g, digest, g[1:] + (1).to_bytes(32, "big")))
+    return cases
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_edge_cases_verify_false_and_never_raise(name):
+    signing.use(name)
+    for label, pub, digest, sig in edge_cases():
+        assert signing.verify_digest(pub, digest, sig) is False, label
 
 
 @pytest.mark.parametrize("bad", [b"", bytes(32), N.to_bytes(32, "big"), b"\xff" * 32, b"\x01" * 31])
