@@ -71,7 +71,7 @@ class MarketView(Record):
         ("window_unit", UInt(L.WINDOW_UNIX_MINUTES)),
         ("energy_wh", UInt()),
         ("bid_deadline", UInt()),
-        ("status", UInt(L.STATUS_COMMITTED)),
+        ("status", UInt(L.STATUS_WITHDRAWN)),
         ("chosen", Bytes(min=0, max=32)),
         ("bid_count", UInt(L.MAX_BIDS)),
         ("height", UInt()),
@@ -79,7 +79,7 @@ class MarketView(Record):
     )
 
     def validate(self, path):
-        if self.status not in (L.STATUS_OPEN, L.STATUS_COMMITTED):
+        if self.status not in (L.STATUS_OPEN, L.STATUS_COMMITTED, L.STATUS_WITHDRAWN):
             raise DecodeError(path + ".status", "%d is no market status" % self.status)
         if len(self.chosen) != (32 if self.status == L.STATUS_COMMITTED else 0):
             raise DecodeError(path + ".chosen", "a committed request names one bid digest, an open one none")
@@ -240,6 +240,14 @@ def evaluate(bids, my_position, g=DEFAULT_G):
         if best is None or rank < best_rank:
             best, best_rank = row, rank
     return best
+
+
+def withdraw(secret, request_key):
+    """A signed ``MarketWithdraw`` of my open request: no session follows, so producers
+    should stop bidding and waiting for a commit."""
+    op = L.MarketWithdraw(request_key, b"")
+    op.sig = signing.sign(secret, op)
+    return op.encode()
 
 
 def commit(secret, request_key, bid_digest):

@@ -277,6 +277,20 @@ class Device:
         self.say("market: asked for %d Wh in %s within %d min; taking bids for %g s" % (
             plan.energy_wh, plan.region, plan.window_min, plan.bid_window_ms / 1000))
         sleep_ms(plan.bid_window_ms)
+        try:
+            return self._choose(secret, request_key, balance)
+        except RoleFailure:  # no session follows: take the request back, so no producer waits for it
+            try:
+                withdrawn = self.gateway.submit(market.withdraw(secret, request_key))
+                self.say("market: request withdrawn" if withdrawn.ok else "market: withdrawing the request: %s" %
+                         L.reason_name(withdrawn.reason))
+            except Exception as e:  # the failure that brought us here is the one to report
+                self.say("market: the request could not be withdrawn: %s" % e)
+            raise
+
+    def _choose(self, secret, request_key, balance):
+        """Evaluate the bids on my request and commit to the best; the session's terms."""
+        plan = self.plan
         for _ in range(COMMIT_TRIES):
             view = self._view(request_key)
             chosen = market.evaluate(view.bids, plan.position)
@@ -315,10 +329,12 @@ class Device:
         self.say("market: looking for requests in %s" % self.plan.region)
         while ticks_diff(ticks_ms(), started) < self.plan.timeout_ms:
             height = self._height()  # a request whose bidding is over takes no more bids
+            minute = self.unix_s() // 60  # nor one whose charging window has passed
             offers = []
             for row in self._open_requests():
                 price = self._quote(row)
-                if row.request_key not in tried and row.bid_deadline > height and price is not None:
+                if row.request_key not in tried and row.bid_deadline > height and row.window_end > minute \
+                        and price is not None:
                     offers.append((row, price))
             if not offers:
                 sleep_ms(POLL_MS)
@@ -348,6 +364,9 @@ class Device:
         started = ticks_ms()
         while ticks_diff(ticks_ms(), started) < wait_ms:
             view = self._view(row.request_key)
+            if view.status == L.STATUS_WITHDRAWN:
+                self.say("market: the consumer withdrew its request")
+                return None
             if view.status == L.STATUS_COMMITTED:
                 if not market.is_chosen(view, sent):
                     self.say("market: another bid was chosen")

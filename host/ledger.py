@@ -411,6 +411,7 @@ class Ledger:
             L.TAG_MARKET_REQUEST: self._market_request,
             L.TAG_MARKET_BID: self._market_bid,
             L.TAG_MARKET_COMMIT: self._market_commit,
+            L.TAG_MARKET_WITHDRAW: self._market_withdraw,
         }
         self._queries = {
             L.QUERY_UTXO: self._query_utxo,
@@ -891,7 +892,8 @@ class Ledger:
         if request is None:
             raise Reject(L.MARKET_UNKNOWN, "no request " + request_key.hex())
         if request.status != L.STATUS_OPEN:
-            raise Reject(L.MARKET_CLOSED, "the request is committed")
+            raise Reject(L.MARKET_CLOSED, "the request is %s" % (
+                "withdrawn" if request.status == L.STATUS_WITHDRAWN else "committed"))
         return request
 
     def _market_bid(self, op, raw, height):
@@ -930,6 +932,18 @@ class Ledger:
             self.market_open.delete(listed, Listed())
         self._confirm(sha256(raw), height, op, raw)
         return op.bid_digest
+
+    def _market_withdraw(self, op, raw, height):
+        self._require_new(sha256(raw))
+        request = self._open_request(op.request_key)
+        if not signing.verify(op.request_key, op, op.sig):
+            raise Reject(L.MARKET_BAD_SIGNATURE, "not signed by the request key")
+        self.market.update((op.request_key,), request, request._replace(status=L.STATUS_WITHDRAWN))
+        listed = self._listing_key(op.request_key, request.region, request.height, request.bid_deadline)
+        if self.market_open.get(listed) is not None:
+            self.market_open.delete(listed, Listed())
+        self._confirm(sha256(raw), height, op, raw)
+        return op.request_key
 
     # -- queries -----------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ TAG_REDEEM = const(28)
 TAG_REDEEM_REQUEST = const(29)
 TAG_QUERY = const(30)
 TAG_RESULT = const(31)
+TAG_MARKET_WITHDRAW = const(32)
 
 MAX_REQUEST_BYTES = const(8192)  # a 16-in/16-out channel open is about 4 KB
 MAX_DETAIL_BYTES = const(160)
@@ -149,6 +150,7 @@ STATUS_CLOSED = const(2)
 STATUS_CLAIMED = const(3)
 STATUS_REFUNDED = const(4)
 STATUS_COMMITTED = const(5)
+STATUS_WITHDRAWN = const(6)  # a market request its consumer took back
 
 # Market time windows: block heights, or unix minutes (coarse on purpose).
 WINDOW_HEIGHTS = const(0)
@@ -459,6 +461,16 @@ class MarketCommit(Struct):
     UNSIGNED = 1
 
 
+class MarketWithdraw(Struct):
+    """A consumer takes its open request back (its session could not go ahead): bidding
+    ends and producers stop waiting for a commit. Signed by the request key."""
+
+    NAME = "market_withdraw"
+    TAG = TAG_MARKET_WITHDRAW
+    FIELDS = (("request_key", PUBKEY), ("sig", Signature()))
+    UNSIGNED = 1
+
+
 class Query(Struct):
     """A read-only lookup, answered with a ``Result`` (``NOT_FOUND`` if there is none)
     whose data is the record as a list:
@@ -511,7 +523,7 @@ class Result(Struct):
 OPS = dict(
     (cls.TAG, cls)
     for cls in (Transaction, Faucet, Redeem, ChannelOpen, ChannelClose, ChannelDispute, ChannelSettle,
-                HtlcCreate, HtlcClaim, HtlcRefund, MarketRequest, MarketBid, MarketCommit)
+                HtlcCreate, HtlcClaim, HtlcRefund, MarketRequest, MarketBid, MarketCommit, MarketWithdraw)
 )
 
 

@@ -168,6 +168,12 @@ def market_commit(request_key, bid_digest, signer=None):
     return op
 
 
+def market_withdraw(request_key, signer=None):
+    op = L.MarketWithdraw(request_key.pubkey, b"")
+    op.sig = (signer or request_key).sign(op)
+    return op
+
+
 def query(ledger, kind, key, index=0):
     return L.Result.decode(ledger.query(L.Query(kind, key, index).encode()))
 

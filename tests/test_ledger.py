@@ -388,6 +388,26 @@ def test_market_rejections(ledger, monkeypatch):
     assert H.reasons(H.run(ledger, 2, H.market_bid(req, A, 1), H.market_bid(req, B, 1))) == ["OK", "MARKET_FULL"]
 
 
+def test_a_withdrawn_request_takes_no_bids_and_leaves_the_region_listing(ledger):
+    req, bidder = H.Key("request"), H.Key("bidder")
+    assert H.run(ledger, 1, H.market_request(req, bid_deadline=100))[0].ok
+    bid = H.market_bid(req, bidder, 30)
+    assert H.run(ledger, 2, bid)[0].ok
+    region = L.market_region_key("AT-5020")
+    assert len(H.query(ledger, L.QUERY_MARKET_REGION, region).data) == 1
+    assert H.reasons(unchanged(ledger, lambda: H.run(ledger, 3, H.market_withdraw(req, signer=bidder)))) == [
+        "MARKET_BAD_SIGNATURE"]
+    withdraw = H.market_withdraw(req)
+    (res,) = H.run(ledger, 3, withdraw)
+    assert res.ok and res.data == req.pubkey
+    assert H.query(ledger, L.QUERY_MARKET, req.pubkey).data[6] == L.STATUS_WITHDRAWN
+    assert H.query(ledger, L.QUERY_MARKET_REGION, region).data == []
+    later = H.run(ledger, 4, H.market_bid(req, H.Key("late"), 1), H.market_commit(req, bid.digest()), withdraw,
+                  H.market_withdraw(H.Key("nobody")))
+    assert H.reasons(later) == ["MARKET_CLOSED", "MARKET_CLOSED", "DUPLICATE", "MARKET_UNKNOWN"]
+    assert "withdrawn" in later[0].detail
+
+
 # -- queries -----------------------------------------------------------------------------
 
 def test_queries_never_raise(ledger):

@@ -121,6 +121,7 @@ def test_a_consumer_without_bids_gives_up_after_its_bid_window(host):
     out, err = vehicle.communicate(timeout=60)
     assert vehicle.returncode == 1
     assert "no bids on the request in AT-9999 within the 1 s bid window" in err
+    assert "market: request withdrawn" in out  # no producer that comes later waits for it
 
 
 def test_an_unreachable_broker_is_a_clear_error(host):

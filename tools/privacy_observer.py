@@ -241,7 +241,7 @@ def refers(op):
         keys.append(("channel", _channel_of(op)))
     elif tag in (L.TAG_HTLC_CLAIM, L.TAG_HTLC_REFUND):
         keys.append(("htlc", op.htlc_id))
-    elif tag in (L.TAG_MARKET_BID, L.TAG_MARKET_COMMIT):
+    elif tag in (L.TAG_MARKET_BID, L.TAG_MARKET_COMMIT, L.TAG_MARKET_WITHDRAW):
         keys.append(("market", op.request_key))
     if tag == L.TAG_MARKET_COMMIT:
         keys.append(("bid", op.bid_digest))
