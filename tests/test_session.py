@@ -9,18 +9,19 @@ import sqlite3
 
 import pytest
 
-from plugpay.boards.esp32.board import HardwareBoard
+from plugpay.boards.common.hardware import HardwareBoard
 from plugpay.boards.sim.board import SimBoard
-from plugpay.boards.sim.clock import ManualClock
+from plugpay.boards.sim.clock import ManualClock, ScaledView
 from plugpay.boards.sim.power import Battery, Meter
-from plugpay.firmware.session import ACCEPT_WRITE_MS, CHANNEL, HTLC, Misbehaviour, Session, Terms
+from plugpay.firmware.session import CHANNEL, HTLC, Misbehaviour, Session, Terms
+from plugpay.firmware.session_channel import ACCEPT_WRITE_MS
 from plugpay.firmware.storage import Storage
 from plugpay.firmware.wallet import Wallet
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import link
 from plugpay.protocol import link_messages as M
 from plugpay.protocol.port import sha256
-from sessionsim import InProcessLedger, Pair, ScaledView
+from sessionsim import InProcessLedger, Pair
 import ledger_helpers as H
 from wallet_helpers import Party, mint, ra_keys
 
@@ -255,14 +256,14 @@ def test_v2g_the_vehicle_refuses_a_charger_meter_that_under_counts(tmp_path, aut
 def test_v2g_a_charger_that_draws_more_than_was_paid_for_gets_no_more_than_the_tolerance(tmp_path, authority):
     w = World(tmp_path, authority, "v2g", CHANNEL, n=10)
     c, p = w.consumer, w.producer
-    honest = c._start_chunk
+    honest = c.energy.start_chunk
 
     def greedy(now):  # the charger's meter would take the next 100 Wh as well
         honest(now)
-        c.chunk += 100
-        c.board.start_delivery(c._board_now(), c.chunk)
+        c.energy.chunk += 100
+        c.board.start_delivery(c.energy.chunk)
 
-    c._start_chunk = greedy
+    c.energy.start_chunk = greedy
     w.run()
     assert c.stop_code == p.stop_code == M.FAILED_Timeout  # the energy it wanted never came
     assert p.board.measured_wh == w.params.due_wh(1) + w.params.tolerance_wh  # the vehicle's limit held
@@ -278,7 +279,7 @@ class LineOnCable:
         self.end = end
 
     def read_wh(self):
-        self.end.update(self.end.clock.now_ms())
+        self.end.update()
         return 100000 + self.end.flowed_mj // 3600000
 
 
@@ -288,20 +289,20 @@ def test_v2g_a_vehicle_on_hardware_keeps_its_own_limit_against_a_greedy_charger(
     clock = ScaledView(w.clock, SCALE)
     end = SimBoard("vehicle end", clock, POWER_W)  # what the vehicle's relay switches
     c.board.connect(end)
-    relay = lambda on: (end.start_delivery if on else end.stop_delivery)(clock.now_ms())  # noqa: E731
+    relay = lambda on: (end.start_delivery if on else end.stop_delivery)()  # noqa: E731
     board = HardwareBoard("vehicle", relay, LineOnCable(end), POWER_W, poll_ms=1000, clock=clock)
     terms = Terms(SESSION, w.params, CHANNEL, True, True, window=10, htlc_timeout=10 ** 6)
     p = w.sessions["a"] = w.pair.sides["a"] = Session(w.parties["a"].wallet, board, terms, 0, TIMEOUTS,
                                                       timestamp=1790000000)
-    honest = c._start_chunk
+    honest = c.energy.start_chunk
 
     def greedy(now):  # the charger's meter would take another 1000 Wh
         honest(now)
-        if c.chunk is not None:
-            c.chunk += 1000
-            c.board.start_delivery(c._board_now(), c.chunk)
+        if c.energy.chunk is not None:
+            c.energy.chunk += 1000
+            c.board.start_delivery(c.energy.chunk)
 
-    c._start_chunk = greedy
+    c.energy.start_chunk = greedy
     w.run()
     assert c.stop_code == p.stop_code == M.FAILED_Timeout
     # The vehicle reads its meter every second of board time: it opens its relay at the
@@ -323,9 +324,9 @@ def test_a_flow_slower_than_the_agreed_power_is_waited_for(tmp_path, authority):
 def test_a_pause_on_its_way_is_not_taken_for_the_end_of_the_flow(tmp_path, authority):
     w = World(tmp_path, authority, "v2g", CHANNEL, n=10, latency=40)
     c, p = w.consumer, w.producer  # the charger meters; the vehicle will pause just short of the end
-    now = w.pair.run(until=lambda: c.chunk is not None and c.machine.readings == w.params.installments - 1)
+    now = w.pair.run(until=lambda: c.energy.chunk is not None and c.machine.readings == w.params.installments - 1)
     while True:
-        c.board.update(c._board_now())
+        c.board.update()
         if c.board.measured_wh >= w.params.energy_wh - w.params.tolerance_wh:
             break
         now += 1

@@ -162,8 +162,8 @@ def add_parser(subparsers):
 
 
 def run(args, board=None):
-    """``plugpay session``; ``board`` is real hardware with the ``SimBoard`` interface
-    (a Raspberry Pi's relay and meter, ``boards/rpi``) instead of a simulated board."""
+    """``plugpay session``; ``board`` is real hardware (a ``firmware.board.Board``: a
+    Raspberry Pi's relay and meter, ``boards/rpi``) instead of a simulated board."""
     say = _sayer(sys.stderr if args.json else sys.stdout)
     try:
         plan = _Plan(args)
@@ -500,7 +500,7 @@ def _record(args, terms, session, board):
         "installments": p.installments,
         "energy_wh": p.energy_wh,
         "metered_wh": board.measured_wh,
-        "installments_paid": session.machine.installments_paid,
+        "installments_paid": session.installments_paid,
         "budget": terms.budget(),
         "max_exposure": session.max_exposure,
         "exposure_bound": terms.budget() // p.installments if not terms.producer else 0,

@@ -6,7 +6,8 @@ The backend line matters: a build with a native ``secp256k1`` module signs in co
 time; the pure-Python one does not and is for prototypes (DESIGN.md). Runs only on a board:
 no ESP32 is attached where the project is tested.
 """
-from plugpay.boards.esp32 import profile, startup
+from plugpay.boards.common import profile
+from plugpay.boards.esp32 import startup
 from plugpay.protocol import signing
 
 CONFIG = "/config.json"

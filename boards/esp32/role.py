@@ -135,5 +135,5 @@ def run(config, board):
             role.serve()
         except Exception as e:  # the board keeps serving; the reason goes to the console
             print("plugpay: session failed: %s" % e)
-            board.stop_delivery(board.clock.now_ms())
+            board.stop_delivery()
             time.sleep_ms(5000)

@@ -9,7 +9,7 @@ not restart it then), 1 when a session could not run (it restarts after a pause)
 import argparse
 import sys
 
-from plugpay.boards.esp32.profile import ConfigError, load
+from plugpay.boards.common.profile import ConfigError, load
 from plugpay.tools import session_cli
 
 from .board import GpioUnavailable, rpi_board
