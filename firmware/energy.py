@@ -6,10 +6,12 @@ whoever produces: each paid chunk flows and the responder's meter stops it at th
 energy and signs the reading. The initiator checks the reading against its own measurement
 (``tolerance_wh``) and counter-signs it; each side refuses a reading that would cost it (a
 consumer one that shows more than it measured, or less than due; a producer one that shows
-less than it delivered). A producer that does not meter lets each chunk flow up to the
-tolerance past its energy, as its own measurement may show a little more than the
-responder's meter: its exposure stays within the agreed tolerance, and at 0 when the two
-measurements agree. Both sides tell the link when they measure the chunk's energy advancing, so a slow flow is
+less than it delivered). A side that does not meter lets its board take or give each chunk
+up to the tolerance past its energy, as its own measurement may show a little more than the
+meter: a producer from when it accepts the installment, a consumer from when it pays it. So
+the producer's exposure stays within the agreed tolerance (0 when the two measurements
+agree), and a consumer takes no more than it paid for, whatever its peer's end does. Both
+sides tell the link when they measure the chunk's energy advancing, so a slow flow is
 waited for and a stopped one times out.
 """
 from plugpay.protocol import link
@@ -36,7 +38,8 @@ class Energy:
         self.flow_at = now
 
     def start_chunk(self, now):
-        """Chunk k is paid for: the producer lets it flow, the responder meters it."""
+        """Chunk k is paid for: the producer lets it flow, the responder meters it, a
+        consumer that does not meter takes it."""
         s = self.s
         k = s.machine.readings + 1
         if s.producer and s.cheat.stop_delivering_after is not None and k > s.cheat.stop_delivering_after:

@@ -277,14 +277,10 @@ class Session:
         elif isinstance(ev, E.InstallmentReceived):
             self.payment.accept(ev.index, ev.proof, now)
         elif isinstance(ev, E.InstallmentAccepted):
-            if ev.index == 0 and not self.meters:  # a consuming vehicle is ready before power is asked
-                self.board.start_delivery()  # for (PowerDeliveryReq): it measures the first Wh
             self._installment_accepted(ev.index, ev.proof, now)
         elif isinstance(ev, E.PowerDeliveryStarted):
             if self.producer or self.meters:
                 self.energy.start_chunk(now)  # closes the contactor with the chunk's energy limit set
-            else:
-                self.board.start_delivery()
         elif isinstance(ev, E.MeterReadingReceived):
             self._reading_received(ev.reading, now)
         elif isinstance(ev, E.ReceiptReceived):
@@ -324,7 +320,7 @@ class Session:
 
     def pay(self, now):
         """Send the installment that is due, if the link wants one and the deposit is
-        confirmed."""
+        confirmed; a consumer that does not meter lets the energy it pays for flow."""
         m = self.machine
         if self.producer or m.stop_code is not None or m.paused or m.phase not in (link.DEPOSIT, link.INSTALLMENT):
             return
@@ -336,6 +332,8 @@ class Session:
             return
         m.send_installment(self.payment.pay(k, now), now)
         self.installment_sent = (k, now)
+        if not self.meters:
+            self.energy.start_chunk(now)
 
     def _installment_accepted(self, k, proof, now):
         self.last_installment = (k, self.installment_sent[1], now)

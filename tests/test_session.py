@@ -36,10 +36,11 @@ def parameters(n=10, energy_wh=2000, unit_price=300, tolerance_wh=5):
 
 
 class World:
-    """A vehicle and a charger (or two vehicles) and the ledger, for one scenario."""
+    """A vehicle and a charger (or two vehicles) and the ledger, for one scenario; without
+    ``cable`` each board stands alone, as in two processes (``plugpay session``)."""
 
     def __init__(self, tmp_path, authority, scenario="g2v", mode=CHANNEL, n=10, energy_wh=2000, cheat=None,
-                 meter_error_ppm=0, latency=1, scale=SCALE):
+                 meter_error_ppm=0, latency=1, scale=SCALE, cable=True):
         self.clock = ManualClock(0)
         conn = sqlite3.connect(str(tmp_path / "ledger.db"))
         self.ledger = InProcessLedger(conn, ra_keys(authority), H.FAUCET_PUBKEY)
@@ -56,8 +57,8 @@ class World:
             sides[name] = (party, board, initiator, producer)
         self.consumer_name = "b" if initiator_produces else "a"
         self.producer_name = "a" if initiator_produces else "b"
-        consumer_board = sides[self.consumer_name][1]
-        consumer_board.connect(sides[self.producer_name][1])  # the cable: it measures what flows in
+        if cable:  # the consumer measures what flows in
+            sides[self.consumer_name][1].connect(sides[self.producer_name][1])
         b = self.params.energy_wh * self.params.unit_price // 1000
         mint(self.ledger.ledger, sides[self.consumer_name][0], [b + 500], height=1)
         self.sessions = {}
@@ -133,6 +134,24 @@ def test_the_consumer_writes_an_acceptance_with_its_next_proposal_or_soon_after(
     assert c.wallet.storage.writes - before == 8
     w.run()
     assert c.stop_code == M.OK and w.producer.payout == c.terms.budget()
+
+
+@pytest.mark.parametrize("scenario", ["g2v", "v2g", "v2v"])
+def test_a_consumer_on_a_board_of_its_own_measures_what_it_paid_for(tmp_path, authority, scenario):
+    """Each side in a process of its own (``plugpay session``): no shared cable, each board
+    trades with the grid in the peer's place. The consumer's board takes each chunk it paid
+    for, to the tolerance, however long the session waits between chunks (a vehicle once
+    measured 4799 Wh of a 2000 Wh session: its end flowed from the deposit to the end)."""
+    w = World(tmp_path, authority, scenario, CHANNEL, n=10, cable=False)
+    w.run()
+    c, p = w.consumer, w.producer
+    assert c.stop_code == p.stop_code == M.OK and p.payout == c.terms.budget()
+    energy, tolerance = w.params.energy_wh, w.params.tolerance_wh
+    assert energy <= w.sessions["b"].board.measured_wh <= energy + 1  # the responder's meter, as on one cable
+    assert energy - tolerance <= c.board.measured_wh <= energy + tolerance
+    assert energy - tolerance <= p.board.measured_wh <= energy + tolerance
+    assert c.max_exposure <= w.per_installment()
+    assert p.max_exposure <= -(-tolerance * w.params.unit_price // 1000)  # a producer that does not meter
 
 
 @pytest.mark.parametrize("scenario", ["g2v", "v2g"])
