@@ -305,7 +305,7 @@ class BoardConsole:
 
     def meter(self, board, now):
         """What the board measured through its end (out for a producer, in for a consumer)."""
-        board.update(board.clock.now_ms())
+        board.update()
         self.send(METER, {"t": now, "measured_wh": board.measured_wh})
         self._meter_at = now
 

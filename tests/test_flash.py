@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from plugpay.boards.esp32 import profile
+from plugpay.boards.common import profile
 from plugpay.tools import flash_cli
 
 ROOT = flash_cli.ROOT
@@ -46,11 +46,12 @@ def test_esp32_offset_follows_the_chip(capsys, tmp_path):
 def test_compile_stages_the_board_layout(tmp_path):
     compiled = flash_cli.stage_esp32(tmp_path)
     for rel in ("lib/plugpay/protocol/signing.mpy", "lib/plugpay/firmware/session.mpy",
-                "lib/plugpay/boards/esp32/board.mpy", "lib/plugpay/boards/esp32/meter_line.mpy",
-                "lib/plugpay/boards/sim/power.mpy"):
+                "lib/plugpay/firmware/meter.mpy", "lib/plugpay/boards/esp32/board.mpy",
+                "lib/plugpay/boards/common/hardware.mpy", "lib/plugpay/boards/common/meter_line.mpy"):
         assert rel in compiled
         data = (tmp_path / rel).read_bytes()
         assert data[:1] == b"M" and data[1] == 6  # .mpy header: 'M', version 6 (MicroPython 1.23+)
+    assert not any("/boards/sim/" in rel for rel in compiled)  # the simulator stays on the host
     assert (tmp_path / "boot.py").read_text() == (ROOT / "boards/esp32/boot.py").read_text()
     assert (tmp_path / "main.py").is_file()
     assert not list(tmp_path.rglob("*.py"))[2:]  # only boot.py and main.py stay source

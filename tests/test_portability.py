@@ -1,4 +1,5 @@
-"""The portability rule: protocol/ and firmware/ must load on MicroPython 1.27.
+"""The portability rule: protocol/, firmware/, boards/common/ and boards/sim/ must load on
+MicroPython 1.27.
 
 Two checks on every device file: MicroPython's own compiler (mpy-cross) accepts it, and an
 AST scan finds none of the CPython-only constructs that compile but fail at run time.
@@ -15,7 +16,8 @@ import pytest
 from plugpay.tools import mpycross
 
 ROOT = Path(__file__).resolve().parent.parent
-FILES = mpycross.device_sources(ROOT)
+# The simulated board runs in MicroPython processes too (a whole simulated vehicle or charger).
+FILES = mpycross.device_sources(ROOT) + mpycross.device_sources(ROOT, ("boards/common", "boards/sim"))
 
 # What MicroPython 1.27 ships (ESP32 and the WebAssembly port), micropython-lib packages a
 # board may carry, and a board's native secp256k1 module.

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from plugpay.boards.esp32.profile import parse
+from plugpay.boards.common.profile import parse
 from plugpay.firmware import market
 from plugpay.firmware.role import Plan, PlanError, RoleFailure, charge_parameters, parse_position, sides
 from plugpay.protocol import ledger_ops as L

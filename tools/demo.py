@@ -185,13 +185,12 @@ class Device:
 
     def _owner(self, session, now):
         """The owner at the controls, on the runner's own thread: the ``--pause`` plan."""
-        m = session.machine
-        if self.paused_at is None and m.installments_paid * 2 >= m.parameters.installments \
-                and m.phase == link.CHARGING and not m.paused:
+        if self.paused_at is None and session.installments_paid * 2 >= session.params.installments \
+                and session.charging:
             session.pause(now)
             self.paused_at = now
             _say("  %s: the owner pauses the session" % self.name)
-        elif self.paused_at and session.held and now - self.paused_at >= PAUSE_MS and m.stop_code is None:
+        elif self.paused_at and session.held and now - self.paused_at >= PAUSE_MS and session.stop_code is None:
             session.resume(now)
             _say("  %s: the owner resumes after %.1f s" % (self.name, (now - self.paused_at) / 1000))
 
@@ -243,11 +242,10 @@ def _watch(sides, timeout, per_installment):
 
 def _status(side, per_installment):
     s = side.session
-    m = s.machine
     energy = side.board.measured_wh
     return "%s (%s): %s%s, %d Wh, %d/%d paid, exposure %d (max %d)" % (
-        side.name, "producer" if side.producer else "consumer", m.state, " (paused)" if m.paused else "", energy,
-        m.installments_paid, s.params.installments, s.exposure(), s.max_exposure)
+        side.name, "producer" if side.producer else "consumer", s.state, " (paused)" if s.paused else "", energy,
+        s.installments_paid, s.params.installments, s.exposure(), s.max_exposure)
 
 
 def _summary(host, consumer, producer, params, budget, ok):

@@ -96,8 +96,8 @@ def add_parser(subparsers):
 
 
 def run(args, board=None):
-    """``plugpay session``; ``board`` is real hardware (a Raspberry Pi's relay and meter,
-    ``boards/rpi``) instead of a simulated board sized by each session's terms."""
+    """``plugpay session``; ``board`` is real hardware (a ``firmware.board.Board``: a
+    Raspberry Pi's relay and meter, ``boards/rpi``) instead of a simulated board."""
     say = _sayer(sys.stderr if args.json else sys.stdout)
     try:
         plan = plan_from(args)

@@ -10,7 +10,8 @@ no ESP32 is attached where the project is tested.
 """
 import time
 
-from plugpay.boards.esp32 import profile, startup
+from plugpay.boards.common import profile
+from plugpay.boards.esp32 import startup
 from plugpay.protocol import signing
 
 CONFIG = "/config.json"
