@@ -4,10 +4,10 @@ One ``Mqtt`` per session, driven by the role's own loop: ``connect``, ``subscrib
 ``publish``, and ``poll(timeout_ms)`` for what arrived. Nothing runs in the background, so
 a role stays single-threaded and deterministic. The backend is picked at import time, like
 the other shims (``protocol.port``): paho-mqtt on CPython (its ``loop_read`` /
-``loop_write`` / ``loop_misc`` driven from ``poll``, no network thread), ``umqtt.simple``
-(micropython-lib) on MicroPython. The umqtt backend needs the ``timeout`` argument of
-``MQTTClient.connect`` (current micropython-lib); it cannot run in CI (the WebAssembly
-port has no sockets), so it is kept to the few calls umqtt documents.
+``loop_write`` / ``loop_misc`` driven from ``poll``, no network thread), our own MQTT
+3.1.1 client on MicroPython (``mqtt_socket``, which says why no registry client fits).
+Both behave alike; the tests run the MicroPython one in a unix-port process against
+Mosquitto and amqtt.
 
 Privacy: without a ``client_id`` every ``Mqtt`` takes a fresh random one, so no client id
 repeats across sessions. It is kept across reconnects of the same session. The MQTT user
@@ -17,9 +17,10 @@ every other connection takes a random name of the same form, so the login does n
 which connections carry a session. Devices send no password: the broker must not know
 who they are.
 
-TLS (``mqtts://``): ``tls`` is an ``ssl.SSLContext`` that verifies the broker (CPython,
-``host.broker.tls_context``); a broker whose certificate fails is refused with the reason.
-The umqtt backend refuses TLS for now.
+TLS (``mqtts://``): ``tls`` is an ``ssl.SSLContext`` that verifies the broker
+(``mqtt_tls.context(ca_file)`` on either runtime, ``host.broker.tls_context`` on a host);
+one that does not verify is refused here, and a broker whose certificate fails is refused
+with the reason.
 
 Every socket gets TCP_NODELAY: without it each small publish can wait ~40 ms for the
 peer's delayed ACK (DESIGN.md).
@@ -48,7 +49,7 @@ class MqttError(Exception):
     """The broker cannot be reached, refused us, or the link stayed down past ``give_up_ms``."""
 
 
-def _nodelay(sock):
+def nodelay(sock):
     """TCP_NODELAY on ``sock``. Some MicroPython builds lack the constants: the values are
     6 and 1 on Linux and in lwIP alike. A socket that refuses the option stays as it is."""
     try:
@@ -80,7 +81,7 @@ class _PahoLink:
         self.host, self.port, self.keepalive = host, port, keepalive
         self.connack = None
         self.subacks = {}
-        self.client.on_socket_open = lambda client, userdata, sock: _nodelay(sock)
+        self.client.on_socket_open = lambda client, userdata, sock: nodelay(sock)
         self.client.on_connect = self._connected
         self.client.on_subscribe = self._subscribed
         self.client.on_message = self._message
@@ -169,85 +170,15 @@ class _PahoLink:
             sock.close()
 
 
-class _UmqttLink:
-    """One connection through ``umqtt.simple`` (MicroPython). Untested in CI: no sockets
-    in the WebAssembly port."""
-
-    def __init__(self, host, port, client_id, keepalive, inbox, username, tls):
-        if tls is not None:
-            raise MqttError("TLS (mqtts://) is not supported on the umqtt backend yet: use an mqtt:// broker")
-        from umqtt.simple import MQTTClient
-
-        # umqtt.simple sends a user name only with a password (it takes the len() of both): an empty one
-        self.client = MQTTClient(client_id, host, port, user=username, password="", keepalive=keepalive)
-        self.client.set_callback(self._message)
-        self.inbox = inbox
-        self.keepalive_ms = keepalive * 1000
-        self.poller = None
-        self.sent_at = 0
-
-    def _message(self, topic, payload):
-        try:
-            topic = bytes(topic).decode()
-        except UnicodeError:  # not one of our (ASCII) topics: a broker gone wrong
-            return
-        self.inbox.append((topic, bytes(payload)))
-
-    def socket(self):
-        return self.client.sock
-
-    def open(self, timeout_ms):
-        import select
-
-        try:
-            self.client.connect(True, timeout_ms / 1000)
-        except OSError:
-            raise
-        except Exception as e:  # umqtt's MQTTException(code) or an assert on a bad CONNACK
-            raise MqttError("the broker refused the connection: %r" % (e,))
-        _nodelay(self.client.sock)
-        self.poller = select.poll()
-        self.poller.register(self.client.sock, select.POLLIN)
-        self.sent_at = ticks_ms()
-
-    def subscribe(self, topic, qos, timeout_ms):
-        try:
-            self.client.subscribe(topic.encode(), qos)  # blocks until the SUBACK
-        except OSError:
-            raise
-        except Exception as e:
-            raise MqttError("the broker refused the subscription to %s: %r" % (topic, e))
-        self.sent_at = ticks_ms()
-
-    def publish(self, topic, payload, qos):
-        self.client.publish(topic.encode(), payload, False, qos)  # QoS 1 waits for the PUBACK
-        self.sent_at = ticks_ms()
-
-    def wait(self, timeout_ms):
-        if self.keepalive_ms and _elapsed(self.sent_at) >= self.keepalive_ms // 2:
-            self.client.ping()
-            self.sent_at = ticks_ms()
-        if self.poller.poll(max(timeout_ms, 0)):
-            while True:
-                self.client.check_msg()  # raises OSError on a closed connection
-                if not self.poller.poll(0):
-                    break
-
-    def close(self):
-        try:
-            self.client.disconnect()
-        except OSError:
-            pass
-
-
 try:
     import paho.mqtt.client as _paho  # CPython
 
     _Link = _PahoLink
     BACKEND = "paho-mqtt"
-except ImportError:
-    _Link = _UmqttLink
-    BACKEND = "umqtt.simple"
+except ImportError:  # MicroPython
+    from plugpay.firmware.mqtt_socket import SocketLink as _Link
+
+    BACKEND = "mqtt_socket"
 
 
 def _sleep_ms(ms):
@@ -265,6 +196,10 @@ class Mqtt:
         self.port = port
         self.client_id = client_id or "pp" + urandom(10).hex()
         self.username = username or urandom(16).hex()
+        if tls is not None:
+            from plugpay.firmware import mqtt_tls
+
+            mqtt_tls.check(tls)
         self.tls = tls
         self.keepalive = keepalive
         self.give_up_ms = give_up_ms
