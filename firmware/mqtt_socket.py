@@ -215,6 +215,8 @@ class SocketLink:
         pos = 0
         end = len(buf)
         try:
+            if self.connack is None and end and buf[0] != 0x20:  # before its length is complete
+                raise P.Malformed("its first packet is no CONNACK (first byte 0x%02x)" % buf[0])
             while pos < end:
                 found = P.split(buf, pos, end, MAX_PACKET)
                 if found is None:
@@ -229,8 +231,6 @@ class SocketLink:
     def _handle(self, first, start, end):
         buf = self.buf
         kind = first >> 4
-        if self.connack is None and kind != P.CONNACK:
-            raise P.Malformed("packet type %d before the CONNACK" % kind)
         if kind == P.PUBLISH:
             topic, payload, qos, pid = P.publish_in(first, buf, start, end)
             if qos:
