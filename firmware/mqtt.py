@@ -35,7 +35,6 @@ only when ``give_up_ms`` was given and the link has been down that long; by defa
 keeps trying, and the session's own timeouts decide when to stop. ``poll`` also sends the
 keep-alive pings: call it at least every ``keepalive / 2`` seconds.
 """
-import socket
 import time
 
 from plugpay.protocol.port import MICROPYTHON, ticks_diff, ticks_ms, urandom
@@ -52,133 +51,26 @@ class MqttError(Exception):
 def nodelay(sock):
     """TCP_NODELAY on ``sock``. Some MicroPython builds lack the constants: the values are
     6 and 1 on Linux and in lwIP alike. A socket that refuses the option stays as it is."""
+    import socket
+
     try:
         sock.setsockopt(getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1), 1)
     except (AttributeError, OSError):
         pass
 
 
-def _pending(sock):
-    """Bytes a TLS socket has decrypted and buffered already: ``select`` does not see them."""
-    pending = getattr(sock, "pending", None)
-    return pending() if pending is not None else 0
-
-
 def _elapsed(start):
     return ticks_diff(ticks_ms(), start)
 
 
-class _PahoLink:
-    """One connection through paho-mqtt 2.x, driven by hand from ``wait``."""
-
-    def __init__(self, host, port, client_id, keepalive, inbox, username, tls):
-        paho = self.paho = _paho
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=paho.MQTTv311, clean_session=True)
-        self.client.username_pw_set(username)
-        if tls is not None:
-            self.client.tls_set_context(tls)  # verifies the chain and the host name
-        self.host, self.port, self.keepalive = host, port, keepalive
-        self.connack = None
-        self.subacks = {}
-        self.client.on_socket_open = lambda client, userdata, sock: nodelay(sock)
-        self.client.on_connect = self._connected
-        self.client.on_subscribe = self._subscribed
-        self.client.on_message = self._message
-        self.inbox = inbox
-
-    def _message(self, client, userdata, message):
-        try:
-            topic = message.topic
-        except UnicodeError:  # not one of our (ASCII) topics: a broker gone wrong
-            return
-        self.inbox.append((topic, bytes(message.payload)))
-
-    def _connected(self, client, userdata, flags, reason, properties):
-        self.connack = reason
-
-    def _subscribed(self, client, userdata, mid, reasons, properties):
-        self.subacks[mid] = reasons
-
-    def socket(self):
-        return self.client.socket()
-
-    def open(self, timeout_ms):
-        self.client.connect_timeout = timeout_ms / 1000
-        try:
-            self.client.connect(self.host, self.port, self.keepalive)  # OSError if unreachable
-        except OSError as e:
-            why = getattr(e, "verify_message", None)  # ssl.SSLCertVerificationError
-            if why:
-                raise MqttError("the broker's TLS certificate failed verification: %s" % why)
-            raise
-        start = ticks_ms()
-        while self.connack is None:
-            left = timeout_ms - _elapsed(start)
-            if left <= 0:
-                raise OSError("no CONNACK within %d ms" % timeout_ms)
-            self.wait(left)
-        if self.connack.is_failure:
-            raise MqttError("the broker refused the connection: %s" % self.connack)
-
-    def subscribe(self, topic, qos, timeout_ms):
-        rc, mid = self.client.subscribe(topic, qos)
-        if rc != self.paho.MQTT_ERR_SUCCESS:
-            raise OSError("cannot subscribe: %s" % self.paho.error_string(rc))
-        start = ticks_ms()
-        while mid not in self.subacks:
-            left = timeout_ms - _elapsed(start)
-            if left <= 0:
-                raise OSError("no SUBACK for %s within %d ms" % (topic, timeout_ms))
-            self.wait(left)
-        if self.subacks.pop(mid)[0].is_failure:
-            raise MqttError("the broker refused the subscription to %s" % topic)
-
-    def publish(self, topic, payload, qos):
-        info = self.client.publish(topic, payload, qos)
-        if info.rc != self.paho.MQTT_ERR_SUCCESS:
-            raise OSError("publish failed: %s" % self.paho.error_string(info.rc))
-
-    def wait(self, timeout_ms):
-        """Wait up to ``timeout_ms`` for the socket, then read every packet that is there."""
-        import select
-
-        sock = self.client.socket()
-        if sock is None:
-            raise OSError("not connected")
-        writing = [sock] if self.client.want_write() else []
-        buffered = _pending(sock)
-        readable, writable, _ = select.select([sock], writing, [], 0 if buffered else max(timeout_ms, 0) / 1000)
-        if writable:
-            self._check(self.client.loop_write())
-        readable = readable or buffered
-        while readable:
-            self._check(self.client.loop_read())
-            sock = self.client.socket()
-            readable = sock is not None and (_pending(sock) or select.select([sock], [], [], 0)[0])
-        self._check(self.client.loop_misc())  # keep-alive
-
-    def _check(self, rc):
-        if rc != self.paho.MQTT_ERR_SUCCESS:
-            raise OSError("connection lost: %s" % self.paho.error_string(rc))
-
-    def close(self):
-        if self.client.is_connected():
-            self.client.disconnect()
-        sock = self.client.socket()
-        if sock is not None:
-            sock.close()
-
-
-try:
-    import paho.mqtt.client as _paho  # CPython
-
-    _Link = _PahoLink
-    BACKEND = "paho-mqtt"
-except ImportError:  # MicroPython
+if MICROPYTHON:
     from plugpay.firmware.mqtt_socket import SocketLink as _Link
 
     BACKEND = "mqtt_socket"
+else:
+    from plugpay.firmware.mqtt_paho import PahoLink as _Link
+
+    BACKEND = "paho-mqtt"
 
 
 def _sleep_ms(ms):

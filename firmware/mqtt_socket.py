@@ -28,6 +28,7 @@ import select
 import socket
 
 from plugpay.firmware import mqtt_packet as P
+from plugpay.firmware.mqtt import MqttError, nodelay
 from plugpay.protocol.codec import MAX_BYTES
 from plugpay.protocol.port import const, ticks_diff, ticks_ms
 
@@ -68,8 +69,6 @@ class SocketLink:
         return OSError("the broker at %s:%d %s" % (self.host, self.port, why))
 
     def open(self, timeout_ms):
-        from plugpay.firmware.mqtt import MqttError, nodelay
-
         start = ticks_ms()
         family, kind, proto, _, address = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
         sock = self.sock = socket.socket(family, kind, proto)
@@ -96,8 +95,6 @@ class SocketLink:
             raise MqttError("the broker refused the connection: %s" % reason)
 
     def subscribe(self, topic, qos, timeout_ms):
-        from plugpay.firmware.mqtt import MqttError
-
         self.subscribing = self._next_pid()
         self.suback = None
         self._send(P.subscribe(topic, qos, self.subscribing))
