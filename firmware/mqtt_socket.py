@@ -122,12 +122,13 @@ class SocketLink:
 
     def close(self):
         sock, self.sock = self.sock, None
-        if sock is None:
+        if sock is None:  # never opened, or closed already
             return
-        try:
-            sock.write(P.DISCONNECT_PACKET)  # courtesy: the broker then drops no will
-        except OSError:
-            pass
+        if self.connack == 0:
+            try:
+                sock.write(P.DISCONNECT_PACKET)  # a clean end, so the broker logs no error
+            except OSError:
+                pass
         sock.close()
 
     # -- internals ------------------------------------------------------------------------

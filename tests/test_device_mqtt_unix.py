@@ -8,6 +8,7 @@ The device side is ``tests/device/mqtt_echo.py`` and ``gateway_device.py`` run b
 "receives nothing" is checked after a message it may receive came through behind the
 traffic it must not see (Mosquitto delivers in order), never by elapsed time.
 """
+import datetime
 import json
 import os
 import queue
@@ -218,16 +219,25 @@ def test_a_broker_of_another_ca_is_refused_naming_it(deployed, tmp_path):
                      "The certificate is not correctly signed by the trusted CA" % m.url)
 
 
-def test_a_certificate_for_another_name_is_refused(tmp_path):
+NOW = datetime.datetime.now(datetime.timezone.utc)
+
+
+@pytest.mark.parametrize("names,now,says", [
+    (["elsewhere.test"], None, "The certificate Common Name (CN) does not match with the expected CN"),
+    (["localhost", "127.0.0.1"], NOW - datetime.timedelta(days=broker_pki.VALID_DAYS + 1),
+     "The certificate validity has expired"),
+    (["localhost", "127.0.0.1"], NOW + datetime.timedelta(days=1), "The certificate validity starts in the future"),
+], ids=["another name", "expired", "not yet valid"])
+def test_a_certificate_of_the_ca_is_refused_for_another_name_or_outside_its_dates(tmp_path, names, now, says):
     port, gateway_port = cluster.free_ports(2)
     record = deployment.init(str(tmp_path / "broker"), ["broker.test"], port=port, bind="127.0.0.1",
                              gateway_port=gateway_port)
-    folder = record["dir"]  # the deployment's CA signs a certificate for another name only
+    folder = record["dir"]  # the deployment's CA signs the broker a certificate that does not fit
     with open(os.path.join(folder, "ca.key"), "rb") as f:
         ca_key = serialization.load_pem_private_key(f.read(), None)
     with open(ca_of(record), "rb") as f:
         ca_cert = x509.load_pem_x509_certificate(f.read())
-    key, cert = broker_pki.server_certificate(ca_key, ca_cert, ["elsewhere.test"])
+    key, cert = broker_pki.server_certificate(ca_key, ca_cert, names, now)
     with open(os.path.join(folder, "server.key"), "wb") as f:
         f.write(broker_pki.pem_key(key))
     with open(os.path.join(folder, "server.crt"), "wb") as f:
@@ -237,7 +247,7 @@ def test_a_certificate_for_another_name_is_refused(tmp_path):
             error = device.expect("error")["error"]
             assert device.wait() == 3
     assert error == ("cannot connect to the MQTT broker at %s: the broker's TLS certificate failed verification: "
-                     "The certificate Common Name (CN) does not match with the expected CN" % m.url)
+                     "%s" % (m.url, says))
 
 
 def test_plain_mqtt_to_the_tls_listener_fails_clearly(deployed, tmp_path):
