@@ -204,6 +204,8 @@ class SocketLink:
             if n is None:
                 break
             if n == 0:
+                if self.connack:  # a refusal, and the broker hung up after it: open() says which
+                    return
                 raise self._broken("closed the connection")
             buf.extend(chunk[:n])
             self._handle_packets()  # leaves at most one partial packet, itself bounded by split

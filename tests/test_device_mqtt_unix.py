@@ -250,6 +250,15 @@ def test_a_certificate_of_the_ca_is_refused_for_another_name_or_outside_its_date
                      "%s" % (m.url, says))
 
 
+def test_the_gateway_listener_refuses_a_device_without_its_password(deployed, tmp_path):
+    record, m, _ = deployed
+    with echo_device(tmp_path, m.gateway_url, os.urandom(16).hex(), ca_of(record)) as device:
+        error = device.expect("error")["error"]
+        assert device.wait() == 3
+    assert error == "cannot connect to the MQTT broker at %s: the broker refused the connection: not authorized" \
+        % m.gateway_url
+
+
 def test_plain_mqtt_to_the_tls_listener_fails_clearly(deployed, tmp_path):
     _, m, _ = deployed
     url = broker.url(m.host, m.port)
@@ -329,9 +338,10 @@ SUBSCRIBE_DEVICE = b"/to-device\x01"  # the end of the device's SUBSCRIBE (packe
     (b"\x20\xff\xff\xff\xff\x7f", "sent a malformed packet: remaining length in more than four bytes"),
     (b"\x20\xff\xff\xff\x7f", "sent a malformed packet: a packet of 268435455 bytes, over the limit"),
     (None, "closed the connection"),
+    (b"", "no CONNACK within 3000 ms"),  # silence
 ])
 def test_a_broker_that_refuses_or_sends_garbage_at_connect_is_named(tmp_path, answer, says):
-    fake = FakeBroker([(b"MQTT\x04", answer)])
+    fake = FakeBroker([(b"MQTT\x04", answer)] + ([(b"", None)] if answer else []))  # hangs up unless silent
     try:
         with echo_device(tmp_path, fake.url, os.urandom(16).hex()) as device:
             error = device.expect("error")["error"]
@@ -339,6 +349,19 @@ def test_a_broker_that_refuses_or_sends_garbage_at_connect_is_named(tmp_path, an
     finally:
         fake.close()
     assert error.startswith("cannot connect to the MQTT broker at %s: " % fake.url) and says in error, error
+
+
+def test_a_tls_handshake_that_gets_no_answer_times_out_naming_it(deployed, tmp_path):
+    record, _, _ = deployed
+    fake = FakeBroker([(b"\x16\x03", b"")])  # takes the ClientHello, answers nothing
+    url = broker.url("localhost", fake.port, tls=True)
+    try:
+        with echo_device(tmp_path, url, os.urandom(16).hex(), ca_of(record)) as device:
+            error = device.expect("error")["error"]
+            assert device.wait() == 3
+    finally:
+        fake.close()
+    assert error.startswith("cannot connect to the MQTT broker at %s: " % url) and "ETIMEDOUT" in error, error
 
 
 SUBACK = b"\x90\x03\x00\x01\x01"
