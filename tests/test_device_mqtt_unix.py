@@ -37,12 +37,15 @@ HEAP = 512 * 1024  # the device processes run in a bounded heap (64-bit: ~1.7x a
 
 
 class Peer:
-    """A paho client with its own network thread: the other end of the device's topics."""
+    """A paho client with its own network thread and TCP_NODELAY: the other end of the
+    device's topics."""
 
     def __init__(self, host, port, tls=None, login=None):
         self.got = queue.Queue()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="peer-" + os.urandom(6).hex(),
                                   protocol=paho.MQTTv311)
+        self.client.on_socket_open = lambda client, userdata, sock: sock.setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls is not None:
             self.client.tls_set_context(tls)
         if login:
