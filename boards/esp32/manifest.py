@@ -16,7 +16,6 @@ import os
 import tempfile
 
 include("$(PORT_DIR)/boards/manifest.py")
-require("umqtt.simple")
 
 _REPO = os.path.abspath("../..")  # manifests run with their own folder as the working directory
 _TREE = tempfile.mkdtemp(prefix="plugpay-freeze-")
