@@ -92,8 +92,8 @@ def _config(tmp_path, edit):
     (lambda d: d["meter"].pop("baud"), "config meter.baud: missing"),
     (lambda d: d["relay"].update(pin=36), "config relay.pin: expected an integer 0..33"),
     (lambda d: d.update(broker="http://x"), "config broker: expected mqtt://HOST:PORT"),
-    (lambda d: d.update(broker="mqtts://x"), "config broker: mqtts:// (TLS) is not supported on the ESP32 yet"),
-    (lambda d: d.update(broker_ca="/ca.crt"), "config broker_ca: only for an mqtts:// broker on the Pi"),
+    (lambda d: d.update(broker="mqtts://x:0"), "config broker: port must be 1..65535"),
+    (lambda d: d.update(broker_ca="/ca.crt"), "config broker_ca: only for an mqtts:// broker"),
     (lambda d: d["session"].update(position="47.8"), "config session.position"),
     (lambda d: d.update(board="rpi"), "config board: this file is for 'rpi'"),
 ])

@@ -138,5 +138,5 @@ def test_a_pi_reaches_a_tls_broker_with_the_deployment_ca(tmp_path):
     assert (broker.host, broker.port) == ("broker.example", 8883)
     assert broker.tls.verify_mode == ssl.CERT_REQUIRED and broker.tls.check_hostname
     data.update(broker="mqtt://broker.example")
-    with pytest.raises(ConfigError, match="config broker_ca: only for an mqtts:// broker on the Pi"):
+    with pytest.raises(ConfigError, match="config broker_ca: only for an mqtts:// broker"):
         parse(json.dumps(data), "rpi")

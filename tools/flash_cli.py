@@ -29,6 +29,7 @@ BOARDS_HINT = "pip install 'plugpay[boards]'"
 FLASH_OFFSETS = {"esp32": "0x1000", "esp32s2": "0x1000", "esp32s3": "0x0", "esp32c3": "0x0", "esp32c6": "0x0"}
 # What the ESP32 imports from boards/ (boot.py, main.py and config.json go to the root).
 ESP32_BOARD_FILES = ("boards/__init__.py", "boards/common/__init__.py", "boards/common/hardware.py",
+                     "boards/common/link.py", "boards/common/stdio_console.py",
                      "boards/common/meter_line.py", "boards/common/profile.py", "boards/esp32/__init__.py",
                      "boards/esp32/board.py", "boards/esp32/startup.py", "boards/esp32/hil.py")
 ROOT_FILES = ("boot.py", "main.py")
