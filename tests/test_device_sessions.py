@@ -20,7 +20,7 @@ import pytest
 from plugpay.firmware.devicekey import KeyFile
 from plugpay.firmware.storage import Storage
 from plugpay.firmware.wallet import Wallet
-from plugpay.host import broker
+from plugpay.host import broker, cluster, deployment
 from plugpay.host.stack import HostStack
 from plugpay.tools import micropython as mpy
 
@@ -42,7 +42,7 @@ def host(tmp_path_factory):
         yield stack
 
 
-def board(host, folder, role, session, fund=0, keys=48):
+def board(host, folder, role, session, fund=0, keys=48, url=None, ca=None):
     """A provisioned board: wallet and device key on files (the RA registered its identity
     and keys in person, as ``plugpay provision`` does), and its config for ``main.py``."""
     os.makedirs(folder)
@@ -57,9 +57,11 @@ def board(host, folder, role, session, fund=0, keys=48):
                 "scenario": "g2v", "mode": "channel", "installments": 4, "price": 300, "energy_wh": 2000,
                 "window_min": 120, "produce": False, "bid_window_ms": 1500, "timeout_ms": 60000, "fund": fund}
     settings.update(session)
-    config = {"board": "sim", "name": "mpy-" + role, "role": role, "broker": host.mosquitto.url, "power_w": 11000,
+    config = {"board": "sim", "name": "mpy-" + role, "role": role, "broker": url or host.mosquitto.url, "power_w": 11000,
               "scale": 20000, "wallet": os.path.join(folder, "wallet"), "device_key": os.path.join(folder, "device.key"),
               "console": "market", "session": settings}
+    if ca:
+        config["broker_ca"] = ca
     path = os.path.join(folder, "config.json")
     with open(path, "w") as f:
         json.dump(config, f)
@@ -197,3 +199,25 @@ def test_a_broker_restart_mid_session_is_resumed_by_both_devices(tmp_path):
         assert v["stop_code"] == c["stop_code"] == "OK" and v["finished"] and c["finished"]
         assert c["payout"] == c["budget"] and v["installments_paid"] == 20
         assert "resumed" in v_out and "resumed" in c_out, v_out  # the link did pause and resume
+
+
+def test_two_micropython_devices_over_the_deployment_broker(tmp_path):
+    """TLS verified against the deployment's CA, and the ACL: each connection may use its
+    own request and reply topics and, named by the session id, its own session's link."""
+    port, gateway_port = cluster.free_ports(2)
+    record = deployment.init(str(tmp_path / "broker"), ["localhost"], port=port, bind="127.0.0.1",
+                             gateway_port=gateway_port)
+    ca = os.path.join(record["dir"], "ca.crt")
+    with open(os.path.join(record["dir"], "gateway.password")) as f:
+        login = ("gateway", f.read().strip())
+    with broker.MosquittoProcess(str(tmp_path), deployment=record) as m, \
+            HostStack(str(tmp_path / "host"), broker_url=m.url, broker_ca=ca, gateway_url=m.gateway_url,
+                      gateway_login=login) as stack:
+        stack.mosquitto = m
+        vehicle = board(stack, str(tmp_path / "vehicle"), "vehicle", {}, fund=5000, url=m.url, ca=ca)
+        charger = board(stack, str(tmp_path / "charger"), "charger", {}, url=m.url, ca=ca)
+        (c_code, c_out), (v_code, v_out) = [finish(p) for p in (device(str(tmp_path), charger),
+                                                                device(str(tmp_path), vehicle))]
+        assert (v_code, c_code) == (0, 0), v_out + "\n----\n" + c_out
+        (v,), (c,) = records(v_out), records(c_out)
+        assert v["stop_code"] == c["stop_code"] == "OK" and c["payout"] == c["budget"]
