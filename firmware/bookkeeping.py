@@ -19,6 +19,9 @@ TAG_BOOK = const(100)
 TAG_CHANNEL = const(101)
 TAG_HTLC_SERIES = const(102)
 TAG_PROFILE = const(103)
+# Record names of the HTLC series: here so that a wallet learns whether it holds any
+# without importing ``htlcs``.
+HTLC_PREFIX = "ht-"
 
 KEY_INDEX = UInt(MAX_KEYS - 1)
 

@@ -29,14 +29,14 @@ from plugpay.protocol.port import const, sha256
 from plugpay.protocol.schema import Bytes, Nested, Struct, UInt
 from plugpay.protocol.structures import Account, Htlc
 
-from .bookkeeping import KEY_INDEX, TAG_HTLC_SERIES, WalletError, load_payload, record_names, remove_record, strict
+from .bookkeeping import HTLC_PREFIX, KEY_INDEX, TAG_HTLC_SERIES, WalletError, load_payload, record_names, remove_record, strict
 from .records import ABRecord
 
 PAYER = const(0)
 PAYEE = const(1)
 MAX_SERIES = const(64)  # HTLCs in one series: each is an on-chain create and claim
 SERIES_ID_BYTES = const(16)
-PREFIX = "ht-"
+PREFIX = HTLC_PREFIX
 ROLES = ("payer", "payee")
 
 # The state of each HTLC of a series (one byte each).

@@ -28,12 +28,10 @@ from plugpay.protocol.port import collect
 from plugpay.protocol.schema import ArrayOf, Bytes, Nested, Record, Struct, UInt
 from plugpay.protocol.structures import Account
 
-from .bookkeeping import TAG_PROFILE, WalletError, load_payload, strict
+from .bookkeeping import HTLC_PREFIX, TAG_PROFILE, WalletError, load_payload, record_names, strict
 from .books import Books, check_account
 from .channels import CONSUMER, PRODUCER, Channel, channel_row
 from .channels import load_all as load_channels
-from .htlcs import NEW, PAYEE, PAYER, HtlcSeries
-from .htlcs import load_all as load_series
 from .keystore import Keystore, KeystoreError
 from .records import ABRecord
 
@@ -141,8 +139,11 @@ class Wallet:
             w.broken.append(("books", str(e)))
         w.channels, broken = load_channels(storage, keystore)
         w.broken.extend(broken)
-        w.htlcs, broken = load_series(storage, keystore)
-        w.broken.extend(broken)
+        if record_names(storage, HTLC_PREFIX):  # htlcs (11 KB of heap from .mpy) only if used
+            from .htlcs import load_all as load_series
+
+            w.htlcs, broken = load_series(storage, keystore)
+            w.broken.extend(broken)
         collect()
         if w.books is not None:
             w._reconcile()
@@ -408,6 +409,8 @@ class Wallet:
         if type(count) is not int or type(amount) is not int or type(timeout) is not int \
                 or count < 1 or amount < 1 or timeout < 1:
             raise WalletError("count, amount and timeout must be positive integers")
+        from .htlcs import HtlcSeries
+
         index, _ = self.keystore.reserve()
         series = HtlcSeries.start(self.storage, self.keystore, index, payee, amount, count, timeout)
         self.htlcs[series.series_id] = series
@@ -417,6 +420,8 @@ class Wallet:
         """Payer: the signed ``HtlcCreate`` of HTLC ``i`` (bytes). Refused while one is
         pending or once it was funded: the same HTLC id funded twice would make the
         ledger's DUPLICATE ambiguous."""
+        from .htlcs import NEW, PAYER
+
         series = self.series(series_id)
         books = self._books()
         if series.role != PAYER:
@@ -431,11 +436,15 @@ class Wallet:
         """Payee: the payer's signed terms for a series paying my key ``my_index``."""
         if type(my_index) is not int or not 0 <= my_index < self.keystore.reserved:
             raise WalletError("key %r was never handed out" % (my_index,))
+        from .htlcs import HtlcSeries
+
         series = HtlcSeries.accept(self.storage, self.keystore, self.ra_pubkeys, my_index, terms)
         return self._keep(self.htlcs, series.series_id, series)
 
     def settle_htlc(self, series_id, i, data):
         """The ledger's result for my ``refund(i)`` (payer) or ``claim(i)`` (payee)."""
+        from .htlcs import PAYEE
+
         series = self.series(series_id)
         if series.role == PAYEE:
             return series.claimed(i, data, self._books())
