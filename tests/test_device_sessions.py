@@ -221,3 +221,22 @@ def test_two_micropython_devices_over_the_deployment_broker(tmp_path):
         assert (v_code, c_code) == (0, 0), v_out + "\n----\n" + c_out
         (v,), (c,) = records(v_out), records(c_out)
         assert v["stop_code"] == c["stop_code"] == "OK" and c["payout"] == c["budget"]
+
+
+def test_demo_and_hil_run_micropython_processes_as_sides(tmp_path):
+    """``plugpay demo --micropython``: both sides MicroPython processes under a heap limit,
+    driven over their consoles; ``plugpay hil`` takes one beside a simulated board."""
+    out = subprocess.run(PLUGPAY + ["demo", "--micropython", "--heap", "800000", "-n", "10", "--energy-wh", "2000",
+                                    "--scenario", "v2g", "--record", str(tmp_path / "demo.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "MicroPython unix-port process" in out.stdout and "result: OK" in out.stdout
+    record = json.load(open(tmp_path / "demo.json"))
+    assert record["sides"]["producer"]["finished"] and record["sides"]["producer"]["payout"] == 600
+    out = subprocess.run(PLUGPAY + ["hil", "--vehicle", "mpy", "--charger", "sim", "-n", "5", "--energy-wh", "1000",
+                                    "--mode", "htlc"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "link OK, settled" in out.stdout
+    bad = subprocess.run(PLUGPAY + ["demo", "--micropython", "--misbehave", "stale-close"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "--micropython runs g2v or v2g sessions" in bad.stderr

@@ -2,6 +2,8 @@
 import argparse
 import sys
 
+from plugpay.tools import errors
+
 
 def _demo(args):
     from plugpay.tools import demo
@@ -124,6 +126,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except errors.UsageError as e:
+        print("plugpay: error: %s" % e, file=sys.stderr)
+        return errors.USAGE
     except Exception as e:  # one readable line for a user; tracebacks with PLUGPAY_DEBUG=1
         import os
 
