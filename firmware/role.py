@@ -449,4 +449,6 @@ def record(plan, terms, session, board):
         "onchain": [sha256(raw).hex() for raw in session.onchain],
         "stop_code": None if session.stop_code is None else M.code_name(session.stop_code),
         "finished": session.finished,
+        # The consumer's installment round trips (sent to accepted, ms), for figures.
+        "installment_ms": sorted(accepted - sent for _, sent, accepted in session.installment_log),
     }

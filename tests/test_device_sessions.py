@@ -240,3 +240,11 @@ def test_demo_and_hil_run_micropython_processes_as_sides(tmp_path):
     bad = subprocess.run(PLUGPAY + ["demo", "--micropython", "--misbehave", "stale-close"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "--micropython runs g2v or v2g sessions" in bad.stderr
+
+
+def test_bench_device_reports_its_figures():
+    from plugpay.tools import bench_device
+
+    report = bench_device.run(sessions=1, installments=4, quick=True, memory=False, say=lambda text: None)
+    assert report["sessions"] == report["sessions_ok"] == 1 and report["sessions_ok_cpython"] == 1
+    assert isinstance(report["installment_ms_unix"], int) and isinstance(report["installment_ms_cpython"], int)
