@@ -47,6 +47,7 @@ from plugpay.protocol.structures import (
     TxOutput,
 )
 
+from . import names
 from .bookkeeping import KEY_INDEX, TAG_BOOK, WalletError, strict
 from .coins import CLEAN, Coin, coin_plan, cover, exact
 from .keystore import MAX_KEYS
@@ -185,7 +186,7 @@ class Books:
     ``WalletError`` (a malformed record) pass through for the wallet to report."""
 
     def __init__(self, storage, keystore, ra_pubkeys):
-        self.record = ABRecord(storage, "books", keystore.state_key)
+        self.record = ABRecord(storage, names.BOOKS, keystore.state_key)
         self.keystore = keystore
         self.ra_pubkeys = ra_pubkeys
         self.coins = []
@@ -215,6 +216,10 @@ class Books:
                 len(payload), MAX_BOOK_BYTES))
         self.record.store(payload)
         self.coins, self.spends, self.lost = coins, spends, lost
+
+    def save(self):
+        """Write the book as it stands (the empty one of a new wallet)."""
+        self._commit(self.coins, self.spends, self.lost)
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -139,7 +139,9 @@ def _status(args):
     else:
         print("\n".join(table(status)))
     broken = _unusable(wallet)
-    return _fail(broken) if broken else 0
+    if broken:
+        return _fail(broken)
+    return 1 if wallet.damage() else 0  # as check: what may be behind waits for a recovery
 
 
 def _check(args):
@@ -219,7 +221,8 @@ def add_parser(subparsers):
     c.add_argument("--identity", metavar="HEX", help="the identity id the RA registered in person, if known yet")
     c = command("identity", _set_identity, "store the identity id the RA gave for this device's public key")
     c.add_argument("--identity", required=True, metavar="HEX")
-    c = command("status", _status, "balance, coins, keys, channels, HTLC series and problems")
+    c = command("status", _status, "balance, coins, keys, channels, HTLC series and problems "
+                "(exit 0 ok, 1 damage to recover from, 2 unusable)")
     c.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     command("check", _check, "integrity: every key record, every wallet record, every invariant "
             "(exit 0 ok, 1 problems, 2 unusable)")
