@@ -51,7 +51,7 @@ from . import names
 from .bookkeeping import KEY_INDEX, TAG_BOOK, WalletError, strict
 from .coins import CLEAN, Coin, coin_plan, cover, exact
 from .keystore import MAX_KEYS
-from .records import ABRecord
+from .records import SLOTS, ABRecord
 
 MAX_COINS = const(128)  # receive/split refuse beyond this: consolidate with a payment to self
 MAX_SPENDS = const(16)  # signed requests waiting for their result
@@ -220,6 +220,16 @@ class Books:
     def save(self):
         """Write the book as it stands (the empty one of a new wallet)."""
         self._commit(self.coins, self.spends, self.lost)
+
+    def rebuild(self, coins):
+        """Make ``coins`` the whole book (a recovery from the ledger): its spends and lost
+        coins are dropped and its copies, readable or not, replaced."""
+        storage = self.record.storage
+        for slot in SLOTS:
+            if storage.exists(names.BOOKS + slot):
+                storage.remove(names.BOOKS + slot)
+        self.record = ABRecord(storage, names.BOOKS, self.record.key)
+        self._commit(list(coins), [], [])
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -298,6 +298,11 @@ class Channel:
         if self.rec.status != CLOSING:
             self._store(self._with(status=CLOSING))
 
+    def close_only(self):
+        """Sign no state from now on, only close (a record that may be behind, once a
+        recovery cleared its damage: it can prove nothing newer than what it holds)."""
+        self._closing()
+
     def _mine_and_theirs(self):
         """The names of my and the counterparty's signature fields on a ``ChannelClose``."""
         if self.rec.role == CONSUMER:

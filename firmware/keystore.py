@@ -231,6 +231,12 @@ class Keystore:
         self.reserved = index + 1
         return index, Account(signing.public_key(self.secret(index)), rec[0], rec[1])
 
+    def skip_past(self, index):
+        """Never hand out key ``index`` or any before it (a recovery found it in use)."""
+        if index >= self.reserved:
+            self.reserved = self.limit = index + 1
+            self._save()
+
     # -- registration (sans-IO: bytes out, bytes in) --------------------------------------
 
     def registration_request(self, identity_id, count):

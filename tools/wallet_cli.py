@@ -190,6 +190,27 @@ def _settle(args):
     return 0
 
 
+def _recover(args):
+    from plugpay.tools import ledger_inspect, wallet_recover
+
+    wallet = _open(args)
+    before = wallet.damage()
+    try:
+        lines = wallet_recover.recover(wallet, args.config, args.timeout)
+    except (ledger_inspect.InspectError, wallet_recover.RecoverError) as e:
+        return _fail("%s (the wallet was not changed)" % e)
+    for name in sorted(before):
+        print("damage found: %s: %s" % (name, before[name]))
+    for line in lines:
+        print(line)
+    left = wallet.damage()
+    for name in sorted(left):
+        print("still damaged: %s: %s" % (name, left[name]))
+    if any(c.rec.status for c in wallet.channels.values()):
+        print("closing channels wait for `plugpay wallet settle`")
+    return 1 if left else 0
+
+
 def _guarded(func):
     def run(args):
         try:
@@ -231,4 +252,10 @@ def add_parser(subparsers):
                 "once a dispute window or HTLC timeout has passed")
     broker_args.add_broker(c, "the MQTT broker of the ledger's gateway, mqtt://host:port or mqtts://host:port",
                            required=True)
+    c = command("recover", _recover, "rebuild the key counters, the book and open channels from the seed and "
+                "the chain (after `check` named damage, or a restore from a backup); the chain is replayed "
+                "here, so no one learns which keys are this wallet's (exit 0 repaired, 1 damage left)")
+    c.add_argument("--config", required=True, metavar="CLUSTER.json", help="the ledger cluster's config "
+                   "(`plugpay ledger up` prints where it is)")
+    c.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each read (default 10)")
     return p
