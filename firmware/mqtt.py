@@ -48,6 +48,10 @@ class MqttError(Exception):
     """The broker cannot be reached, refused us, or the link stayed down past ``give_up_ms``."""
 
 
+class BrokerUnreachable(MqttError):
+    """``connect`` could not reach the broker, or it refused us: the text names its URL."""
+
+
 def nodelay(sock):
     """TCP_NODELAY on ``sock``. Some MicroPython builds lack the constants: the values are
     6 and 1 on Linux and in lwIP alike. A socket that refuses the option stays as it is."""
@@ -118,13 +122,13 @@ class Mqtt:
         return None if self._link is None else self._link.socket()
 
     def connect(self, timeout_ms=3000):
-        """Connect (or raise ``MqttError`` naming the broker and the reason)."""
+        """Connect (or raise ``BrokerUnreachable`` naming the broker and the reason)."""
         self.close()
         self.connect_timeout_ms = timeout_ms
         try:
             self._open()
         except (OSError, MqttError) as e:
-            raise MqttError("cannot connect to the MQTT broker at %s: %s" % (self.url, e))
+            raise BrokerUnreachable("cannot connect to the MQTT broker at %s: %s" % (self.url, e))
 
     def _open(self):
         link = _Link(self.host, self.port, self.client_id, self.keepalive, self._inbox, self.username, self.tls)

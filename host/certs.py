@@ -168,14 +168,16 @@ class CertificateRepository:
             raise Locked("the certificate repository is sealed: this needs the unsealed RA key")
         return self.keys
 
-    def _lookup(self, licence, vehicle_id):
-        return hmac_sha256(self._keys().lookup, b"plugpay/ra/identity-lookup" + codec.dumps([licence, vehicle_id]))
+    def _lookup(self, *fields):
+        return hmac_sha256(self._keys().lookup, b"plugpay/ra/identity-lookup" + codec.dumps(list(fields)))
 
     # Identities
 
     def add_identity(self, identity_id, name, licence, vehicle_id, device_pubkey):
         keys = self._keys()
-        lookup = self._lookup(licence, vehicle_id)
+        # One identity per licence and vehicle; a charger (no vehicle id) is one per device
+        # key, as an operator runs many chargers under one licence.
+        lookup = self._lookup(licence, vehicle_id) if vehicle_id else self._lookup(licence, vehicle_id, device_pubkey)
         row = self.db.execute("SELECT id FROM identities WHERE lookup = ?", (lookup,)).fetchone()
         if row is not None:
             raise DuplicateIdentity("licence and vehicle id", row[0])

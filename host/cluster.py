@@ -25,8 +25,12 @@ import subprocess
 import sys
 import time
 
+from plugpay.host.config_file import ConfigFileError, Fields, read_object
+
 DEFAULT_APP = "plugpay.host.kvapp:KvApp"
 CLIENT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
+MAX_REPLICAS = 100
+SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")  # what replica.open_database takes
 
 
 def replica_name(i):
@@ -119,20 +123,46 @@ def generate(directory, n=4, host="127.0.0.1", ports=None, app=DEFAULT_APP, app_
 
 
 def load(config_path):
-    """(config, secrets); relative paths in the config are taken from its directory."""
-    with open(config_path) as f:
-        config = json.load(f)
+    """(config, secrets); relative paths in the config are taken from its directory. A
+    missing or wrong key is a ``ConfigFileError`` naming it and its file."""
+    config = read_object(config_path, "cluster config")
+    top = Fields(config, config_path)
+    n, f = top.integer("n", 4, MAX_REPLICAS), top.integer("f", 1, MAX_REPLICAS)
+    if n != 3 * f + 1:
+        top.fail("f", "n = %d replicas and f = %d disagree: n must be 3f+1" % (n, f))
+    replicas = top.items("replicas", n)
+    for i in range(n):
+        replica = replicas.inner(i)
+        if replica.get("id", int) != i:
+            replica.fail("id", "expected %d, got %r" % (i, config["replicas"][i]["id"]))
+        replica.get("host", str)
+        replica.integer("port", 1, 65535)
+    top.get("app", str)
+    for key in ("app_options", "pbft"):
+        top.get(key, dict, required=False)
+    if top.get("sqlite_synchronous", str, "FULL", required=False) not in SQLITE_SYNCHRONOUS:
+        top.fail("sqlite_synchronous", "expected one of %s" % ", ".join(SQLITE_SYNCHRONOUS))
     base = os.path.dirname(os.path.abspath(config_path))
-    config["data_dir"] = os.path.join(base, config["data_dir"])
-    secrets_path = os.path.join(base, config["secrets"])
-    mode = os.stat(secrets_path).st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise PermissionError("%s is readable by others (mode %o): chmod 600 it" % (secrets_path, mode & 0o777))
-    with open(secrets_path) as f:
-        secrets = json.load(f)
-    if len(config["replicas"]) != config["n"] or config["f"] != (config["n"] - 1) // 3:
-        raise ValueError("%s: n, f and the replica list disagree" % config_path)
-    return config, secrets
+    config["data_dir"] = os.path.join(base, top.get("data_dir", str))
+    secrets_path = os.path.join(base, top.get("secrets", str))
+    if os.path.exists(secrets_path):
+        mode = os.stat(secrets_path).st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigFileError("%s: readable by others (mode %o): chmod 600 it" % (secrets_path, mode & 0o777))
+    return config, _load_secrets(secrets_path, n)
+
+
+def _load_secrets(path, n):
+    secrets = read_object(path, "cluster secrets file")
+    top = Fields(secrets, path)
+    pairs = top.inner("replica_keys")
+    for i in range(n):
+        for j in range(i + 1, n):
+            pairs.hex_bytes("%d-%d" % (i, j), 32)
+    clients = top.items("client_secrets", n)
+    for i in range(n):
+        clients.hex_bytes(i, 32)
+    return secrets
 
 
 class LocalCluster:

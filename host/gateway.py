@@ -238,9 +238,10 @@ class Gateway:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.client.closed is not None:  # started
             await self.client.close()
-        if self.ra_thread is not None:
+        if self.ra_thread is not None:  # stop may run twice: after a failed start, and on the way out
             await asyncio.get_running_loop().run_in_executor(self.ra_thread, self._close_ra)
             self.ra_thread.shutdown()
+            self.ra_thread = None
         log.info("gateway stopped: %s", dict(self.stats))
 
     async def __aenter__(self):

@@ -36,6 +36,10 @@ class MqttError(Exception):
     """The broker cannot be reached, refused the connection, or refused a subscription."""
 
 
+class BrokerUnreachable(MqttError):
+    """``connect`` could not reach the broker, or it refused us: the text names its URL."""
+
+
 class AsyncMqttClient:
     """``await connect()``, then ``publish``; each message received on ``subscriptions``
     (``[(filter, qos)]``) is passed to ``on_message(topic, payload)`` in the loop."""
@@ -78,7 +82,8 @@ class AsyncMqttClient:
         return self.client.socket()
 
     async def connect(self, timeout=5.0):
-        """Connect and subscribe, or raise ``MqttError``."""
+        """Connect and subscribe, or raise ``MqttError`` (``BrokerUnreachable`` when the
+        broker cannot be reached or refuses the connection)."""
         self.loop = asyncio.get_running_loop()
         self.ready = self.loop.create_future()
         try:
@@ -86,15 +91,15 @@ class AsyncMqttClient:
         except OSError as e:
             why = getattr(e, "verify_message", None)  # ssl.SSLCertVerificationError
             if why:
-                raise MqttError("the MQTT broker at %s: its TLS certificate failed verification: %s"
-                                % (self.url, why))
-            raise MqttError("cannot reach the MQTT broker at %s: %s" % (self.url, e.strerror or e))
+                raise BrokerUnreachable("the MQTT broker at %s: its TLS certificate failed verification: %s"
+                                        % (self.url, why))
+            raise BrokerUnreachable("cannot reach the MQTT broker at %s: %s" % (self.url, e.strerror or e))
         self._spawn(self._keepalive())
         try:
             await asyncio.wait_for(asyncio.shield(self.ready), timeout)
         except asyncio.TimeoutError:
             await self.close()
-            raise MqttError("no answer from the MQTT broker at %s within %.0f s" % (self.url, timeout))
+            raise BrokerUnreachable("no answer from the MQTT broker at %s within %.0f s" % (self.url, timeout))
         except MqttError:
             await self.close()
             raise
@@ -156,7 +161,7 @@ class AsyncMqttClient:
 
     def _connected(self, client, userdata, flags, reason, properties):
         if reason.is_failure:
-            self._fail(MqttError("the MQTT broker at %s refused the connection: %s" % (self.url, reason)))
+            self._fail(BrokerUnreachable("the MQTT broker at %s refused the connection: %s" % (self.url, reason)))
             return
         log.info("connected to the MQTT broker at %s as %s", self.url, self.client_id)
         if self.subscriptions:

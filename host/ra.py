@@ -315,7 +315,8 @@ IDENTITY_FIELDS = ("name", "licence", "vehicle_id")
 
 
 def check_identity_document(fields):
-    """Canonical (name, licence, vehicle_id) or ``IdentityError`` naming the bad field.
+    """Canonical (name, licence, vehicle_id) or ``IdentityError`` naming the bad field. A
+    charger's document has an empty vehicle id: its operator has a licence, no vehicle.
 
     Licence and vehicle id are upper-cased and stripped before the check, so the keyed
     lookup hash finds the same person however the clerk typed them."""
@@ -334,7 +335,7 @@ def check_identity_document(fields):
     if not _LICENCE.fullmatch(licence):
         raise IdentityError("licence: 4 to 24 letters, digits or '-', starting with a letter or digit")
     vin = fields["vehicle_id"].strip().upper()
-    if not _VIN.fullmatch(vin):
+    if vin and not _VIN.fullmatch(vin):  # empty: a charger's operator, who registers no vehicle
         raise IdentityError("vehicle_id: a 17-character VIN (letters except I, O, Q, and digits)")
     return name, licence, vin
 

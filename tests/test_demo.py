@@ -54,9 +54,12 @@ def test_either_owner_pauses_half_way_and_the_session_still_pays_everything(caps
 
 
 def test_bad_options_are_refused_before_anything_starts(capsys):
-    with pytest.raises(SystemExit):
-        cli.main(["demo", "--mode", "cheque"])
-    capsys.readouterr()
+    assert cli.main(["demo", "--mode", "cheque"]) == 2
+    assert capsys.readouterr().err == ("plugpay demo: error: argument --mode: invalid choice: 'cheque' (choose from "
+                                       "'channel', 'htlc') (see plugpay demo --help)\n")
+    assert cli.main(["demo", "-n", "0"]) == 2  # not "0 means the default"
+    assert capsys.readouterr().err == ("plugpay demo: error: argument -n/--installments: expected an integer "
+                                       "1..100000, got '0' (see plugpay demo --help)\n")
     assert cli.main(["demo", "--mode", "htlc", "-n", "65"]) == 2  # bad input: exit 2, as every command gives it
     assert "at most 64 HTLCs" in capsys.readouterr().err
     assert cli.main(["demo", "--scenario", "v2v", "--pause", "charger"]) == 2

@@ -151,7 +151,7 @@ def test_init_writes_every_file_once_and_explains_it(tmp_path):
     assert {str(a) for a in san.get_values_for_type(x509.IPAddress)} == {"10.0.0.7", "127.0.0.1", "::1"}
     before = {name: (tmp_path / "d" / name).read_bytes() for name, _, _ in deployment.FILES}
     again = subprocess.run(PLUGPAY + args, capture_output=True, text=True, timeout=60)
-    assert again.returncode == 1 and "already holds a deployment" in again.stderr
+    assert again.returncode == 2 and "already holds a deployment" in again.stderr
     assert again.stderr.count("\n") == 1
     assert before == {name: (tmp_path / "d" / name).read_bytes() for name, _, _ in deployment.FILES}
     conf = (tmp_path / "d" / "mosquitto.conf").read_text()
@@ -163,12 +163,13 @@ def test_init_writes_every_file_once_and_explains_it(tmp_path):
 @pytest.mark.parametrize("args, says", [
     (["--host", "bad host"], "host 'bad host': expected a DNS name"),
     (["--host", "b.test", "--port", "9000", "--gateway-port", "9000"], "both 9000"),
-    (["--host", "b.test", "--port", "0"], "--port 0: expected a port"),
+    (["--host", "b.test", "--port", "0"], "argument --port: expected an integer 1..65535, got '0'"),
 ])
 def test_init_refuses_bad_options_and_writes_nothing(tmp_path, args, says):
     out = subprocess.run(PLUGPAY + ["broker", "init", "--dir", str(tmp_path / "d")] + args, capture_output=True,
                          text=True, timeout=60)
-    assert out.returncode == 1 and says in out.stderr and out.stderr.count("\n") == 1
+    assert out.returncode == 2 and says in out.stderr and out.stderr.count("\n") == 1
+    assert out.stderr.startswith("plugpay broker init: error: ")
     assert not (tmp_path / "d").exists()
 
 
@@ -191,7 +192,7 @@ def test_the_password_file_is_what_mosquitto_passwd_writes(tmp_path):
 def test_broker_run_needs_a_deployment(tmp_path):
     out = subprocess.run(PLUGPAY + ["broker", "run", "--dir", str(tmp_path)], capture_output=True, text=True,
                          timeout=60)
-    assert out.returncode == 1 and "no deployment in %s" % tmp_path in out.stderr
+    assert out.returncode == 2 and out.stderr.startswith("plugpay broker run: error: no deployment in %s" % tmp_path)
 
 
 # -- TLS -----------------------------------------------------------------------------------

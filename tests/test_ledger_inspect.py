@@ -239,16 +239,19 @@ def test_bad_input_is_one_line_and_exit_code_2(world, capsys, tmp_path):
          "not found"),
         (["ledger", "audit", "--dir", world.ra_dir, "--key-file", world.config, "--tx", unknown, *config],
          "must hold exactly 32 bytes"),
-        (["ledger", "tx", unknown, "--config", tmp_path / "missing.json"], "cannot read the cluster config"),
+        (["ledger", "tx", unknown, "--config", tmp_path / "missing.json"],
+         "%s: no such file (cluster config)" % (tmp_path / "missing.json")),
     ]
     for argv, message in cases:
         code, out, err = plugpay(capsys, *argv)
         assert (code, out) == (2, ""), argv
-        assert err.count("\n") == 1 and err.startswith("plugpay: error: ") and message in err, (argv, err)
+        prefix = "plugpay ledger %s: error: " % argv[1]
+        assert err.count("\n") == 1 and err.startswith(prefix) and message in err, (argv, err)
 
     silent = cluster.generate(str(tmp_path / "silent"), app="plugpay.host.ledger:Ledger")  # never started
     code, _, err = plugpay(capsys, "ledger", "block", "1", "--config", silent, "--timeout", "0.4")
-    assert code == 2 and "replicas 0, 1, 2, 3 did not answer" in err
+    assert code == 3 and err == ("plugpay ledger block: error: cannot reach the cluster of %s: replicas 0, 1, 2, 3 "
+                                 "did not answer\n" % silent)
 
 
 def test_block_answer_above_the_tip_is_none(world):
@@ -272,7 +275,7 @@ def test_the_forged_answer_is_never_accepted(world, capsys):
     try:
         code, out, err = plugpay(capsys, "ledger", "tx", world.pay.txhash().hex(), "--config", world.config,
                                  "--timeout", "0.5")
-        assert (code, out) == (2, "")
+        assert (code, out) == (3, "")  # no f+1 matching answers: the cluster did not answer
         assert "replicas 0, 1 did not answer; the answers of replicas 2, 3 do not match" in err
     finally:
         for i in (0, 1):

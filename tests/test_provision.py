@@ -1,9 +1,11 @@
 """``plugpay provision``: a board's wallet with its identity and keys registered directly with
 the RA directory (500 keys, progress on stderr) or over MQTT through the gateway of a real
 host stack; bad inputs fail with one line and change nothing."""
+import json
 import os
 import stat
 
+import board_configs
 import pytest
 
 from plugpay.firmware.devicekey import KeyFile
@@ -11,7 +13,7 @@ from plugpay.firmware.storage import Storage
 from plugpay.firmware.wallet import Wallet
 from plugpay.host import ra
 from plugpay.host.stack import HostStack
-from plugpay.tools import cli, provision_cli
+from plugpay.tools import cli
 
 PERSON = ["--name", "Ada Lovelace", "--licence", "L-1815", "--vehicle-id", "1PLUGPAY000000001"]
 
@@ -91,33 +93,54 @@ def test_keys_over_mqtt_through_the_gateway_and_a_board_copy_dry_run(tmp_path, c
     assert key not in captured.out  # the key itself is never printed
 
 
-def test_bad_inputs_fail_with_one_line_and_change_nothing(tmp_path, ra_dir, capsys):
+def test_bad_inputs_fail_with_one_line_and_write_nothing(tmp_path, ra_dir, capsys):
     directory, key_file = ra_dir
     out = str(tmp_path / "v")
 
-    def provision(*options):
-        code = cli.main(["provision", "--role", "vehicle", "--out", out] + list(options))
+    def provision(*options, role="vehicle"):
+        code = cli.main(["provision", "--role", role, "--out", out] + list(options))
         return code, capsys.readouterr().err
 
-    assert provision("--keys", "-1", "--ra-dir", directory, "--key-file", key_file)[0] == 2
-    assert "--ra-pubkey wants EPOCH:HEX" in provision("--ra-pubkey", "0:zz")[1]
-    assert "--identity wants" in provision("--ra-dir", directory, "--identity", "abc")[1]
-    assert "together" in provision("--ra-dir", directory, "--name", "x")[1]
-    assert "no wallet in" in provision("--keys", "5")[1]
-    assert not os.path.exists(os.path.join(out, "wallet", "seed"))
-    # a locked RA: wrong key file
     wrong = str(tmp_path / "wrong.key")
     ra.create_key_file(wrong)
-    code, err = provision("--ra-dir", directory, "--key-file", wrong, *PERSON)
-    assert code == 2 and err.startswith("plugpay provision: error:") and len(err.splitlines()) == 1
-    wallet = _open(out)  # created before the RA was asked, and intact
-    assert wallet.identity_id is None and wallet.check()["ok"]
-    # an unreachable gateway: nothing registered, nothing lost
-    code, err = provision("--identity", "00" * 16, "--keys", "5", "--broker", "mqtt://127.0.0.1:1", "--timeout", "1")
-    assert code == 1 and "broker" in err, err
-    assert _open(out).keystore.available() == 0 and _open(out).check()["ok"]
+    for options, line in (
+            (["--keys", "-1", "--ra-dir", directory], "argument --keys: expected an integer 0..1000000, got '-1' "
+             "(see plugpay provision --help)"),
+            (["--ra-pubkey", "0:zz"], "--ra-pubkey wants EPOCH:HEX (a 33-byte compressed key), got '0:zz'"),
+            (["--ra-dir", directory, "--identity", "abc"], "--identity wants 16 bytes of hex, got 'abc'"),
+            (["--ra-dir", directory, "--name", "x"], "registering a vehicle in person needs --name, --licence and "
+             "--vehicle-id together"),
+            (["--keys", "5"], "no wallet in %s yet: give the RA's public keys (--ra-dir or --ra-pubkey)" % out),
+            (["--ra-dir", directory, "--key-file", key_file, "--name", "Ada", "--licence", "L", "--vehicle-id",
+              "1PLUGPAY000000001"], "--licence: 4 to 24 letters, digits or '-', starting with a letter or digit"),
+            (["--ra-dir", directory, "--key-file", key_file, "--name", "Ada", "--licence", "L-1815", "--vehicle-id",
+              "1PLUGPAY0000000O1"], "--vehicle-id: a 17-character VIN (letters except I, O, Q, and digits)"),
+            (["--ra-dir", directory, "--key-file", wrong] + PERSON,
+             "%s/ra.key failed authentication: wrong passphrase or key file" % directory),
+            (["--ra-dir", str(tmp_path / "no-ra"), "--key-file", key_file] + PERSON,
+             "--ra-dir: no RA key at %s (run `plugpay ra init`)" % (tmp_path / "no-ra" / "ra.key")),
+            (["--ra-pubkey", "0:" + ra.public_epochs(directory)[0][1].hex(), "--identity", "00" * 16,
+              "--broker", "mqtt://127.0.0.1:1"], "cannot connect to the MQTT broker at mqtt://127.0.0.1:1: "),
+            (["--ra-dir", directory, "--config", str(tmp_path / "none.json")],
+             "config %s: cannot read it: No such file or directory" % (tmp_path / "none.json"))):
+        code, err = provision(*options)
+        assert err.startswith("plugpay provision: error: " + line) and err.count("\n") == 1, (options, err)
+        assert code == (3 if "--broker" in options else 2), (options, code)
+        assert not os.path.exists(out), options  # nothing written, not even the folder
+    # a charger has no VIN: refused with one, registered in person without one
+    code, err = provision("--ra-dir", directory, "--key-file", key_file, *PERSON, role="charger")
+    assert code == 2 and err == ("plugpay provision: error: --vehicle-id: a charger has no VIN; register it in "
+                                 "person with --name and --licence\n")
+    assert provision("--ra-dir", directory, "--key-file", key_file, "--name", "Grid Co", "--licence", "OP-77",
+                     "--keys", "2", role="charger") == (0, "[..............................] 0/2 keys\n"
+                                                        "[##############################] 2/2 keys\n")
+    with ra.RegistrationAuthority.open(directory, ra.Unlock(key_file=key_file)) as authority:
+        identity = authority.repo.identity(_open(out).identity_id)
+    assert (identity.name, identity.licence, identity.vehicle_id) == ("Grid Co", "OP-77", "")
     # the RA refuses an identity it never registered: the batch stores nothing
-    code, err = provision("--keys", "5", "--ra-dir", directory, "--key-file", key_file)
+    out = str(tmp_path / "w")
+    assert provision("--ra-dir", directory, "--keys", "0")[0] == 0  # a wallet, no identity yet
+    code, err = provision("--identity", "00" * 16, "--keys", "5", "--ra-dir", directory, "--key-file", key_file)
     assert code == 1 and "refused" in err and "not registered" in err, err
     assert _open(out).keystore.available() == 0 and _open(out).check()["ok"]
     # a different device key cannot open the wallet
@@ -125,3 +148,20 @@ def test_bad_inputs_fail_with_one_line_and_change_nothing(tmp_path, ra_dir, caps
         f.write(bytes(32))
     code, err = provision("--keys", "1", "--ra-dir", directory, "--key-file", key_file)
     assert code == 2 and len(err.splitlines()) == 1
+
+
+def test_a_board_config_is_checked_first_and_gives_the_role_and_name(tmp_path, ra_dir, capsys):
+    directory, key_file = ra_dir
+    out = tmp_path / "pi"
+    bad = board_configs.write(tmp_path / "bad.json", "rpi", relay={"pin": 27}, broker="mqtt://CHANGE-ME")
+    code = cli.main(["provision", "--config", bad, "--out", str(out), "--ra-dir", directory])
+    assert code == 2 and capsys.readouterr().err == (
+        "plugpay provision: error: config %s: broker: still holds the example's CHANGE-ME: put in the real value; "
+        "led.pin: GPIO 27 is taken by relay.pin: relay, LED and meter each need pins of their own\n" % bad)
+    assert not out.exists()
+    good = board_configs.write(tmp_path / "good.json", "rpi")
+    assert cli.main(["provision", "--role", "vehicle", "--config", good, "--out", str(out), "--ra-dir", directory]) == 2
+    assert capsys.readouterr().err == ("plugpay provision: error: --role vehicle, but the config %s is for a charger\n"
+                                       % good)
+    assert cli.main(["provision", "--config", good, "--out", str(out), "--ra-dir", directory, "--keys", "0"]) == 0
+    assert json.loads((out / "board.json").read_text()) == {"role": "charger", "name": "charger-pi-1"}

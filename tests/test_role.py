@@ -3,16 +3,14 @@ checks of a plan: every adapter (``plugpay session``, the Pi's service, an ESP32
 MicroPython process) gets the same answers and the same refusals. The role's whole life
 runs on real processes in tests/test_session_cli.py and tests/test_privacy.py."""
 import json
-import os
 
+import board_configs
 import pytest
 
 from plugpay.boards.common.profile import parse
 from plugpay.firmware import market
 from plugpay.firmware.role import Plan, PlanError, RoleFailure, charge_parameters, parse_position, sides
 from plugpay.protocol import ledger_ops as L
-
-ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
 @pytest.mark.parametrize("text, site", [
@@ -95,8 +93,7 @@ def test_defaults_and_a_board_profile():
     plan = Plan("vehicle", "AT-5020", "47.8,13.0", mode="htlc")
     assert (plan.installments, plan.producer, plan.initiator) == (10, False, True)
     assert Plan("vehicle", "AT-5020", "47.8,13.0").installments == 100
-    with open(os.path.join(ROOT, "boards/esp32/config.json")) as f:
-        text = f.read()
+    text = json.dumps(board_configs.example("esp32"))
     plan = Plan.from_profile(parse(text, "esp32"), fund=500, timeout_ms=5000)
     assert (plan.role, plan.region, plan.position, plan.power_w) == ("charger", "AT-5020", (47800000, 13040000), 11000)
     assert (plan.fund, plan.timeout_ms, plan.producer) == (500, 5000, True)

@@ -133,6 +133,6 @@ def test_an_unreachable_broker_is_a_clear_error(host):
     out = subprocess.run(PLUGPAY + ["session", "--role", "vehicle", "--broker", "mqtt://127.0.0.1:%d" % port,
                                     "--region", REGION, "--position", "47.81,13.05"] + wallets["vehicle"],
                          capture_output=True, text=True, timeout=60)
-    assert out.returncode == 1 and out.stdout == ""
+    assert out.returncode == 3 and out.stdout == ""
     assert out.stderr.startswith("plugpay session: error: cannot connect to the MQTT broker at mqtt://127.0.0.1:%d:"
                                  % port) and out.stderr.count("\n") == 1

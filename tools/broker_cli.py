@@ -16,6 +16,8 @@ import shutil
 import sys
 
 from plugpay.host import broker, deployment
+from plugpay.tools import arg_types
+from plugpay.tools.errors import UsageError
 
 
 def add_parser(subparsers):
@@ -36,10 +38,10 @@ def add_parser(subparsers):
     init.add_argument("--host", required=True, action="append", metavar="NAME",
                       help="a DNS name or IP address devices use to reach the broker; repeatable (localhost, "
                       "127.0.0.1 and ::1 are always added)")
-    init.add_argument("--port", type=int, default=deployment.DEVICE_PORT, metavar="PORT",
+    init.add_argument("--port", type=arg_types.PORT, default=deployment.DEVICE_PORT, metavar="PORT",
                       help="the devices' TLS port (default %d)" % deployment.DEVICE_PORT)
     init.add_argument("--bind", metavar="ADDRESS", help="the devices' listener address (default: every interface)")
-    init.add_argument("--gateway-port", type=int, default=deployment.GATEWAY_PORT, metavar="PORT",
+    init.add_argument("--gateway-port", type=arg_types.PORT, default=deployment.GATEWAY_PORT, metavar="PORT",
                       help="the gateway's TLS port (default %d)" % deployment.GATEWAY_PORT)
     init.add_argument("--gateway-bind", default="127.0.0.1", metavar="ADDRESS",
                       help="the gateway's listener address (default 127.0.0.1: the gateway runs on this machine)")
@@ -56,7 +58,10 @@ def add_parser(subparsers):
 
 
 def _init(args):
-    record = deployment.init(args.dir, args.host, args.port, args.bind, args.gateway_port, args.gateway_bind)
+    try:
+        record = deployment.init(args.dir, args.host, args.port, args.bind, args.gateway_port, args.gateway_bind)
+    except ValueError as e:  # DeploymentError, and a host name that is none (broker_pki)
+        raise UsageError(str(e))
     directory = record["dir"]
     print("wrote a deployment broker in %s:" % directory)
     for name, mode, what in deployment.FILES:
@@ -87,8 +92,8 @@ def _run(args):
     record = deployment.load(args.dir)
     executable = args.mosquitto or shutil.which("mosquitto") or broker.MOSQUITTO
     if not os.access(executable, os.X_OK):
-        raise FileNotFoundError("mosquitto not found at %s: install it (apt-get install mosquitto) or give "
-                                "--mosquitto PATH" % executable)
+        raise UsageError("mosquitto not found at %s: install it (apt-get install mosquitto) or give "
+                         "--mosquitto PATH" % executable)
     _where(record)
     print("running %s -c %s (Ctrl-C stops it)" % (executable, os.path.join(record["dir"], "mosquitto.conf")))
     sys.stdout.flush()

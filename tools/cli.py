@@ -1,8 +1,24 @@
 """The ``plugpay`` command line."""
 import argparse
+import os
 import sys
 
-from plugpay.tools import errors
+from plugpay.tools import arg_types, errors
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse`` whose refusals are one line like every other error of ``plugpay``
+    (``plugpay demo: error: argument -n/--installments: ...``), exit code 2. Each
+    (sub)command's parser sets ``command_prog`` to its name (``plugpay ledger up``), the
+    prefix of its error lines; subcommand parsers are of this class too, and the innermost
+    one parsed sets it last."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.set_defaults(command_prog=self.prog)
+
+    def error(self, message):
+        self.exit(errors.USAGE, "%s: error: %s (see %s --help)\n" % (self.prog, message, self.prog))
 
 
 def _demo(args):
@@ -50,11 +66,13 @@ def _bench(args):
 
 
 def parser():
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="plugpay",
         description="Privacy-preserving pay-as-you-charge EV charging: device wallets, an ISO 15118-like "
         "link over MQTT, and a PBFT ledger with RA-signed one-time accounts.",
+        epilog=errors.epilog(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version="plugpay %s" % version())
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -86,21 +104,22 @@ def parser():
     b.add_argument("--quick", action="store_true", help="shorter timing loops (noisier figures)")
     b.add_argument("--no-micropython", action="store_true",
                    help="crypto, session: skip the MicroPython (WebAssembly) run")
-    b.add_argument("--seconds", type=float, default=5.0, help="ledger: seconds per run (default 5)")
-    b.add_argument("--rate", type=float, default=300.0, help="ledger: offered tx/s for the latency run (default 300)")
-    b.add_argument("--lanes", type=int, default=256,
+    b.add_argument("--seconds", type=arg_types.SECONDS, default=5.0, help="ledger: seconds per run (default 5)")
+    b.add_argument("--rate", type=arg_types.number(), default=300.0,
+                   help="ledger: offered tx/s for the latency run (default 300)")
+    b.add_argument("--lanes", type=arg_types.COUNT, default=256,
                    help="ledger: transactions in flight at saturation (default 256: enough that the"
                    " next batch is agreed while the previous one executes)")
-    b.add_argument("--keys", type=int, default=None,
+    b.add_argument("--keys", type=arg_types.COUNT, default=None,
                    help="wallet: RA-signed keys in the keystore (default 10000; 300 with --quick)")
-    b.add_argument("--installments", type=int, default=None,
+    b.add_argument("--installments", type=arg_types.INSTALLMENTS, default=None,
                    help="wallet: installments of the channel session (default 100; 10 with --quick); "
                    "session: installments of the timed channel (default 1000; 100 with --quick); memory: of the"
                    " session (default 100; 10 with --quick); device: of each session (default 20)")
     b.add_argument("--baseline", default=None, metavar="DIR",
                    help="memory: a tree holding earlier protocol/ and firmware/ to measure beside (default: this"
                    " code imported from source)")
-    b.add_argument("--sessions", type=int, default=None,
+    b.add_argument("--sessions", type=arg_types.COUNT, default=None,
                    help="session: concurrent sessions through one broker and ledger (default 100; 10 with --quick); "
                    "privacy: the vehicle's sessions (default 20); device: MicroPython sessions (default 4)")
     b.set_defaults(func=_bench)
@@ -122,26 +141,37 @@ def parser():
     from plugpay.tools import flash_cli
 
     flash_cli.add_parser(sub)
+
+    from plugpay.tools import config_cli
+
+    config_cli.add_parser(sub)
     return p
 
 
+def version():
+    from importlib import metadata
+
+    try:
+        return metadata.version("plugpay")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
 def main(argv=None):
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a refusal (printed): its code, for callers in-process too
+        return e.code
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
-    except errors.UsageError as e:
-        print("plugpay: error: %s" % e, file=sys.stderr)
-        return errors.USAGE
+        return errors.INTERRUPTED
     except Exception as e:  # one readable line for a user; tracebacks with PLUGPAY_DEBUG=1
-        import os
-
-        if os.environ.get("PLUGPAY_DEBUG"):
+        if os.environ.get("PLUGPAY_DEBUG") and not isinstance(e, errors.CommandError):
             raise
-        print("plugpay: error: %s" % e, file=sys.stderr)
-        return 1
+        print("%s: error: %s" % (args.command_prog, errors.text(e)), file=sys.stderr)
+        return errors.exit_code(e)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from plugpay.protocol import link
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import link_messages as M
 from plugpay.protocol.port import urandom
-from plugpay.tools import broker_args
+from plugpay.tools import arg_types, broker_args
 from plugpay.tools.errors import UsageError
 
 MISBEHAVIOURS = {
@@ -52,11 +52,11 @@ PAUSE_MS = 1000  # how long --pause holds the session
 def add_arguments(p):
     p.add_argument("--mode", choices=["channel", "htlc"], default="channel",
                    help="payment: one state channel (default) or a series of N HTLCs")
-    p.add_argument("-n", "--installments", type=int, default=None,
+    p.add_argument("-n", "--installments", type=arg_types.INSTALLMENTS, default=None,
                    help="installments N (default 100 for a channel, 10 for HTLCs: each HTLC is on-chain)")
-    p.add_argument("--energy-wh", type=int, default=20000, help="energy to trade, Wh (default 20000)")
-    p.add_argument("--price", type=int, default=300, help="unit price per kWh, smallest units (default 300)")
-    p.add_argument("--power-w", type=int, default=11000, help="charging power, W (default 11000)")
+    p.add_argument("--energy-wh", type=arg_types.ENERGY_WH, default=20000, help="energy to trade, Wh (default 20000)")
+    p.add_argument("--price", type=arg_types.AMOUNT, default=300, help="unit price per kWh, smallest units (default 300)")
+    p.add_argument("--power-w", type=arg_types.POWER_W, default=11000, help="charging power, W (default 11000)")
     p.add_argument("--scenario", choices=sorted(SCENARIOS), default="g2v",
                    help="g2v: the charger produces; v2g: the vehicle produces, the grid side pays; "
                    "v2v: a second vehicle produces (default g2v)")
@@ -66,20 +66,20 @@ def add_arguments(p):
     p.add_argument("--pause", choices=["vehicle", "charger", "vehicle-2"], metavar="SIDE",
                    help="that side's owner (vehicle, charger or vehicle-2) pauses half-way for %g s, then "
                    "resumes; energy and payments stop meanwhile" % (PAUSE_MS / 1000))
-    p.add_argument("--scale", type=float, default=2000.0,
+    p.add_argument("--scale", type=arg_types.number(), default=2000.0,
                    help="simulated seconds per real second for the boards' energy flow (default 2000: "
                    "20 kWh at 11 kW in about a second)")
     broker_args.add_broker(p, "use this MQTT broker (mqtt://host:port, or mqtts:// with --ca) instead of the "
                            "embedded one")
     broker_args.add_gateway_login(p, own_url=True)
     p.add_argument("--dir", help="keep the run's files here (default: a temporary directory, removed)")
-    p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds (default 120)")
+    p.add_argument("--timeout", type=arg_types.SECONDS, default=120.0, help="give up after this many seconds (default 120)")
     p.add_argument("--record", metavar="FILE", help="write the session record (JSON, for plugpay report) here")
     p.add_argument("--micropython", action="store_true",
                    help="run the vehicle and the charger each as a MicroPython unix-port process (a whole device: "
                    "wallet, link, crypto, MQTT client, simulated board), driven over its console as plugpay hil "
                    "drives a board (g2v or v2g, no misbehaviour or pause)")
-    p.add_argument("--heap", type=int, default=2 * 1024 * 1024, metavar="BYTES",
+    p.add_argument("--heap", type=arg_types.HEAP, default=2 * 1024 * 1024, metavar="BYTES",
                    help="with --micropython: each process's MicroPython heap (-X heapsize; default 2 MiB)")
 
 

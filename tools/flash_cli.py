@@ -1,10 +1,11 @@
 """``plugpay flash``: put plugpay on an ESP32 (serial port) or a Raspberry Pi (SSH).
 
-ESP32: check the config, compile protocol/, firmware/ and the board modules with mpy-cross
-into a staging folder laid out as the board's filesystem (/lib/plugpay/...), optionally
-write a MicroPython image with esptool first (erase, then write at the chip's offset: 0x1000
-for the ESP32 and ESP32-S2, whose second-stage bootloader sits there; 0x0 for the S3, C3
-and C6, whose images start with it), then copy with mpremote: /lib/plugpay, boot.py,
+Both: check the config first (``plugpay config check``: every problem at once). ESP32:
+compile protocol/, firmware/ and the board modules with mpy-cross into a staging folder
+laid out as the board's filesystem (/lib/plugpay/...), optionally write a MicroPython
+image with esptool first (erase, then write at the chip's offset: 0x1000 for the ESP32
+and ESP32-S2, whose second-stage bootloader sits there; 0x0 for the S3, C3 and C6, whose
+images start with it), then copy with mpremote: /lib/plugpay, boot.py,
 main.py and config.json, and reset. Raspberry Pi: rsync the source over SSH, make a venv,
 pip install it with the ``boards`` extra, install the config and the systemd unit, and
 start it. ``--dry-run`` prints every step (the exact commands) and runs none; the ESP32's
@@ -21,8 +22,8 @@ import tempfile
 from importlib import util
 from pathlib import Path
 
-from plugpay.boards.common import profile as board_profile
-from plugpay.tools import mpycross
+from plugpay.tools import config_check, mpycross
+from plugpay.tools.errors import Failure, UsageError
 
 ROOT = mpycross.ROOT
 BOARDS_HINT = "pip install 'plugpay[boards]'"
@@ -39,14 +40,14 @@ RPI_UNIT = "/etc/systemd/system/plugpay-board.service"
 RSYNC_EXCLUDES = (".git", ".venv", "build", "node_modules", "__pycache__", "*.egg-info", ".pytest_cache")
 
 
-class FlashError(Exception):
+class FlashError(UsageError):
     """A problem with the inputs or the tools: the text says what and how to fix it."""
 
 
 def add_parser(subparsers):
     p = subparsers.add_parser("flash", help="put plugpay on an ESP32 over a serial port or on a Raspberry Pi "
                               "over SSH (--dry-run lists the steps)", description=__doc__.split("\n\n")[1])
-    p.add_argument("--board", required=True, help="esp32 or rpi")
+    p.add_argument("--board", required=True, choices=("esp32", "rpi"), help="esp32 or rpi")
     p.add_argument("--port", help="esp32: the board's serial port, e.g. /dev/ttyUSB0")
     p.add_argument("--chip", default="esp32", choices=sorted(FLASH_OFFSETS),
                    help="esp32: the chip, for the image's flash offset (default esp32: 0x1000)")
@@ -62,27 +63,21 @@ def add_parser(subparsers):
 
 
 def run(args):
-    try:
-        if args.board not in board_profile.BOARDS:
-            raise FlashError("unknown board %r: expected one of %s" % (args.board, ", ".join(board_profile.BOARDS)))
-        config = Path(args.config) if args.config else ROOT / "boards" / args.board / "config.json"
-        profile = board_profile.load(str(config), args.board)
-        with tempfile.TemporaryDirectory(prefix="plugpay-flash-") as stage:
-            if args.board == "esp32":
-                steps = esp32_steps(args, config, profile, Path(stage))
-            else:
-                steps = rpi_steps(args, config)
-            for step in steps:
-                print("$ " + step.shown(), flush=True)
-                if not args.dry_run:
+    config = Path(args.config) if args.config else ROOT / "boards" / args.board / "config.json"
+    profile = config_check.load(str(config), args.board)  # every problem, before any step
+    with tempfile.TemporaryDirectory(prefix="plugpay-flash-") as stage:
+        if args.board == "esp32":
+            steps = esp32_steps(args, config, Path(stage))
+        else:
+            steps = rpi_steps(args, config)
+        for step in steps:
+            print("$ " + step.shown(), flush=True)
+            if not args.dry_run:
+                try:
                     step.run()
-    except (FlashError, board_profile.ConfigError) as e:
-        print("plugpay flash: error: %s" % e, file=sys.stderr)
-        return 2
-    except subprocess.CalledProcessError as e:
-        print("plugpay flash: error: step failed with exit %d: %s" % (e.returncode, shlex.join(e.cmd)),
-              file=sys.stderr)
-        return 1
+                except subprocess.CalledProcessError as e:
+                    raise Failure("step failed with exit %d: %s" % (e.returncode, shlex.join(e.cmd)))
+    print("%s: %s" % (config, config_check.summary(profile)))
     if args.dry_run:
         print("(dry run: nothing was run)")
     return 0
@@ -128,16 +123,13 @@ def stage_esp32(stage):
     return compiled
 
 
-def esp32_steps(args, config, profile, stage):
+def esp32_steps(args, config, stage):
     if not args.port:
         raise FlashError("--port is required for an ESP32 (e.g. --port /dev/ttyUSB0)")
     if not args.dry_run:
         if not os.path.exists(args.port):
             raise FlashError("serial port %s does not exist: is the board plugged in? (ls /dev/ttyUSB* /dev/ttyACM*)"
                              % args.port)
-        left = board_profile.placeholders(profile)
-        if left:
-            raise FlashError("config %s still holds CHANGE-ME in %s: fill them in first" % (config, ", ".join(left)))
     if args.firmware and not os.path.isfile(args.firmware):
         raise FlashError("firmware image %s does not exist" % args.firmware)
     stage_esp32(stage)

@@ -16,8 +16,8 @@ A console that fails (garbage, bad checksums: counted; the port lost: an error n
 never stops the other side: its session ends by its own timeouts and close or dispute,
 which bound what it can lose. ``--record FILE`` writes the session record
 (``tools/session_record.py``) for ``plugpay report``, also for a session that failed.
-Exit codes: 0 both sides settled; 1 a side did not settle or a console was lost; 2 bad
-options.
+Exit codes: 0 both sides settled; 1 a side did not settle or a console was lost during
+the session; 2 bad options; 3 a board's console or the broker cannot be reached.
 """
 import sys
 import tempfile
@@ -28,14 +28,14 @@ from plugpay.firmware import console as C
 from plugpay.firmware.session import CHANNEL, HTLC, Terms
 from plugpay.protocol import link
 from plugpay.protocol import link_messages as M
-from plugpay.tools import broker_args, demo, session_record
+from plugpay.tools import arg_types, broker_args, demo, errors, session_record
 
 HELLO_WAIT_S = 5.0
 PROCESS_HELLO_WAIT_S = 60.0
 SCENARIOS = {"g2v": False, "v2g": True}  # does the vehicle produce?
 
 
-class UsageError(ValueError):
+class UsageError(errors.UsageError):
     """An option this command cannot use (exit 2)."""
 
 
@@ -50,26 +50,26 @@ def add_parser(subparsers):
                    "unix-port process), or the vehicle board's serial port")
     p.add_argument("--charger", required=True, metavar="sim|mpy|PORT", help="sim, mpy, or the charger board's "
                    "serial port")
-    p.add_argument("--heap", type=int, default=2 * 1024 * 1024, metavar="BYTES",
+    p.add_argument("--heap", type=arg_types.HEAP, default=2 * 1024 * 1024, metavar="BYTES",
                    help="mpy sides: the MicroPython heap (-X heapsize; default 2 MiB)")
-    p.add_argument("--baud", type=int, default=115200, help="serial consoles' baud rate (default 115200)")
+    p.add_argument("--baud", type=arg_types.integer(300, 4000000), default=115200, help="serial consoles' baud rate (default 115200)")
     p.add_argument("--ra-dir", help="with a real board: the host's RA directory, to provision a simulated board")
     add_unlock_options(p)
     p.add_argument("--scenario", choices=sorted(SCENARIOS), default="g2v",
                    help="g2v: the charger produces; v2g: the vehicle produces (default g2v)")
     p.add_argument("--mode", choices=["channel", "htlc"], default="channel", help="payment (default channel)")
-    p.add_argument("-n", "--installments", type=int, default=None,
+    p.add_argument("-n", "--installments", type=arg_types.INSTALLMENTS, default=None,
                    help="installments N (default 100 for a channel, 10 for HTLCs)")
-    p.add_argument("--energy-wh", type=int, default=20000, help="energy to trade, Wh (default 20000)")
-    p.add_argument("--price", type=int, default=300, help="unit price per kWh, smallest units (default 300)")
-    p.add_argument("--power-w", type=int, default=11000, help="charging power, W (default 11000)")
-    p.add_argument("--scale", type=float, default=2000.0,
+    p.add_argument("--energy-wh", type=arg_types.ENERGY_WH, default=20000, help="energy to trade, Wh (default 20000)")
+    p.add_argument("--price", type=arg_types.AMOUNT, default=300, help="unit price per kWh, smallest units (default 300)")
+    p.add_argument("--power-w", type=arg_types.POWER_W, default=11000, help="charging power, W (default 11000)")
+    p.add_argument("--scale", type=arg_types.number(), default=2000.0,
                    help="simulated boards: simulated seconds per real second (default 2000)")
     broker_args.add_broker(p, "the MQTT broker (mqtt://host:port or mqtts://host:port); needed with a real board")
     broker_args.add_gateway_login(p, own_url=True)
     p.add_argument("--record", metavar="FILE", help="write the session record (JSON) here")
     p.add_argument("--dir", help="keep the run's files here (default: a temporary directory, removed)")
-    p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds (default 120)")
+    p.add_argument("--timeout", type=arg_types.SECONDS, default=120.0, help="give up after this many seconds (default 120)")
     p.set_defaults(func=run)
     return p
 
@@ -78,9 +78,9 @@ def run(args):
     try:
         plan = _plan(args)
         hosting = _hosting(args)
-    except (UsageError, ValueError) as e:
+    except ValueError as e:  # UsageError, and broker_args' refusals
         print("plugpay hil: error: %s" % e, file=sys.stderr)
-        return 2
+        return errors.USAGE
     if args.dir:
         return _run(args, plan, hosting, args.dir)
     with tempfile.TemporaryDirectory(prefix="plugpay-hil-") as directory:
@@ -105,11 +105,6 @@ def _plan(args):
     n = args.installments or (100 if args.mode == "channel" else 10)
     if args.mode == "htlc" and n > 64:
         raise UsageError("an HTLC series has at most 64 HTLCs; use -n 64 or less")
-    for name in ("energy_wh", "price", "power_w"):
-        if getattr(args, name) < 1:
-            raise UsageError("--%s must be at least 1" % name.replace("_", "-"))
-    if n < 1 or not args.scale > 0 or not args.timeout > 0:
-        raise UsageError("-n, --scale and --timeout must be positive")
     real = [spec for spec in (args.vehicle, args.charger) if spec not in LOCAL]
     if "mpy" in (args.vehicle, args.charger):
         from plugpay.tools import micropython as mpy
@@ -117,8 +112,6 @@ def _plan(args):
         reason = mpy.unix_unavailable_reason()
         if reason:
             raise UsageError(reason)
-        if args.heap < 64 * 1024:
-            raise UsageError("--heap must be at least 65536 bytes, got %d" % args.heap)
         if real:
             raise UsageError("an mpy side runs with the host started here: give it a sim or mpy side beside it")
     if real and not args.broker:
@@ -247,9 +240,9 @@ def _run(args, params, hosting, directory):
                 else:
                     sides.append(RealSide(name, spec, initiator, producer, args.baud))
             return _session(args, params, sides)
-    except ConnectionError as e:
+    except ConnectionError as e:  # a board's console that does not answer
         print("plugpay hil: error: %s" % e, file=sys.stderr)
-        return 1
+        return errors.UNREACHABLE
     finally:
         for side in sides:
             side.close()

@@ -22,6 +22,9 @@ import signal
 import tempfile
 import time
 
+from plugpay.tools import arg_types, errors
+from plugpay.tools.errors import UsageError
+
 APPS = {"kv": "plugpay.host.kvapp:KvApp", "ledger": "plugpay.host.ledger:Ledger"}
 
 
@@ -34,7 +37,7 @@ def add_parser(subparsers):
 
     up = sub.add_parser("up", help="start a local cluster on loopback, an MQTT broker and the gateway, until Ctrl-C")
     up.add_argument("--dir", default="plugpay-ledger", help="cluster directory (default: ./plugpay-ledger)")
-    up.add_argument("-n", type=int, default=4, help="number of replicas, 3f+1 (default 4)")
+    up.add_argument("-n", type=arg_types.replicas, default=4, help="number of replicas, 3f+1 (default 4)")
     up.add_argument("--app", default="ledger", help="ledger (the payment ledger), kv (a key/value store for smoke "
                     "tests) or module:Class (default ledger)")
     up.add_argument("--ra-dir", help="the RA directory (`plugpay ra init`) whose epoch public keys the ledger "
@@ -43,11 +46,12 @@ def add_parser(subparsers):
     ra_cli.add_unlock_options(up)
     up.add_argument("--faucet-pubkey", help="hex public key allowed to mint test funds (default: a new faucet key "
                     "in DIR/faucet.key, used by the gateway)")
-    up.add_argument("--faucet-max", type=int, default=1000000,
+    up.add_argument("--faucet-max", type=arg_types.AMOUNT, default=1000000,
                     help="most the gateway's faucet mints for one request, in the smallest unit (default 1000000)")
-    up.add_argument("--base-port", type=int, help="ports base..base+n-1 (default: free ones)")
+    up.add_argument("--base-port", type=arg_types.PORT, help="ports base..base+n-1 for a new cluster (default: free "
+                    "ones)")
     up.add_argument("--mqtt-host", default="127.0.0.1", help="embedded MQTT broker address (default 127.0.0.1)")
-    up.add_argument("--mqtt-port", type=int, default=1883, help="embedded MQTT broker port (default 1883)")
+    up.add_argument("--mqtt-port", type=arg_types.PORT, default=1883, help="embedded MQTT broker port (default 1883)")
     from plugpay.tools import broker_args
 
     broker_args.add_broker(up, "the gateway uses this broker instead of starting the embedded one: mqtt://host:port "
@@ -55,17 +59,17 @@ def add_parser(subparsers):
                            "--ca and --gateway-password-file")
     broker_args.add_gateway_login(up)
     up.add_argument("--no-gateway", action="store_true", help="run the replicas only: no MQTT broker, no gateway")
-    up.add_argument("--duration", type=float, help="stop after this many seconds instead of waiting for Ctrl-C")
+    up.add_argument("--duration", type=arg_types.SECONDS, help="stop after this many seconds instead of waiting for Ctrl-C")
     up.set_defaults(func=_up)
 
     rep = sub.add_parser("replica", help="run one replica of a cluster in the foreground")
-    rep.add_argument("--id", type=int, required=True)
+    rep.add_argument("--id", type=arg_types.integer(0), required=True)
     rep.add_argument("--config", required=True, help="cluster.json (secrets file beside it)")
     rep.set_defaults(func=_replica)
 
     st = sub.add_parser("status", help="per-replica height, view, checkpoint, pending, reachability")
     st.add_argument("--config", default=os.path.join("plugpay-ledger", "cluster.json"))
-    st.add_argument("--timeout", type=float, default=2.0)
+    st.add_argument("--timeout", type=arg_types.SECONDS, default=2.0, help="seconds to wait for answers (default 2)")
     st.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     st.set_defaults(func=_status)
 
@@ -79,7 +83,7 @@ def add_parser(subparsers):
                         "is accepted on f+1 matching replica answers. Exit code 2 on bad input or when not found.")
     tx.add_argument("txhash", help="txhash, channel id, HTLC id or request digest (64 hex digits)")
     tx.add_argument("--config", default=cluster_json, help="cluster.json (default: %(default)s)")
-    tx.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for f+1 answers (default 3)")
+    tx.add_argument("--timeout", type=arg_types.SECONDS, default=3.0, help="seconds to wait for f+1 answers (default 3)")
     tx.add_argument("--json", action="store_true", help="one JSON object instead of text")
     tx.set_defaults(func=ledger_inspect.tx_command)
 
@@ -94,7 +98,7 @@ def add_parser(subparsers):
     blk.add_argument("height", type=int, nargs="?", help="block height, from 1; -1 for the newest")
     blk.add_argument("--last", action="store_true", help="the newest block")
     blk.add_argument("--config", default=cluster_json, help="cluster.json (default: %(default)s)")
-    blk.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for f+1 answers (default 3)")
+    blk.add_argument("--timeout", type=arg_types.SECONDS, default=3.0, help="seconds to wait for f+1 answers (default 3)")
     blk.add_argument("--json", action="store_true", help="one JSON object instead of text")
     blk.set_defaults(func=ledger_inspect.block_command)
 
@@ -104,7 +108,7 @@ def add_parser(subparsers):
                         "`plugpay ra audit`) name the identity behind every account in them: payees, payers, "
                         "channel parties, HTLC payer and payee. Exit code 2 on bad input.")
     au.add_argument("--config", default=cluster_json, help="cluster.json (default: %(default)s)")
-    au.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for f+1 answers (default 3)")
+    au.add_argument("--timeout", type=arg_types.SECONDS, default=3.0, help="seconds to wait for f+1 answers (default 3)")
     au.add_argument("--dir", required=True, help="the RA directory (key file and certificate repository)")
     ra_cli.add_unlock_options(au)
     which = au.add_mutually_exclusive_group(required=True)
@@ -113,9 +117,9 @@ def add_parser(subparsers):
     au.set_defaults(func=ledger_inspect.audit_command)
 
     b = sub.add_parser("bench", help="confirmed requests/s and latency on a throw-away local cluster (kv app)")
-    b.add_argument("--rate", type=float, default=300.0, help="offered requests/s for the first run (default 300)")
-    b.add_argument("--duration", type=float, default=5.0, help="seconds per run (default 5)")
-    b.add_argument("--lanes", type=int, default=256, help="concurrent requests at saturation (default 256)")
+    b.add_argument("--rate", type=arg_types.number(), default=300.0, help="offered requests/s for the first run (default 300)")
+    b.add_argument("--duration", type=arg_types.SECONDS, default=5.0, help="seconds per run (default 5)")
+    b.add_argument("--lanes", type=arg_types.COUNT, default=256, help="concurrent requests at saturation (default 256)")
     b.add_argument("--sync", choices=["FULL", "NORMAL"], default="FULL", help="SQLite synchronous (default FULL)")
     b.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     b.set_defaults(func=_bench)
@@ -126,7 +130,7 @@ def _app_spec(name):
     if name in APPS:
         return APPS[name]
     if ":" not in name:
-        raise ValueError("--app must be one of %s or module:Class, got %r" % (", ".join(APPS), name))
+        raise UsageError("--app must be one of %s or module:Class, got %r" % (", ".join(APPS), name))
     return name
 
 
@@ -135,30 +139,35 @@ def _app_options(args):
     if _app_spec(args.app) != APPS["ledger"]:
         return {}
     if not args.ra_dir:
-        raise ValueError("the ledger app needs --ra-dir (the RA directory from `plugpay ra init`)")
+        raise UsageError("the ledger app needs --ra-dir (the RA directory from `plugpay ra init`)")
     from plugpay.host import ra
     from plugpay.protocol import signing
 
     options = {"ra_pubkeys": {str(epoch): pubkey.hex() for epoch, pubkey, _ in ra.public_epochs(args.ra_dir)}}
     if args.faucet_pubkey:
         if not signing.valid_public_key(bytes.fromhex(args.faucet_pubkey)):
-            raise ValueError("--faucet-pubkey is not a compressed secp256k1 public key")
+            raise UsageError("--faucet-pubkey is not a compressed secp256k1 public key")
         options["faucet_pubkey"] = args.faucet_pubkey
     return options
 
 
 def _up(args):
     from plugpay.host import cluster
-    from plugpay.tools import broker_args
+    from plugpay.tools import broker_args, ports
 
     if args.no_gateway and args.broker:
-        raise ValueError("--broker and --no-gateway exclude each other")
+        raise UsageError("--broker and --no-gateway exclude each other")
     if not args.broker and (args.ca or args.gateway_password_file):
-        raise ValueError("--ca and --gateway-password-file go with --broker (the embedded broker needs neither)")
-    # a bad URL, CA or password file fails before anything starts
-    external = broker_args.gateway_endpoint(args) if args.broker else None
+        raise UsageError("--ca and --gateway-password-file go with --broker (the embedded broker needs neither)")
+    # a bad URL, CA or password file, or a port in use, fails before anything starts
+    try:
+        external = broker_args.gateway_endpoint(args) if args.broker else None
+    except ValueError as e:
+        raise UsageError(str(e))
     config_path = os.path.join(args.dir, "cluster.json")
-    if os.path.exists(config_path):
+    existing = cluster.load(config_path)[0] if os.path.exists(config_path) else None
+    ports.check_all(_listening(args, existing, config_path))
+    if existing:
         print("using the existing cluster in %s" % os.path.abspath(args.dir))
     else:
         ports = list(range(args.base_port, args.base_port + args.n)) if args.base_port else None
@@ -193,6 +202,26 @@ def _up(args):
         signal.signal(signal.SIGINT, previous_int)
     print("stopped", flush=True)
     return 0
+
+
+def _listening(args, config, config_path):
+    """``(host, port, what)`` of every port ``ledger up`` will listen on."""
+    if config is not None and args.base_port and args.base_port != config["replicas"][0]["port"]:
+        raise UsageError("--base-port %d: %s already sets the replicas' ports (from %d)"
+                         % (args.base_port, config_path, config["replicas"][0]["port"]))
+    if config is not None:
+        wanted = [(r["host"], r["port"], "replica %d, %s" % (i, config_path)) for i, r in enumerate(config["replicas"])]
+    elif args.base_port:
+        if args.base_port + args.n - 1 > 65535:
+            raise UsageError("--base-port %d: the %d replicas need ports up to %d, beyond 65535"
+                             % (args.base_port, args.n, args.base_port + args.n - 1))
+        wanted = [("127.0.0.1", args.base_port + i, "replica %d, --base-port %d" % (i, args.base_port))
+                  for i in range(args.n)]
+    else:
+        wanted = []  # free ports, chosen when the cluster is made
+    if not args.no_gateway and not args.broker:
+        wanted.append((args.mqtt_host, args.mqtt_port, "the MQTT broker, --mqtt-host/--mqtt-port"))
+    return wanted
 
 
 def _faucet_pubkey(directory):
@@ -287,22 +316,37 @@ def _route(kind):
 
 
 async def _watch(lc, stopping, duration):
-    """Report replicas that exit, until SIGTERM or ``duration`` seconds."""
+    """Until SIGTERM or ``duration`` seconds; a replica that exits stops the cluster with
+    an ``errors.Failure`` naming it and its log (exit code 1)."""
     deadline = None if duration is None else time.monotonic() + duration
-    reported = set()
     while not stopping and (deadline is None or time.monotonic() < deadline):
         for i, proc in lc.procs.items():
-            if proc.poll() is not None and i not in reported:
-                reported.add(i)
-                print("replica %d exited with %s; see %s" % (i, proc.returncode, lc.log_path(i)), flush=True)
+            if proc.poll() is not None:
+                raise errors.Failure("replica %d %s; the cluster is stopped; see %s"
+                                     % (i, _exit_status(proc.returncode), lc.log_path(i)))
         await asyncio.sleep(0.2)
+
+
+def _exit_status(code):
+    if code >= 0:
+        return "exited with %d" % code
+    try:
+        return "was killed by %s" % signal.Signals(-code).name
+    except ValueError:
+        return "was killed by signal %d" % -code
 
 
 def _replica(args):
     import logging
 
-    from plugpay.host import replica
+    from plugpay.host import cluster, replica
+    from plugpay.tools import ports
 
+    config = cluster.load(args.config)[0]
+    if args.id >= config["n"]:
+        raise UsageError("--id %d: the cluster in %s has replicas 0..%d" % (args.id, args.config, config["n"] - 1))
+    host, port = cluster.address(config, args.id)
+    ports.check_free(host, port, "replica %d, %s" % (args.id, args.config))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     replica.serve(args.id, args.config)
     return 0
@@ -323,6 +367,9 @@ def _status(args):
             await client.close()
 
     rows = asyncio.run(ask())
+    if not any(rows):
+        raise errors.Unreachable("no replica of the cluster in %s answered within %g s (%s)" % (
+            args.config, args.timeout, ", ".join("%s:%d" % cluster.address(config, i) for i in range(config["n"]))))
     if args.json:
         keys = ["id", "view", "active", "height", "stable_checkpoint", "pending", "dropped"]
         print(json.dumps([dict(zip(keys, r), reachable=True) if r else {"id": i, "reachable": False}

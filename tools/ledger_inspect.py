@@ -17,9 +17,7 @@ that decode as no request get the reason the ledger gives every replica for them
 import asyncio
 import collections
 import contextlib
-import functools
 import json
-import sys
 
 from plugpay.host import certs, cluster, pbft, ra
 from plugpay.host.client import Client, NoQuorum
@@ -28,7 +26,7 @@ from plugpay.protocol import structures as S
 from plugpay.protocol.codec import DecodeError
 from plugpay.protocol.port import sha256
 from plugpay.protocol.schema import ArrayOf, Record, Signature
-from plugpay.tools import ra_cli
+from plugpay.tools import errors, ra_cli
 
 LEDGER_APP = "plugpay.host.ledger:Ledger"
 FETCH_AT_ONCE = 64  # blocks or lookups in flight at a time
@@ -43,22 +41,9 @@ Block = collections.namedtuple("Block", "height hash prev requests results_diges
 Request = collections.namedtuple("Request", "client ts raw")
 
 
-class InspectError(Exception):
-    """Bad input, or a cluster that cannot answer it: one line for the user, exit code 2."""
-
-
-def bad_input_exits_2(command):
-    """Wrap a command: an ``InspectError`` is one line on stderr and exit code 2."""
-
-    @functools.wraps(command)
-    def run(args):
-        try:
-            return command(args)
-        except InspectError as e:
-            print("plugpay: error: %s" % e, file=sys.stderr)
-            return 2
-
-    return run
+class InspectError(errors.UsageError):
+    """Bad input, or a record the cluster does not hold: one line for the user, exit code 2
+    (a cluster that does not answer is ``errors.Unreachable``, exit code 3)."""
 
 
 # ---- command-line values ----------------------------------------------------------------
@@ -128,7 +113,7 @@ class LedgerReader:
                 why.append("replica%s %s did not answer" % ("s" if len(silent) > 1 else "", ", ".join(silent)))
             if len(e.answers) > 1:
                 why.append("the answers of replicas %s do not match" % ", ".join(map(str, sorted(e.answers))))
-            raise InspectError("no f+1 matching answers to %s within %.1f s: %s"
+            raise errors.Unreachable("no f+1 matching answers to %s within %.1f s: %s"
                                % (what, self.timeout, "; ".join(why)))
 
     async def _query(self, what, kind, key, index=0):
@@ -187,7 +172,7 @@ class LedgerReader:
             return await self.client.height(min(self.timeout, STATUS_WAIT))
         except NoQuorum as e:
             silent = [str(i) for i in range(self.client.n) if i not in e.answers]
-            raise InspectError("fewer than f+1 replicas report their height: replicas %s did not answer"
+            raise errors.Unreachable("fewer than f+1 replicas report their height: replicas %s did not answer"
                                % ", ".join(silent))
 
     async def block(self, height, tip):
@@ -240,10 +225,7 @@ async def in_chunks(fetch, items):
 def load_config(path):
     """(config, secrets) of a cluster running the payment ledger: another app's answers
     would not decode as ledger records."""
-    try:
-        config, secrets = cluster.load(path)
-    except (OSError, ValueError, KeyError) as e:
-        raise InspectError("cannot read the cluster config %s: %s" % (path, e))
+    config, secrets = cluster.load(path)  # ConfigFileError names the file and key (exit 2)
     if config.get("app") != LEDGER_APP:
         raise InspectError("the cluster in %s runs %s, not the payment ledger (%s)"
                            % (path, config.get("app"), LEDGER_APP))
@@ -260,7 +242,7 @@ async def reader(config_path, timeout):
     try:
         if len(client.conns) < config["f"] + 1:
             silent = [str(r) for r in range(config["n"]) if r not in client.conns]
-            raise InspectError("cannot reach the cluster of %s: replicas %s did not answer"
+            raise errors.Unreachable("cannot reach the cluster of %s: replicas %s did not answer"
                                % (config_path, ", ".join(silent)))
         yield LedgerReader(client, timeout)
     finally:
@@ -434,7 +416,6 @@ def block_lines(described):
 
 # ---- the commands ------------------------------------------------------------------------
 
-@bad_input_exits_2
 def tx_command(args):
     """``plugpay ledger tx``: one confirmed request, as text or JSON."""
     ident = parse_id(args.txhash)
@@ -467,7 +448,6 @@ def _height_arg(args):
     return args.height
 
 
-@bad_input_exits_2
 def block_command(args):
     """``plugpay ledger block``: a block header and its requests' results, as text or JSON."""
     height = _height_arg(args)
@@ -519,7 +499,6 @@ async def _audit_items(args, idents, block_range):
         return what, ops + await _input_accounts(read, ops)
 
 
-@bad_input_exits_2
 def audit_command(args):
     """``plugpay ledger audit``: the RA's names for the accounts of requests or blocks."""
     idents = [parse_id(t) for t in args.tx or ()]

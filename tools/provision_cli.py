@@ -3,12 +3,16 @@
 What lands in ``--out DIR``: ``wallet/`` (the sealed keystore and profile: readable on
 flash without being spendable), ``device.key`` beside it (the 32 bytes that unseal it,
 mode 0600; on an ESP32 it goes to NVS, not to the filesystem) and ``board.json`` (role
-and name). Steps, each skipped when already done, so a run that stopped is run again:
+and name). Every input is checked before anything is written (the board's ``--config``
+as ``plugpay config check`` does, the identity document, the RA's unlock, the broker),
+so a refusal leaves no half-built folder. Then the steps, each skipped when already
+done, so a run that stopped is run again.
 
 1. create the wallet (RA public keys from ``--ra-dir`` or ``--ra-pubkey``);
 2. identity: in person with the RA directory and its unlock options (``--name``,
-   ``--licence``, ``--vehicle-id``), or ``--identity HEX`` that the RA gave; with
-   neither, print the device public key to take to the RA and stop;
+   ``--licence`` and, for a vehicle, ``--vehicle-id``; a charger has no VIN), or
+   ``--identity HEX`` that the RA gave; with neither, print the device public key to
+   take to the RA and stop;
 3. register ``--keys`` one-time keys in batches of at most ``ra_messages.MAX_BATCH``,
    directly with the RA directory or over MQTT through the gateway (``--broker``: sealed
    end to end to the RA's key, the broker reads nothing), with a progress bar on stderr;
@@ -17,7 +21,8 @@ and name). Steps, each skipped when already done, so a run that stopped is run a
 
 A refused or unanswered batch stores no key and keeps the ones already registered; the
 wallet passes ``plugpay wallet check`` after any failure. Errors: one line, exit 2 for
-bad input, 1 for a refusal or an unreachable gateway.
+bad input, 3 for a broker that cannot be reached, 1 for a refusal or a gateway that
+stops answering.
 """
 import json
 import os
@@ -32,6 +37,7 @@ from plugpay.firmware.records import RecordCorrupt
 from plugpay.firmware.storage import Storage
 from plugpay.firmware.wallet import Wallet
 from plugpay.protocol import ra_messages as ra
+from plugpay.tools import arg_types, errors
 
 WALLET = "wallet"
 DEVICE_KEY = "device.key"
@@ -39,11 +45,11 @@ BOARD_FILE = "board.json"
 BOARD_WALLET = "/wallet"  # where boards keep it (boards/*/ open it there)
 
 
-class UsageError(ValueError):
+class UsageError(errors.UsageError):
     """An option value this command cannot use (exit 2)."""
 
 
-class ProvisionFailure(Exception):
+class ProvisionFailure(errors.Failure):
     """The RA or the gateway refused or did not answer (exit 1)."""
 
 
@@ -68,18 +74,14 @@ class ProgressBar:
         self.stream.flush()
 
 
-def create_or_open(out, ra_pubkeys):
-    """``(wallet, created)`` for ``out``: the wallet in ``out/wallet`` unsealed by
-    ``out/device.key``, created (key file first, mode 0600) when there is none."""
+def create_wallet(out, ra_pubkeys):
+    """A new wallet in ``out/wallet``, sealed under ``out/device.key`` (created first, mode
+    0600, unless a run that stopped left one)."""
     folder = os.path.join(out, WALLET)
     key_file = KeyFile(os.path.join(out, DEVICE_KEY))
-    if os.path.isfile(os.path.join(folder, "seed")):
-        return Wallet.open(Storage(folder), key_file.load()), False
-    if ra_pubkeys is None:
-        raise UsageError("no wallet in %s yet: give the RA's public keys (--ra-dir or --ra-pubkey)" % out)
     os.makedirs(folder, exist_ok=True)
     key = key_file.load() if os.path.exists(key_file.path) else key_file.create()
-    return Wallet.create(Storage(folder), key, ra_pubkeys), True
+    return Wallet.create(Storage(folder), key, ra_pubkeys)
 
 
 def register_keys(wallet, count, register, batch=ra.MAX_BATCH, progress=None):
@@ -110,17 +112,13 @@ def _direct(authority):
 
 def _over_mqtt(args, timeout_ms, ra_pubkeys):
     from plugpay.firmware.gateway_client import GatewayClient, GatewayError
-    from plugpay.firmware.mqtt import MqttError
     from plugpay.tools import broker_args
 
     try:
         mqtt = broker_args.endpoint(args).device()
     except ValueError as e:
         raise UsageError(str(e))
-    try:
-        mqtt.connect()
-    except MqttError as e:
-        raise ProvisionFailure(str(e))
+    mqtt.connect()  # a broker that cannot be reached: BrokerUnreachable, exit 3
     client = GatewayClient(mqtt)
 
     def register(request):
@@ -135,7 +133,10 @@ def _ra_pubkeys(args):
     if args.ra_dir:
         from plugpay.host import ra as host_ra
 
-        return {epoch: pubkey for epoch, pubkey, _ in host_ra.public_epochs(args.ra_dir)}
+        try:
+            return {epoch: pubkey for epoch, pubkey, _ in host_ra.public_epochs(args.ra_dir)}
+        except host_ra.KeyStoreError as e:
+            raise UsageError("--ra-dir: %s" % e)
     if not args.ra_pubkey:
         return None
     from plugpay.tools.wallet_cli import UsageError as WalletUsage
@@ -147,11 +148,21 @@ def _ra_pubkeys(args):
         raise UsageError(str(e))
 
 
+IDENTITY_OPTIONS = {"name": "--name", "licence": "--licence", "vehicle_id": "--vehicle-id"}
+
+
 def _check_args(args):
-    if args.keys < 0:
-        raise UsageError("--keys must be 0 or more, got %d" % args.keys)
-    if not 1 <= args.batch <= ra.MAX_BATCH:
-        raise UsageError("--batch must be 1..%d, got %d" % (ra.MAX_BATCH, args.batch))
+    """The options alone: role (from ``--config`` too), identity, in-person fields."""
+    if args.config:
+        from plugpay.tools import config_check
+
+        profile = config_check.load(args.config)
+        if args.role not in (None, profile["role"]):
+            raise UsageError("--role %s, but the config %s is for a %s" % (args.role, args.config, profile["role"]))
+        args.role = profile["role"]
+        args.board_name = args.board_name or profile["name"]
+    if args.role is None:
+        raise UsageError("give --role vehicle|charger, or the board's --config")
     if args.identity is not None:
         try:
             identity = bytes.fromhex(args.identity)
@@ -160,88 +171,161 @@ def _check_args(args):
         if len(identity) != ra.IDENTITY_ID_BYTES:
             raise UsageError("--identity wants %d bytes of hex, got %r" % (ra.IDENTITY_ID_BYTES, args.identity))
         args.identity_id = identity
-    in_person = [args.name, args.licence, args.vehicle_id]
-    if any(in_person) and not all(in_person):
-        raise UsageError("registering in person needs --name, --licence and --vehicle-id together")
-    if all(in_person) and not args.ra_dir:
-        raise UsageError("registering in person needs the RA directory (--ra-dir and its unlock options)")
+    if args.role == "charger" and args.vehicle_id:
+        raise UsageError("--vehicle-id: a charger has no VIN; register it in person with --name and --licence")
+    wanted = ["name", "licence"] + (["vehicle_id"] if args.role == "vehicle" else [])
+    given = [field for field in wanted if getattr(args, field)]
+    if given and len(given) < len(wanted):
+        raise UsageError("registering a %s in person needs %s together" % (
+            args.role, ", ".join(IDENTITY_OPTIONS[f] for f in wanted[:-1]) + " and " + IDENTITY_OPTIONS[wanted[-1]]))
+    args.in_person = None
+    if given:
+        from plugpay.host import ra as host_ra
+
+        args.in_person = {"name": args.name, "licence": args.licence, "vehicle_id": args.vehicle_id or ""}
+        try:
+            host_ra.check_identity_document(args.in_person)
+        except host_ra.IdentityError as e:
+            field, _, why = str(e).partition(": ")
+            raise UsageError("%s: %s" % (IDENTITY_OPTIONS.get(field, field), why))
+        if not args.ra_dir:
+            raise UsageError("registering in person needs the RA directory (--ra-dir and its unlock options)")
+
+
+class Inputs:
+    """Everything ``provision`` reads, checked and opened before it writes anything: the
+    RA's public keys, the wallet already in ``--out`` (if any), the RA unlocked when it
+    is asked in person or for keys, and the broker connected when keys go through it."""
+
+    def __init__(self, args):
+        _check_args(args)
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise UsageError("--out %s: exists and is not a folder" % args.out)
+        self.ra_pubkeys = _ra_pubkeys(args)
+        self.wallet = _existing_wallet(args.out)
+        if self.wallet is None and self.ra_pubkeys is None:
+            raise UsageError("no wallet in %s yet: give the RA's public keys (--ra-dir or --ra-pubkey)" % args.out)
+        held = None if self.wallet is None else self.wallet.identity_id
+        if held is not None and getattr(args, "identity_id", None) not in (None, held):
+            raise UsageError("--identity %s: the wallet in %s holds identity %s already" % (args.identity, args.out,
+                                                                                           held.hex()))
+        identified = args.in_person or getattr(args, "identity_id", None) or (
+            self.wallet is not None and self.wallet.identity_id is not None)
+        keys = identified and (args.keys > 0 or (self.wallet is not None and self.wallet.keystore.pending))
+        if keys and not args.broker and not args.ra_dir:
+            raise UsageError("registering keys needs the RA directory (--ra-dir) or the gateway (--broker URL)")
+        self.authority = None
+        self.register = self.mqtt = None
+        try:
+            if args.in_person or (keys and not args.broker):
+                from plugpay.host import ra as host_ra
+                from plugpay.tools.ra_cli import unlock_from_args
+
+                self.authority = host_ra.RegistrationAuthority.open(args.ra_dir, unlock_from_args(args))
+                if args.in_person and held is None:
+                    _not_registered_yet(self.authority, args)
+            if keys and args.broker:
+                pubkeys = self.ra_pubkeys if self.wallet is None else self.wallet.ra_pubkeys
+                self.register, self.mqtt = _over_mqtt(args, int(args.timeout * 1000), pubkeys)
+            elif keys:
+                self.register = _direct(self.authority)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        if self.mqtt is not None:
+            self.mqtt.close()
+        if self.authority is not None:
+            self.authority.close()
+
+
+def _not_registered_yet(authority, args):
+    """A vehicle's licence and VIN name one identity: refuse a second one before anything
+    is written (a charger's identity is its operator's with its own device key)."""
+    from plugpay.host import ra as host_ra
+
+    name, licence, vehicle_id = host_ra.check_identity_document(args.in_person)
+    found = authority.repo.find_identity(licence, vehicle_id) if vehicle_id else None
+    if found is not None:
+        raise UsageError("--licence %s --vehicle-id %s: the RA registered this vehicle already, as identity %s; "
+                         "give --identity %s" % (licence, vehicle_id, found.identity_id.hex(),
+                                                 found.identity_id.hex()))
+
+
+def _existing_wallet(out):
+    """The wallet already in ``out``, opened (which writes nothing), or None."""
+    if not os.path.isfile(os.path.join(out, WALLET, "seed")):
+        return None
+    return Wallet.open(Storage(os.path.join(out, WALLET)), KeyFile(os.path.join(out, DEVICE_KEY)).load())
 
 
 def run(args):
     say = _sayer()
     try:
-        _check_args(args)
-        wallet, created = create_or_open(args.out, _ra_pubkeys(args))
-        _write_board_file(args)
-        say(("created the wallet in %s (device key %s, mode 0600)" if created else "opened the wallet in %s (%s)")
-            % (os.path.join(args.out, WALLET), os.path.join(args.out, DEVICE_KEY)))
-        if not _identity(args, wallet, say):
-            return 0
-        added = _keys(args, wallet, say)
-        if added:
-            say("registered %d one-time keys (%d available)" % (added, wallet.keystore.available()))
-        report = wallet.check()
-        if not report["ok"]:
-            raise ProvisionFailure("the wallet fails its check: %s" % "; ".join(report["problems"]))
-        if args.board_port:
-            return _copy_to_board(args, say)
-        return 0
-    except (UsageError, WalletError, KeystoreError, RecordCorrupt, DeviceKeyError) as e:
-        return _fail(e, 2)
-    except ProvisionFailure as e:
-        return _fail(e, 1)
-    except Exception as e:  # the RA's own errors (locked key, bad identity document)
+        inputs = Inputs(args)
+    except (WalletError, KeystoreError, RecordCorrupt, DeviceKeyError) as e:
+        raise UsageError(str(e))
+    except Exception as e:  # the RA's own errors (locked key, unreadable repository)
+        from plugpay.host import certs
         from plugpay.host import ra as host_ra
 
-        if isinstance(e, (host_ra.KeyStoreError, host_ra.IdentityError)):
-            return _fail(e, 2)
+        if isinstance(e, (host_ra.KeyStoreError, certs.RepositoryError)):
+            raise UsageError(str(e))  # names the RA's key file
         raise
+    try:
+        return _provision(args, inputs, say)
+    except (WalletError, KeystoreError, RecordCorrupt, DeviceKeyError) as e:
+        raise UsageError(str(e))
+    finally:
+        inputs.close()
 
 
-def _identity(args, wallet, say):
+def _provision(args, inputs, say):
+    wallet = inputs.wallet or create_wallet(args.out, inputs.ra_pubkeys)
+    _write_board_file(args)
+    say(("opened the wallet in %s (%s)" if inputs.wallet else "created the wallet in %s (device key %s, mode 0600)")
+        % (os.path.join(args.out, WALLET), os.path.join(args.out, DEVICE_KEY)))
+    if not _identity(args, wallet, inputs.authority, say):
+        return 0
+    added = _keys(args, wallet, inputs, say)
+    if added:
+        say("registered %d one-time keys (%d available)" % (added, wallet.keystore.available()))
+    report = wallet.check()
+    if not report["ok"]:
+        raise ProvisionFailure("the wallet fails its check: %s" % "; ".join(report["problems"]))
+    if args.board_port:
+        return _copy_to_board(args, say)
+    return 0
+
+
+def _identity(args, wallet, authority, say):
     """True once the wallet holds an identity (set now, or before)."""
     if getattr(args, "identity_id", None) is not None:
-        if wallet.identity_id not in (None, args.identity_id):
-            raise UsageError("the wallet holds identity %s already, not %s" % (wallet.identity_id.hex(), args.identity))
-        wallet.set_identity(args.identity_id)
-    elif wallet.identity_id is None and args.name:
-        from plugpay.host import ra as host_ra
-        from plugpay.tools.ra_cli import unlock_from_args
-
-        fields = {"name": args.name, "licence": args.licence, "vehicle_id": args.vehicle_id}
-        with host_ra.RegistrationAuthority.open(args.ra_dir, unlock_from_args(args)) as authority:
-            wallet.set_identity(authority.register_identity(fields, wallet.device_pubkey()))
+        wallet.set_identity(args.identity_id)  # the same, or none yet (Inputs checked)
+    elif wallet.identity_id is None and args.in_person:
+        wallet.set_identity(authority.register_identity(args.in_person, wallet.device_pubkey()))
         say("identity %s registered in person" % wallet.identity_id.hex())
     if wallet.identity_id is not None:
         return True
     pubkey = wallet.device_pubkey().hex()
     say("device public key: %s" % pubkey)
-    say("take it to the RA: plugpay ra register-identity --dir RA_DIR --name ... --licence ... --vehicle-id ... "
-        "--device-pubkey %s" % pubkey)
+    say("take it to the RA: plugpay ra register-identity --dir RA_DIR --name ... --licence ...%s "
+        "--device-pubkey %s" % (" --vehicle-id ..." if args.role == "vehicle" else "", pubkey))
     say("then: plugpay provision --out %s --identity ID --keys N (--ra-dir ... or --broker URL)" % args.out)
     return False
 
 
-def _keys(args, wallet, say):
-    if args.keys == 0 and wallet.keystore.pending is None:
+def _keys(args, wallet, inputs, say):
+    if inputs.register is None or (args.keys == 0 and wallet.keystore.pending is None):
         return 0
     bar = ProgressBar(args.keys)
     if args.broker:
-        register, mqtt = _over_mqtt(args, int(args.timeout * 1000), wallet.ra_pubkeys)
-        try:
-            say("registering %d keys over MQTT through the gateway at %s (sealed to the RA's key)"
-                % (args.keys, args.broker))
-            return register_keys(wallet, args.keys, register, args.batch, bar.show)
-        finally:
-            mqtt.close()
-    if not args.ra_dir:
-        raise UsageError("registering keys needs the RA directory (--ra-dir) or the gateway (--broker URL)")
-    from plugpay.host import ra as host_ra
-    from plugpay.tools.ra_cli import unlock_from_args
-
-    with host_ra.RegistrationAuthority.open(args.ra_dir, unlock_from_args(args)) as authority:
+        say("registering %d keys over MQTT through the gateway at %s (sealed to the RA's key)"
+            % (args.keys, args.broker))
+    else:
         say("registering %d keys with the RA in %s" % (args.keys, args.ra_dir))
-        return register_keys(wallet, args.keys, _direct(authority), args.batch, bar.show)
+    return register_keys(wallet, args.keys, inputs.register, args.batch, bar.show)
 
 
 def _write_board_file(args):
@@ -296,11 +380,6 @@ def _sayer():
     return say
 
 
-def _fail(error, code):
-    print("plugpay provision: error: %s" % error, file=sys.stderr)
-    return code
-
-
 def add_parser(subparsers):
     """Register ``provision`` on the ``plugpay`` command line."""
     from plugpay.tools import broker_args
@@ -308,12 +387,15 @@ def add_parser(subparsers):
 
     p = subparsers.add_parser("provision", help="create a board's wallet, register its identity and one-time keys "
                               "with the RA, and write it to a folder or a board",
-                              description=__doc__.split("\n\n")[1].replace("\n", " "))
-    p.add_argument("--role", required=True, choices=["vehicle", "charger"])
+                              description=" ".join(__doc__.split("\n\n")[1].split()))
+    p.add_argument("--role", choices=["vehicle", "charger"], help="the board's role (default: the one --config names)")
+    p.add_argument("--config", metavar="FILE", help="the board's config file: checked first as `plugpay config check` "
+                   "does, and its role and name are the board's")
     p.add_argument("--out", required=True, metavar="DIR", help="the board's folder: wallet/, device.key, board.json")
     p.add_argument("--board-name", help="the board's name in consoles and records (default: the role)")
-    p.add_argument("--keys", type=int, default=300, help="one-time keys to register (default 300; 0: none)")
-    p.add_argument("--batch", type=int, default=ra.MAX_BATCH,
+    p.add_argument("--keys", type=arg_types.integer(0, 10 ** 6), default=300,
+                   help="one-time keys to register (default 300; 0: none)")
+    p.add_argument("--batch", type=arg_types.integer(1, ra.MAX_BATCH), default=ra.MAX_BATCH,
                    help="keys per registration request (default and most %d)" % ra.MAX_BATCH)
     p.add_argument("--ra-dir", help="the RA directory: its public keys, in-person identity and direct registration")
     add_unlock_options(p)
@@ -321,11 +403,11 @@ def add_parser(subparsers):
                    help="without --ra-dir: an RA public key the wallet accepts; repeatable")
     broker_args.add_broker(p, "register the keys over MQTT through the gateway at this broker (mqtt://host:port, "
                            "or mqtts://host:port with --ca)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the gateway per batch (default 60)")
+    p.add_argument("--timeout", type=arg_types.SECONDS, default=60.0, help="seconds to wait for the gateway per batch (default 60)")
     p.add_argument("--identity", metavar="HEX", help="the identity id the RA registered in person for this board")
     p.add_argument("--name", help="in person: the owner's name")
     p.add_argument("--licence", help="in person: the owner's driving licence number")
-    p.add_argument("--vehicle-id", help="in person: the vehicle's 17-character VIN")
+    p.add_argument("--vehicle-id", help="in person, a vehicle: its 17-character VIN (a charger has none)")
     p.add_argument("--board-port", metavar="PORT", help="copy the wallet to the board on this serial port (mpremote)")
     p.add_argument("--dry-run", action="store_true", help="with --board-port: list the mpremote steps only")
     p.set_defaults(func=run)

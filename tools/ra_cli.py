@@ -61,7 +61,7 @@ def _init(args):
 
 
 def _register_identity(args):
-    fields = {"name": args.name, "licence": args.licence, "vehicle_id": args.vehicle_id}
+    fields = {"name": args.name, "licence": args.licence, "vehicle_id": args.vehicle_id or ""}
     with ra.RegistrationAuthority.open(args.dir, unlock_from_args(args)) as authority:
         identity_id = authority.register_identity(fields, _hex_arg(args.device_pubkey, "device_pubkey"))
     print(identity_id.hex())
@@ -166,7 +166,7 @@ def add_parser(subparsers):
     c = command("register-identity", _register_identity, "register a checked identity with its device's long-term key; prints its id")
     c.add_argument("--name", required=True)
     c.add_argument("--licence", required=True, help="driving licence number")
-    c.add_argument("--vehicle-id", required=True, help="the vehicle's 17-character VIN")
+    c.add_argument("--vehicle-id", help="the vehicle's 17-character VIN (none for a charger's operator)")
     c.add_argument("--device-pubkey", required=True, help="the onboard unit's long-term public key (33 bytes, hex)")
     c = command("disable-identity", _disable_identity, "stop an identity registering more keys (--enable undoes it)")
     c.add_argument("identity_id", help="identity id (hex)")

@@ -8,9 +8,9 @@ codes and payouts. ``--png`` also writes each plot as a PNG for papers.
 Exit codes: 0 written; 2 a missing or malformed record (the message names the file and field).
 """
 import os
-import sys
 
 from plugpay.tools import report, session_record
+from plugpay.tools.errors import UsageError
 
 
 def add_parser(sub):
@@ -29,8 +29,7 @@ def run(args):
         record = session_record.read(args.session)
         report.check_plottable(record, args.session)
     except session_record.RecordError as e:
-        print("plugpay report: %s" % e, file=sys.stderr)
-        return 2
+        raise UsageError(str(e))
     out_dir = args.out or os.path.dirname(os.path.abspath(args.session))
     stem = os.path.splitext(os.path.basename(args.session))[0]
     for path in report.write(record, out_dir, stem, png=args.png):

@@ -22,9 +22,9 @@ The steps are the portable role's (``firmware.role``), which the Raspberry Pi's 
 ESP32 and a MicroPython unix-port process run too; this command is its CPython adapter: it
 checks the options, opens the wallet, connects to the broker and sizes a simulated board.
 
-Exit codes: 0 a session settled with the link's OK; 1 it failed at run time (broker or
-gateway unreachable, no bids, not enough money, a refused or unfinished session);
-2 bad input (options, a missing or locked wallet).
+Exit codes: 0 a session settled with the link's OK; 1 it failed at run time (a gateway
+that stops answering, no bids, not enough money, a refused or unfinished session); 2 bad
+input (options, a missing or locked wallet); 3 the broker cannot be reached.
 """
 import json
 import os
@@ -39,10 +39,10 @@ from plugpay.firmware.keystore import KeystoreError
 from plugpay.firmware.mqtt import MqttError
 from plugpay.firmware.records import RecordCorrupt
 from plugpay.firmware.role import Device, Plan, PlanError, RoleFailure, reporter
-from plugpay.tools import broker_args
+from plugpay.tools import arg_types, broker_args, errors
 
 
-class UsageError(ValueError):
+class UsageError(errors.UsageError):
     """An option value this command cannot use (exit 2)."""
 
 
@@ -62,31 +62,31 @@ def add_parser(subparsers):
     p.add_argument("--produce", action="store_true", help="v2v: this vehicle sells energy")
     p.add_argument("--mode", choices=["channel", "htlc"], default="channel",
                    help="payment: one state channel or N HTLCs; both sides must give the same (default channel)")
-    p.add_argument("-n", "--installments", type=int, default=None,
+    p.add_argument("-n", "--installments", type=arg_types.INSTALLMENTS, default=None,
                    help="installments N, the same on both sides (default 100 for a channel, 10 for HTLCs)")
-    p.add_argument("--energy-wh", type=int, default=20000, help="consumer: energy to buy, Wh (default 20000)")
-    p.add_argument("--window-min", type=int, default=120,
+    p.add_argument("--energy-wh", type=arg_types.ENERGY_WH, default=20000, help="consumer: energy to buy, Wh (default 20000)")
+    p.add_argument("--window-min", type=arg_types.integer(1, 100000), default=120,
                    help="consumer: minutes from now to charge in; the power is energy / window (default 120)")
-    p.add_argument("--price", type=int, default=300,
+    p.add_argument("--price", type=arg_types.AMOUNT, default=300,
                    help="producer: base price per kWh in the smallest unit, also its lowest bid (default 300)")
-    p.add_argument("--power-w", type=int, default=11000,
+    p.add_argument("--power-w", type=arg_types.POWER_W, default=11000,
                    help="producer: most power it delivers; bids only on requests that fit (default 11000)")
     p.add_argument("--region", required=True, help="the coarse region of the market, e.g. AT-5020")
     p.add_argument("--position", required=True, metavar="LAT,LON",
                    help="consumer: its own position, used to weigh bids and never published; producer: its "
                    "public site, sent with its bids")
-    p.add_argument("--bid-window", type=float, default=3.0, help="consumer: seconds to take bids (default 3)")
-    p.add_argument("--bid-blocks", type=int, default=10000,
+    p.add_argument("--bid-window", type=arg_types.SECONDS, default=3.0, help="consumer: seconds to take bids (default 3)")
+    p.add_argument("--bid-blocks", type=arg_types.COUNT, default=10000,
                    help="consumer: the bid deadline this many blocks past the newest height it knows (default "
                    "10000; the commit closes bidding earlier)")
-    p.add_argument("--fund", type=int, metavar="AMOUNT", help="ask the host's faucet for AMOUNT first (test networks)")
-    p.add_argument("--keys", type=int, default=64, help="one-time keys to register with the RA when low (default 64)")
-    p.add_argument("--refill-below", type=int, default=16,
+    p.add_argument("--fund", type=arg_types.AMOUNT, metavar="AMOUNT", help="ask the host's faucet for AMOUNT first (test networks)")
+    p.add_argument("--keys", type=arg_types.COUNT, default=64, help="one-time keys to register with the RA when low (default 64)")
+    p.add_argument("--refill-below", type=arg_types.COUNT, default=16,
                    help="register --keys more when fewer than this are left (default 16)")
-    p.add_argument("--sessions", type=int, default=1, help="serve this many sessions, one after another (default 1)")
-    p.add_argument("--scale", type=float, default=2000.0,
+    p.add_argument("--sessions", type=arg_types.COUNT, default=1, help="serve this many sessions, one after another (default 1)")
+    p.add_argument("--scale", type=arg_types.number(), default=2000.0,
                    help="simulated seconds per real second for the board's energy flow (default 2000)")
-    p.add_argument("--timeout", type=float, default=120.0,
+    p.add_argument("--timeout", type=arg_types.SECONDS, default=120.0,
                    help="give up finding a deal on the market after this many seconds, and on the "
                    "session itself after as many again from the deal (default 120)")
     p.add_argument("--json", action="store_true", help="print one JSON record per session on stdout "
@@ -104,7 +104,7 @@ def run(args, board=None):
         endpoint = _endpoint(args)
         wallet = _open_wallet(args)
     except (UsageError, PlanError, WalletError, KeystoreError, RecordCorrupt, DeviceKeyError) as e:
-        return _fail(e, 2)
+        return _fail(e, errors.USAGE)
     device = Device(wallet, plan, _connector(endpoint), _boards(board, args.scale), lambda: int(time.time()), say,
                     reporter(say))
     ok = True
@@ -120,16 +120,13 @@ def run(args, board=None):
                     record["session_id"][:8], record["stop_code"] or "not stopped",
                     "its money settled" if record["finished"] else "its money NOT settled"), 1)
     except (MqttError, GatewayError, RoleFailure, market.MarketError, WalletError, KeystoreError) as e:
-        return _fail(e, 1)
+        return _fail(e, errors.exit_code(e))  # BrokerUnreachable: 3, the rest 1
     return 0 if ok else 1
 
 
 def plan_from(args):
-    """The role's ``Plan`` from the command line; ``UsageError`` names the option."""
-    if args.sessions < 1:
-        raise UsageError("--sessions must be at least 1, got %d" % args.sessions)
-    if not args.scale > 0 or not args.timeout > 0 or not args.bid_window > 0:
-        raise UsageError("--scale, --timeout and --bid-window must be positive")
+    """The role's ``Plan`` from the command line (each value in its range already, by
+    its ``arg_types``); ``UsageError`` names what the plan refuses."""
     try:
         return Plan(args.role, args.region, args.position, scenario=args.scenario, mode=args.mode,
                     installments=args.installments, energy_wh=args.energy_wh, window_min=args.window_min,

@@ -4,11 +4,11 @@ The wallet's files are sealed under a device key kept in a separate 32-byte file
 (``--device-key``; ``init`` creates it, mode 0600, when it is missing). A PIN, if the
 wallet has one, comes from an environment variable (``--pin-env NAME``), never from the
 command line. Errors are one line on stderr and exit code 2: a wrong key, a tampered or
-truncated file, a missing wallet.
+truncated file, a missing wallet (``settle``: 3 for a broker that cannot be reached, 1 for
+a gateway that stops answering).
 """
 import json
 import os
-import sys
 
 from plugpay.firmware.bookkeeping import WalletError
 from plugpay.firmware.devicekey import DeviceKeyError, KeyFile
@@ -16,17 +16,14 @@ from plugpay.firmware.keystore import KeystoreError
 from plugpay.firmware.records import RecordCorrupt
 from plugpay.firmware.storage import Storage
 from plugpay.firmware.wallet import Wallet
+from plugpay.tools import errors
 
 _REFUSALS = (WalletError, KeystoreError, RecordCorrupt, DeviceKeyError)
 
 
-class UsageError(ValueError):
-    """A command-line value that is not what the option wants."""
-
-
-def _fail(text):
-    print("plugpay wallet: error: %s" % text, file=sys.stderr)
-    return 2
+class UsageError(errors.UsageError):
+    """A command-line value that is not what the option wants, or a wallet that cannot be
+    used (``plugpay`` prints it as one line, exit 2)."""
 
 
 def _pin(args):
@@ -140,7 +137,7 @@ def _status(args):
         print("\n".join(table(status)))
     broken = _unusable(wallet)
     if broken:
-        return _fail(broken)
+        raise UsageError(broken)
     return 1 if wallet.damage() else 0  # as check: what may be behind waits for a recovery
 
 
@@ -156,7 +153,7 @@ def _check(args):
         print("warning: " + w)
     broken = _unusable(wallet)
     if broken:
-        return _fail(broken)
+        raise UsageError(broken)
     print("ok" if report["ok"] else "%d problems" % len(report["problems"]))
     return 0 if report["ok"] else 1
 
@@ -164,7 +161,7 @@ def _check(args):
 def _settle(args):
     from plugpay.firmware import issuing
     from plugpay.firmware.gateway_client import GatewayClient, GatewayError
-    from plugpay.firmware.mqtt import MqttError
+    from plugpay.firmware.mqtt import BrokerUnreachable, MqttError
     from plugpay.firmware.settle import settle
     from plugpay.tools import broker_args
 
@@ -184,7 +181,8 @@ def _settle(args):
         if redeemed.detail:
             print(redeemed.detail)
     except (MqttError, GatewayError) as e:
-        return _fail("%s (nothing was lost: run it again)" % e)
+        kind = errors.Unreachable if isinstance(e, BrokerUnreachable) else errors.Failure
+        raise kind("%s (nothing was lost: run it again)" % e)
     finally:
         mqtt.close()
     return 0
@@ -215,8 +213,8 @@ def _guarded(func):
     def run(args):
         try:
             return func(args)
-        except _REFUSALS + (UsageError,) as e:
-            return _fail(str(e))
+        except _REFUSALS as e:
+            raise UsageError(str(e))
     return run
 
 

@@ -31,7 +31,6 @@ def test_config_parses_with_defaults():
     assert p["relay"] == {"pin": 26, "active_high": True} and p["led"] is None
     assert p["meter"]["timeout_ms"] == 500 and p["poll_ms"] == 1000
     assert p["session"]["position_e6"] == (-47800000, 13040001)
-    assert profile.placeholders(p) == []
 
 
 def test_config_errors_name_the_field():
@@ -43,6 +42,18 @@ def test_config_errors_name_the_field():
     _raises(lambda: profile.parse(CONFIG.replace("mqtt://10.0.0.2", "mqtt://h:99999"), "esp32"), "port must be")
     _raises(lambda: profile.parse(CONFIG.replace("13.040001", "13.0400011"), "esp32"), "session.position")
     _raises(lambda: profile.parse(CONFIG, "stm32"), "unknown board")
+    _raises(lambda: profile.parse(CONFIG.replace('"home"', '"CHANGE-ME"'), "esp32"),
+            "config wifi.ssid: still holds the example's CHANGE-ME")
+    _raises(lambda: profile.parse(CONFIG.replace('"tx": 17', '"tx": 26'), "esp32"), "meter.tx: GPIO 26 is taken by relay.pin")
+    _raises(lambda: profile.parse(CONFIG.replace('"rx": 16', '"rx": 8'), "esp32"), "meter.rx: GPIO 8 is wired to the")
+
+
+def test_every_problem_is_named_at_once():
+    bad = CONFIG.replace('"pin": 26', '"pin": 35').replace('"g2v"', '"grid"').replace('"uart": 2', '"uart": 0')
+    p, problems = profile.check(bad, "esp32")
+    assert problems == ["session.scenario: expected g2v, v2g or v2v, got \"grid\"",
+                        "relay.pin: expected an integer 0..33, got 35",
+                        "meter.uart: expected an integer 1..2, got 0"], problems
 
 
 def test_meter_lines_parse_and_bad_ones_are_named():
