@@ -18,6 +18,7 @@ import os
 
 from plugpay.host import broker
 from plugpay.host.deployment import GATEWAY_USER
+from plugpay.tools.errors import UsageError
 
 CA_ENV = "PLUGPAY_BROKER_CA"
 
@@ -53,13 +54,20 @@ def ca_file(args, url):
 
 def endpoint(args):
     """The ``host.broker.Endpoint`` of ``--broker`` with the CA of the options;
-    ``ValueError`` naming the URL, the file or the option."""
-    return broker.Endpoint(args.broker, ca_file(args, args.broker))
+    ``UsageError`` naming the URL, the file or the option."""
+    return _endpoint(args.broker, ca_file(args, args.broker))
 
 
 def gateway_endpoint(args):
     """The gateway's ``Endpoint`` at ``--broker`` (``ledger up``), with its login if given."""
-    return broker.Endpoint(args.broker, ca_file(args, args.broker), gateway_login(args))
+    return _endpoint(args.broker, ca_file(args, args.broker), gateway_login(args))
+
+
+def _endpoint(url, ca, login=None):
+    try:
+        return broker.Endpoint(url, ca, login)
+    except ValueError as e:
+        raise UsageError(str(e))
 
 
 def host_stack(args):
@@ -69,8 +77,11 @@ def host_stack(args):
         given = [name for name, value in (("--ca", args.ca), ("--gateway-broker", args.gateway_broker),
                                           ("--gateway-password-file", args.gateway_password_file)) if value]
         if given:
-            raise ValueError("%s: only with --broker (the embedded broker needs none)" % ", ".join(given))
+            raise UsageError("%s: only with --broker (the embedded broker needs none)" % ", ".join(given))
         return {}
+    endpoint(args)  # a bad URL or CA file is refused here, before the host stack starts anything
+    if args.gateway_broker:
+        _endpoint(args.gateway_broker, ca_file(args, args.broker))
     return {"broker_url": args.broker, "broker_ca": ca_file(args, args.broker), "gateway_url": args.gateway_broker,
             "gateway_login": gateway_login(args)}
 
@@ -79,18 +90,18 @@ def gateway_login(args):
     """``(user, password)`` from the options, or None when no password file is given."""
     if not args.gateway_password_file:
         if args.gateway_user:
-            raise ValueError("--gateway-user %s: give its password with --gateway-password-file" % args.gateway_user)
+            raise UsageError("--gateway-user %s: give its password with --gateway-password-file" % args.gateway_user)
         return None
     return args.gateway_user or GATEWAY_USER, read_password(args.gateway_password_file)
 
 
 def read_password(path):
-    """The first line of ``path``; ``ValueError`` naming the file if unreadable or empty."""
+    """The first line of ``path``; ``UsageError`` naming the file if unreadable or empty."""
     try:
         with open(path) as f:
             password = f.readline().strip()
     except (OSError, UnicodeError) as e:
-        raise ValueError("password file %s: %s" % (path, getattr(e, "strerror", None) or e))
+        raise UsageError("password file %s: %s" % (path, getattr(e, "strerror", None) or e))
     if not password:
-        raise ValueError("password file %s: empty" % path)
+        raise UsageError("password file %s: empty" % path)
     return password

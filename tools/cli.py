@@ -16,9 +16,21 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.set_defaults(command_prog=self.prog)
+        self.register("action", "parsers", _Commands)
 
     def error(self, message):
         self.exit(errors.USAGE, "%s: error: %s (see %s --help)\n" % (self.prog, message, self.prog))
+
+
+class _Commands(argparse._SubParsersAction):
+    """Subcommands whose ``--help`` opens with their one-line help when they have no
+    description of their own, so every ``plugpay ... --help`` says what the command does."""
+
+    def add_parser(self, name, **kwargs):
+        summary = kwargs.get("help")
+        if summary and not kwargs.get("description"):
+            kwargs["description"] = summary[:1].upper() + summary[1:] + ("" if summary.endswith(".") else ".")
+        return super().add_parser(name, **kwargs)
 
 
 def _demo(args):
@@ -165,7 +177,7 @@ def main(argv=None):
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("%s: interrupted" % args.command_prog, file=sys.stderr)
         return errors.INTERRUPTED
     except Exception as e:  # one readable line for a user; tracebacks with PLUGPAY_DEBUG=1
         if os.environ.get("PLUGPAY_DEBUG") and not isinstance(e, errors.CommandError):

@@ -43,7 +43,8 @@ def load(path, board=None):
 
 def summary(profile):
     """One line saying what the config sets up."""
-    parts = ["a %s %s named %r" % (profile["board"], profile["role"], profile["name"]),
+    parts = ["a %s named %r on %s %s board" % (profile["role"], profile["name"], "an" if profile["board"][0] in "er"
+                                                else "a", profile["board"]),
              "broker %s" % profile["broker"]]
     if profile["board"] != "sim":
         parts.append("relay GPIO %d" % profile["relay"]["pin"])

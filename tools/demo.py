@@ -119,9 +119,10 @@ def _say(text):
 def _run(args, params, directory):
     from plugpay.host.stack import HostStack
 
+    hosting = broker_args.host_stack(args)  # bad broker options are refused before anything starts
     _say("plugpay demo: %s, %s, N = %d, %d Wh at %d per kWh, misbehaviour: %s" % (
         args.scenario, args.mode, params.installments, params.energy_wh, params.unit_price, args.misbehave))
-    with HostStack(directory, progress=lambda t: _say("  host: " + t), **broker_args.host_stack(args)) as host:
+    with HostStack(directory, progress=lambda t: _say("  host: " + t), **hosting) as host:
         first, second, first_produces = SCENARIOS[args.scenario]
         sides = []
         for name, initiator, producer in ((first, True, first_produces), (second, False, not first_produces)):

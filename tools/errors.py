@@ -12,16 +12,16 @@ Anything else that escapes a command is a failure at run time (1).
 OK = 0
 FAILURE = 1  # the command ran and what it did failed: a refused or unfinished session, a replica that died
 USAGE = 2  # bad input the user can fix: an option, an argument, a file or a field in it
-UNREACHABLE = 3  # a service at an address the user gave did not answer: the MQTT broker, the ledger's replicas
-PORT_IN_USE = 4  # a port this command must listen on is taken (or not an address of this machine)
+UNREACHABLE = 3  # cannot connect to what the user named: the MQTT broker at its URL, the replicas, a board
+PORT_IN_USE = 4  # a port this command must listen on is taken, or not allowed
 INTERRUPTED = 130  # Ctrl-C
 
 KINDS = (
     (OK, "done"),
-    (FAILURE, "failed at run time (a refused or unfinished session, a replica that died, a refusal)"),
+    (FAILURE, "failed at run time: a refused or unfinished session, a replica that died"),
     (USAGE, "bad input: an option, an argument, a config file or a field in it"),
-    (UNREACHABLE, "a service did not answer: the MQTT broker at its URL, the ledger's replicas"),
-    (PORT_IN_USE, "a port to listen on is taken; nothing was started"),
+    (UNREACHABLE, "cannot connect: the MQTT broker at its URL, the ledger's replicas, a board"),
+    (PORT_IN_USE, "a port to listen on is taken or not allowed; nothing was started"),
     (INTERRUPTED, "interrupted (Ctrl-C)"),
 )
 
@@ -43,7 +43,8 @@ class UsageError(CommandError, ValueError):
 
 
 class Unreachable(CommandError, ConnectionError):
-    """A service at an address the user gave did not answer; the text names it (exit 3)."""
+    """What the user named cannot be connected to (no answer, or it refused us): the text
+    names its address (exit 3)."""
 
     code = UNREACHABLE
 
@@ -83,6 +84,7 @@ def text(error):
 
 
 def epilog():
-    """The exit codes, for ``plugpay --help``."""
-    return "errors are one line on stderr, 'plugpay COMMAND: error: ...', naming the option, file and field,\n" \
-        "URL or port; exit codes, the same in every command:\n" + "\n".join("  %-4d %s" % kind for kind in KINDS)
+    """The error format and the exit codes, for ``plugpay --help``."""
+    return ("Errors are one line on stderr, 'plugpay COMMAND: error: ...', naming the option,\n"
+            "the file and field, the URL or the port. Exit codes, one per kind of error,\n"
+            "the same in every command:\n" + "\n".join("  %-4d %s" % kind for kind in KINDS))

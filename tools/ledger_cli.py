@@ -160,10 +160,7 @@ def _up(args):
     if not args.broker and (args.ca or args.gateway_password_file):
         raise UsageError("--ca and --gateway-password-file go with --broker (the embedded broker needs neither)")
     # a bad URL, CA or password file, or a port in use, fails before anything starts
-    try:
-        external = broker_args.gateway_endpoint(args) if args.broker else None
-    except ValueError as e:
-        raise UsageError(str(e))
+    external = broker_args.gateway_endpoint(args) if args.broker else None
     config_path = os.path.join(args.dir, "cluster.json")
     existing = cluster.load(config_path)[0] if os.path.exists(config_path) else None
     ports.check_all(_listening(args, existing, config_path))

@@ -12,6 +12,7 @@ import sys
 
 from plugpay.host import ra
 from plugpay.protocol import ra_messages as msg
+from plugpay.tools.errors import Failure
 
 
 def unlock_from_args(args, confirm=False):
@@ -83,8 +84,7 @@ def _sign(args):
         f.write(response)
     reply = msg.decode_reply(response)
     if isinstance(reply, msg.RegistrationError):
-        print("refused: %s: %s (error response written to %s)" % (reply.reason(), reply.text, args.out), file=sys.stderr)
-        return 1
+        raise Failure("refused: %s: %s (error response written to %s)" % (reply.reason(), reply.text, args.out))
     print("signed %d keys under epoch %d; response written to %s" % (len(reply.ra_sigs), reply.epoch, args.out))
     return 0
 
