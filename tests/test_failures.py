@@ -155,7 +155,8 @@ def test_a_cluster_file_missing_a_key_names_the_key_and_the_file(tmp_path):
     good = open(config_path).read()
     for path, edit, says in (
             (config_path, lambda d: d.pop("data_dir"), "data_dir: missing"),
-            (config_path, lambda d: d["replicas"][1].update(port="x"), 'replicas[1].port: expected an integer, got "x"'),
+            (config_path, lambda d: d["replicas"][1].update(port="x"),
+             'replicas[1].port: expected an integer, got "x"'),
             (config_path, lambda d: d.update(n=7), "f: n = 7 replicas and f = 1 disagree: n must be 3f+1"),
             (config_path, lambda d: d.update(n=7, f=2), "replicas: expected 7 items, got 4"),
             (secrets_path, lambda d: d["replica_keys"].pop("1-3"), "replica_keys.1-3: missing")):
@@ -200,5 +201,6 @@ def test_config_check_reports_every_problem_at_once(tmp_path):
     good = board_configs.write(tmp_path / "good.json", "esp32")
     out = plugpay("config", "check", good)
     assert (out.returncode, out.stderr) == (0, "")
-    assert out.stdout == ("%s: ok: a charger named 'charger-1' on an esp32 board, broker mqtt://10.0.0.2:1883, relay GPIO 26, "
-                          "LED GPIO 2, meter UART2 tx GPIO 17 rx GPIO 16, g2v channel sessions in AT-5020\n" % good)
+    assert out.stdout == ("%s: ok: a charger named 'charger-1' on an esp32 board, broker mqtt://10.0.0.2:1883, "
+                          "relay GPIO 26, LED GPIO 2, meter UART2 tx GPIO 17 rx GPIO 16, g2v channel sessions in "
+                          "AT-5020\n" % good)

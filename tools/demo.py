@@ -55,7 +55,8 @@ def add_arguments(p):
     p.add_argument("-n", "--installments", type=arg_types.INSTALLMENTS, default=None,
                    help="installments N (default 100 for a channel, 10 for HTLCs: each HTLC is on-chain)")
     p.add_argument("--energy-wh", type=arg_types.ENERGY_WH, default=20000, help="energy to trade, Wh (default 20000)")
-    p.add_argument("--price", type=arg_types.AMOUNT, default=300, help="unit price per kWh, smallest units (default 300)")
+    p.add_argument("--price", type=arg_types.AMOUNT, default=300,
+                   help="unit price per kWh, smallest units (default 300)")
     p.add_argument("--power-w", type=arg_types.POWER_W, default=11000, help="charging power, W (default 11000)")
     p.add_argument("--scenario", choices=sorted(SCENARIOS), default="g2v",
                    help="g2v: the charger produces; v2g: the vehicle produces, the grid side pays; "
@@ -73,7 +74,8 @@ def add_arguments(p):
                            "embedded one")
     broker_args.add_gateway_login(p, own_url=True)
     p.add_argument("--dir", help="keep the run's files here (default: a temporary directory, removed)")
-    p.add_argument("--timeout", type=arg_types.SECONDS, default=120.0, help="give up after this many seconds (default 120)")
+    p.add_argument("--timeout", type=arg_types.SECONDS, default=120.0,
+                   help="give up after this many seconds (default 120)")
     p.add_argument("--record", metavar="FILE", help="write the session record (JSON, for plugpay report) here")
     p.add_argument("--micropython", action="store_true",
                    help="run the vehicle and the charger each as a MicroPython unix-port process (a whole device: "

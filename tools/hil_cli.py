@@ -52,7 +52,8 @@ def add_parser(subparsers):
                    "serial port")
     p.add_argument("--heap", type=arg_types.HEAP, default=2 * 1024 * 1024, metavar="BYTES",
                    help="mpy sides: the MicroPython heap (-X heapsize; default 2 MiB)")
-    p.add_argument("--baud", type=arg_types.integer(300, 4000000), default=115200, help="serial consoles' baud rate (default 115200)")
+    p.add_argument("--baud", type=arg_types.integer(300, 4000000), default=115200,
+                   help="serial consoles' baud rate (default 115200)")
     p.add_argument("--ra-dir", help="with a real board: the host's RA directory, to provision a simulated board")
     add_unlock_options(p)
     p.add_argument("--scenario", choices=sorted(SCENARIOS), default="g2v",
@@ -61,7 +62,8 @@ def add_parser(subparsers):
     p.add_argument("-n", "--installments", type=arg_types.INSTALLMENTS, default=None,
                    help="installments N (default 100 for a channel, 10 for HTLCs)")
     p.add_argument("--energy-wh", type=arg_types.ENERGY_WH, default=20000, help="energy to trade, Wh (default 20000)")
-    p.add_argument("--price", type=arg_types.AMOUNT, default=300, help="unit price per kWh, smallest units (default 300)")
+    p.add_argument("--price", type=arg_types.AMOUNT, default=300,
+                   help="unit price per kWh, smallest units (default 300)")
     p.add_argument("--power-w", type=arg_types.POWER_W, default=11000, help="charging power, W (default 11000)")
     p.add_argument("--scale", type=arg_types.number(), default=2000.0,
                    help="simulated boards: simulated seconds per real second (default 2000)")
@@ -69,7 +71,8 @@ def add_parser(subparsers):
     broker_args.add_gateway_login(p, own_url=True)
     p.add_argument("--record", metavar="FILE", help="write the session record (JSON) here")
     p.add_argument("--dir", help="keep the run's files here (default: a temporary directory, removed)")
-    p.add_argument("--timeout", type=arg_types.SECONDS, default=120.0, help="give up after this many seconds (default 120)")
+    p.add_argument("--timeout", type=arg_types.SECONDS, default=120.0,
+                   help="give up after this many seconds (default 120)")
     p.set_defaults(func=run)
     return p
 

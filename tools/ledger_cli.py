@@ -59,7 +59,8 @@ def add_parser(subparsers):
                            "--ca and --gateway-password-file")
     broker_args.add_gateway_login(up)
     up.add_argument("--no-gateway", action="store_true", help="run the replicas only: no MQTT broker, no gateway")
-    up.add_argument("--duration", type=arg_types.SECONDS, help="stop after this many seconds instead of waiting for Ctrl-C")
+    up.add_argument("--duration", type=arg_types.SECONDS,
+                    help="stop after this many seconds instead of waiting for Ctrl-C")
     up.set_defaults(func=_up)
 
     rep = sub.add_parser("replica", help="run one replica of a cluster in the foreground")
@@ -83,7 +84,8 @@ def add_parser(subparsers):
                         "is accepted on f+1 matching replica answers. Exit code 2 on bad input or when not found.")
     tx.add_argument("txhash", help="txhash, channel id, HTLC id or request digest (64 hex digits)")
     tx.add_argument("--config", default=cluster_json, help="cluster.json (default: %(default)s)")
-    tx.add_argument("--timeout", type=arg_types.SECONDS, default=3.0, help="seconds to wait for f+1 answers (default 3)")
+    tx.add_argument("--timeout", type=arg_types.SECONDS, default=3.0,
+                    help="seconds to wait for f+1 answers (default 3)")
     tx.add_argument("--json", action="store_true", help="one JSON object instead of text")
     tx.set_defaults(func=ledger_inspect.tx_command)
 
@@ -98,7 +100,8 @@ def add_parser(subparsers):
     blk.add_argument("height", type=int, nargs="?", help="block height, from 1; -1 for the newest")
     blk.add_argument("--last", action="store_true", help="the newest block")
     blk.add_argument("--config", default=cluster_json, help="cluster.json (default: %(default)s)")
-    blk.add_argument("--timeout", type=arg_types.SECONDS, default=3.0, help="seconds to wait for f+1 answers (default 3)")
+    blk.add_argument("--timeout", type=arg_types.SECONDS, default=3.0,
+                    help="seconds to wait for f+1 answers (default 3)")
     blk.add_argument("--json", action="store_true", help="one JSON object instead of text")
     blk.set_defaults(func=ledger_inspect.block_command)
 
@@ -108,7 +111,8 @@ def add_parser(subparsers):
                         "`plugpay ra audit`) name the identity behind every account in them: payees, payers, "
                         "channel parties, HTLC payer and payee. Exit code 2 on bad input.")
     au.add_argument("--config", default=cluster_json, help="cluster.json (default: %(default)s)")
-    au.add_argument("--timeout", type=arg_types.SECONDS, default=3.0, help="seconds to wait for f+1 answers (default 3)")
+    au.add_argument("--timeout", type=arg_types.SECONDS, default=3.0,
+                    help="seconds to wait for f+1 answers (default 3)")
     au.add_argument("--dir", required=True, help="the RA directory (key file and certificate repository)")
     ra_cli.add_unlock_options(au)
     which = au.add_mutually_exclusive_group(required=True)
@@ -117,7 +121,8 @@ def add_parser(subparsers):
     au.set_defaults(func=ledger_inspect.audit_command)
 
     b = sub.add_parser("bench", help="confirmed requests/s and latency on a throw-away local cluster (kv app)")
-    b.add_argument("--rate", type=arg_types.number(), default=300.0, help="offered requests/s for the first run (default 300)")
+    b.add_argument("--rate", type=arg_types.number(), default=300.0,
+                   help="offered requests/s for the first run (default 300)")
     b.add_argument("--duration", type=arg_types.SECONDS, default=5.0, help="seconds per run (default 5)")
     b.add_argument("--lanes", type=arg_types.COUNT, default=256, help="concurrent requests at saturation (default 256)")
     b.add_argument("--sync", choices=["FULL", "NORMAL"], default="FULL", help="SQLite synchronous (default FULL)")
@@ -153,7 +158,8 @@ def _app_options(args):
 
 def _up(args):
     from plugpay.host import cluster
-    from plugpay.tools import broker_args, ports
+    from plugpay.tools import broker_args
+    from plugpay.tools.ports import check_all
 
     if args.no_gateway and args.broker:
         raise UsageError("--broker and --no-gateway exclude each other")
@@ -163,7 +169,7 @@ def _up(args):
     external = broker_args.gateway_endpoint(args) if args.broker else None
     config_path = os.path.join(args.dir, "cluster.json")
     existing = cluster.load(config_path)[0] if os.path.exists(config_path) else None
-    ports.check_all(_listening(args, existing, config_path))
+    check_all(_listening(args, existing, config_path))
     if existing:
         print("using the existing cluster in %s" % os.path.abspath(args.dir))
     else:

@@ -403,7 +403,8 @@ def add_parser(subparsers):
                    help="without --ra-dir: an RA public key the wallet accepts; repeatable")
     broker_args.add_broker(p, "register the keys over MQTT through the gateway at this broker (mqtt://host:port, "
                            "or mqtts://host:port with --ca)")
-    p.add_argument("--timeout", type=arg_types.SECONDS, default=60.0, help="seconds to wait for the gateway per batch (default 60)")
+    p.add_argument("--timeout", type=arg_types.SECONDS, default=60.0,
+                   help="seconds to wait for the gateway per batch (default 60)")
     p.add_argument("--identity", metavar="HEX", help="the identity id the RA registered in person for this board")
     p.add_argument("--name", help="in person: the owner's name")
     p.add_argument("--licence", help="in person: the owner's driving licence number")

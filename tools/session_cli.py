@@ -64,7 +64,8 @@ def add_parser(subparsers):
                    help="payment: one state channel or N HTLCs; both sides must give the same (default channel)")
     p.add_argument("-n", "--installments", type=arg_types.INSTALLMENTS, default=None,
                    help="installments N, the same on both sides (default 100 for a channel, 10 for HTLCs)")
-    p.add_argument("--energy-wh", type=arg_types.ENERGY_WH, default=20000, help="consumer: energy to buy, Wh (default 20000)")
+    p.add_argument("--energy-wh", type=arg_types.ENERGY_WH, default=20000,
+                   help="consumer: energy to buy, Wh (default 20000)")
     p.add_argument("--window-min", type=arg_types.integer(1, 100000), default=120,
                    help="consumer: minutes from now to charge in; the power is energy / window (default 120)")
     p.add_argument("--price", type=arg_types.AMOUNT, default=300,
@@ -75,15 +76,19 @@ def add_parser(subparsers):
     p.add_argument("--position", required=True, metavar="LAT,LON",
                    help="consumer: its own position, used to weigh bids and never published; producer: its "
                    "public site, sent with its bids")
-    p.add_argument("--bid-window", type=arg_types.SECONDS, default=3.0, help="consumer: seconds to take bids (default 3)")
+    p.add_argument("--bid-window", type=arg_types.SECONDS, default=3.0,
+                   help="consumer: seconds to take bids (default 3)")
     p.add_argument("--bid-blocks", type=arg_types.COUNT, default=10000,
                    help="consumer: the bid deadline this many blocks past the newest height it knows (default "
                    "10000; the commit closes bidding earlier)")
-    p.add_argument("--fund", type=arg_types.AMOUNT, metavar="AMOUNT", help="ask the host's faucet for AMOUNT first (test networks)")
-    p.add_argument("--keys", type=arg_types.COUNT, default=64, help="one-time keys to register with the RA when low (default 64)")
+    p.add_argument("--fund", type=arg_types.AMOUNT, metavar="AMOUNT",
+                   help="ask the host's faucet for AMOUNT first (test networks)")
+    p.add_argument("--keys", type=arg_types.COUNT, default=64,
+                   help="one-time keys to register with the RA when low (default 64)")
     p.add_argument("--refill-below", type=arg_types.COUNT, default=16,
                    help="register --keys more when fewer than this are left (default 16)")
-    p.add_argument("--sessions", type=arg_types.COUNT, default=1, help="serve this many sessions, one after another (default 1)")
+    p.add_argument("--sessions", type=arg_types.COUNT, default=1,
+                   help="serve this many sessions, one after another (default 1)")
     p.add_argument("--scale", type=arg_types.number(), default=2000.0,
                    help="simulated seconds per real second for the board's energy flow (default 2000)")
     p.add_argument("--timeout", type=arg_types.SECONDS, default=120.0,

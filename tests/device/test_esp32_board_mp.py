@@ -44,7 +44,8 @@ def test_config_errors_name_the_field():
     _raises(lambda: profile.parse(CONFIG, "stm32"), "unknown board")
     _raises(lambda: profile.parse(CONFIG.replace('"home"', '"CHANGE-ME"'), "esp32"),
             "config wifi.ssid: still holds the example's CHANGE-ME")
-    _raises(lambda: profile.parse(CONFIG.replace('"tx": 17', '"tx": 26'), "esp32"), "meter.tx: GPIO 26 is taken by relay.pin")
+    _raises(lambda: profile.parse(CONFIG.replace('"tx": 17', '"tx": 26'), "esp32"),
+            "meter.tx: GPIO 26 is taken by relay.pin")
     _raises(lambda: profile.parse(CONFIG.replace('"rx": 16', '"rx": 8'), "esp32"), "meter.rx: GPIO 8 is wired to the")
 
 
