@@ -88,10 +88,10 @@ def test_a_session_through_the_deployment_broker(tmp_path):
         ra_dir, ra_key = str(tmp_path / "ra"), str(tmp_path / "ra.key")
         plugpay("ra", "init", "--dir", ra_dir, "--key-file", ra_key)
         boards = {}
-        for role, vin in (("vehicle", "WVWZZZ1JZXW000001"), ("charger", "CHARGER0000000001")):
+        for role, vin in (("vehicle", ["--vehicle-id", "WVWZZZ1JZXW000001"]), ("charger", [])):  # a charger has none
             boards[role] = str(tmp_path / role)
             plugpay("provision", "--role", role, "--out", boards[role], "--keys", "32", "--ra-dir", ra_dir,
-                    "--key-file", ra_key, "--name", "Test " + role, "--licence", "LIC-" + role, "--vehicle-id", vin)
+                    "--key-file", ra_key, "--name", "Test " + role, "--licence", "LIC-" + role, *vin)
         up = subprocess.Popen(PLUGPAY + ["ledger", "up", "--dir", str(tmp_path / "ledger"), "--ra-dir", ra_dir,
                                          "--key-file", ra_key, "--broker", "mqtts://127.0.0.1:%d" % gateway_port,
                                          "--ca", ca, "--gateway-password-file", password_file, "--duration", "120"],

@@ -110,9 +110,10 @@ class Deployment:
         _wait_port(self.gateway_port, broker, "plugpay broker run")
         for n, role in enumerate([VEHICLE] + [name for name, _, _ in CHARGERS]):
             folder = os.path.join(self.base, role)
+            vin = ["--vehicle-id", "WVWZZZ1JZXW%06d" % n] if role == VEHICLE else []  # a charger has none
             _run("provision", "--role", "vehicle" if role == VEHICLE else "charger", "--out", folder, "--keys", "64",
                  "--ra-dir", self.ra_dir, "--key-file", self.ra_key, "--name", NAMES[role],
-                 "--licence", "LIC-%d" % n, "--vehicle-id", "WVWZZZ1JZXW%06d" % n)
+                 "--licence", "LIC-%d" % n, *vin)
             self.boards[role] = ["--wallet", os.path.join(folder, "wallet"),
                                  "--device-key", os.path.join(folder, "device.key")]
         up = self._spawn(["ledger", "up", "--dir", self.ledger_dir, "--ra-dir", self.ra_dir, "--key-file",
