@@ -102,15 +102,15 @@ def test_out_of_range_options_are_refused_where_they_are_parsed(argv, line):
 
 
 def test_demo_and_hil_name_the_broker_they_cannot_reach(tmp_path):
-    port = cluster.free_ports(1)[0]  # nothing listens there
-    url = "mqtt://127.0.0.1:%d" % port
-    for argv in (["demo", "-n", "2"], ["hil", "--vehicle", "sim", "--charger", "sim", "-n", "2"]):
-        folder = tmp_path / argv[0]
-        out = plugpay(*argv, "--broker", url, "--dir", folder)
-        assert out.returncode == errors.UNREACHABLE, out.stderr
-        assert out.stderr == "plugpay %s: error: cannot reach the MQTT broker at %s: Connection refused\n" % (
-            argv[0], url)
-        assert processes_naming(str(folder)) == []  # the replicas it started are gone
+    with socket.socket() as bound:  # bound, never listening: connections are refused, and no one else takes it
+        bound.bind(("127.0.0.1", 0))
+        url = "mqtt://127.0.0.1:%d" % bound.getsockname()[1]
+        for argv in (["demo", "-n", "2"], ["hil", "--vehicle", "sim", "--charger", "sim", "-n", "2"]):
+            folder = tmp_path / argv[0]
+            out = plugpay(*argv, "--broker", url, "--dir", folder)
+            assert (out.returncode, out.stderr) == (errors.UNREACHABLE, "plugpay %s: error: cannot reach the MQTT "
+                                                    "broker at %s: Connection refused\n" % (argv[0], url))
+            assert processes_naming(str(folder)) == []  # the replicas it started are gone
 
 
 def test_ledger_up_checks_its_ports_before_anything_starts(tmp_path, held_port):
