@@ -195,8 +195,9 @@ def _recover(args):
     before = wallet.damage()
     try:
         lines = wallet_recover.recover(wallet, args.config, args.timeout)
-    except (ledger_inspect.InspectError, wallet_recover.RecoverError) as e:
-        return _fail("%s (the wallet was not changed)" % e)
+    except (ledger_inspect.InspectError, wallet_recover.RecoverError, errors.Unreachable) as e:
+        kind = type(e) if isinstance(e, errors.CommandError) else errors.Failure  # RecoverError: the chain
+        raise kind("%s (the wallet was not changed)" % e)
     for name in sorted(before):
         print("damage found: %s: %s" % (name, before[name]))
     for line in lines:
