@@ -29,7 +29,16 @@ from plugpay.protocol.port import const, sha256
 from plugpay.protocol.schema import Bytes, Nested, Struct, UInt
 from plugpay.protocol.structures import Account, Htlc
 
-from .bookkeeping import HTLC_PREFIX, KEY_INDEX, TAG_HTLC_SERIES, WalletError, load_payload, record_names, remove_record, strict
+from .bookkeeping import (  # noqa: F401 (HtlcError: raised here, defined there)
+    HTLC_PREFIX,
+    KEY_INDEX,
+    TAG_HTLC_SERIES,
+    HtlcError,
+    load_payload,
+    record_names,
+    remove_record,
+    strict,
+)
 from .records import ABRecord
 
 PAYER = const(0)
@@ -46,10 +55,6 @@ FAILED = const(2)  # payer: the ledger refused its create
 CLAIMED = const(3)
 REFUNDED = const(4)
 STATE_NAMES = ("new", "open", "failed", "claimed", "refunded")
-
-
-class HtlcError(WalletError):
-    """An HTLC operation refused; nothing stored changed."""
 
 
 class SeriesRecord(Struct):

@@ -383,23 +383,29 @@ class Device:
         return Terms(sid, params, plan.mode, plan.producer, plan.initiator, window=DISPUTE_WINDOW_BLOCKS,
                      htlc_timeout=view.height + HTLC_TIMEOUT_BLOCKS)
 
-    def _run(self, terms, mqtt):
+    def session(self, terms, mqtt, now):
+        """The session of ``terms`` on a board made for it, and its runner over ``mqtt``
+        (connected); ``now()`` is the session's clock in ms."""
         from .runner import SessionRunner
 
         board = self.make_board(terms, self.plan.role)
+        session = Session(self.wallet, board, terms, now(), timestamp=self.unix_s(), history=False)
+        self.say("session %s: %s as %s" % (terms.session_id.hex()[:8], "producer" if terms.producer else "consumer",
+                                          "initiator" if terms.initiator else "responder"))
+        return SessionRunner(session, mqtt, now=now, on_step=self.on_step)
+
+    def _run(self, terms, mqtt):
         started = ticks_ms()
 
         def now():
             return ticks_diff(ticks_ms(), started)
 
-        session = Session(self.wallet, board, terms, now(), timestamp=self.unix_s())
-        self.say("session %s: %s as %s" % (terms.session_id.hex()[:8], "producer" if terms.producer else "consumer",
-                                          "initiator" if terms.initiator else "responder"))
-        runner = SessionRunner(session, mqtt, now=now, on_step=self.on_step)
+        runner = self.session(terms, mqtt, now)
         runner.run(self.plan.timeout_ms)  # from the deal: a late deal still gets its whole session
+        session = runner.session
         if self.on_step is not None:
             self.on_step(session, now())
-        return record(self.plan, terms, session, board)
+        return record(self.plan, terms, session, session.board)
 
 
 def reporter(say, every_ms=1000):
@@ -450,5 +456,5 @@ def record(plan, terms, session, board):
         "stop_code": None if session.stop_code is None else M.code_name(session.stop_code),
         "finished": session.finished,
         # The consumer's installment round trips (sent to accepted, ms), for figures.
-        "installment_ms": sorted(accepted - sent for _, sent, accepted in session.installment_log),
+        "installment_ms": sorted(session.round_trips),
     }

@@ -125,35 +125,41 @@ def board_of(config, clock):
                     battery=Battery(capacity, BATTERY_MARGIN_WH, rate, rate))
 
 
+def _quiet(text):
+    pass
+
+
 def run(config, out):
     """The side's life for one session, a step per yield; fills ``out``."""
     from plugpay.boards.common import link
     from plugpay.boards.common import profile as P
     from plugpay.boards.sim import main as device
-    from plugpay.firmware.role import Plan, record
-    from plugpay.firmware.runner import SessionRunner
-    from plugpay.firmware.session import Session, Terms
+    from plugpay.firmware.role import Device, Plan, record, reporter
+    from plugpay.firmware.session import Terms
     from plugpay.protocol import link_messages as M
     from plugpay.protocol import signing
     from plugpay.protocol.port import ticks_diff, ticks_us
 
     profile = P.load(config["profile"], "sim")
     wallet = device._wallet(profile)
-    link.connector(profile)  # the device's way to the broker (nothing connects here) ...
+    connect = link.connector(profile)  # the device's way to the broker (nothing connects here) ...
     from plugpay.firmware import mqtt_socket  # noqa: F401 (... but its first connection loads the client)
-    device._boards(profile)  # the device's board factory; the replay's board runs on its clock
-    plan = Plan.from_profile(profile)
+
+    device._boards(profile)  # the device's board factory; the replay's board is the same on its clock
+    clock = ReplayClock()
+    board = board_of(config, clock)
+    role = Device(wallet, Plan.from_profile(profile), connect, lambda terms, name: board,
+                  lambda: config["timestamp"], _quiet, reporter(_quiet))
     out["backend"] = signing.BACKEND
     yield "open"
-    clock = ReplayClock()
     transport = ReplayLink(config["transcript"], config["client_id"], clock)
     params = M.ChargeParameters(config["energy_wh"], config["start"], config["end"], config["power_w"],
                                 config["unit_price"], config["installments"], config["tolerance"])
+    plan = role.plan
     terms = Terms(bytes.fromhex(config["session_id"]), params, plan.mode, plan.producer, plan.initiator,
                   window=config["window"], htlc_timeout=config["htlc_timeout"])
-    board = board_of(config, clock)
-    session = Session(wallet, board, terms, clock(), timestamp=config["timestamp"])
-    runner = SessionRunner(session, transport, now=clock)
+    runner = _runner(role, terms, transport, clock)
+    session = runner.session
     started = ticks_us()
     runner.flush()
     steps = 0
@@ -167,6 +173,18 @@ def run(config, out):
     if not transport.finished():
         raise AssertionError("the session finished before the recording did")
     out["record"] = record(plan, terms, session, board)
+
+
+def _runner(role, terms, transport, clock):
+    """The role's session and runner (``Device.session``), or, in a tree from before the
+    role had it (a ``--baseline``), what that tree's role built."""
+    if hasattr(role, "session"):
+        return role.session(terms, transport, clock)
+    from plugpay.firmware.runner import SessionRunner
+    from plugpay.firmware.session import Session
+
+    session = Session(role.wallet, role.make_board(terms, role.plan.role), terms, clock(), timestamp=role.unix_s())
+    return SessionRunner(session, transport, now=clock, on_step=role.on_step)
 
 
 def _order(config, out):
