@@ -40,7 +40,7 @@ from plugpay.protocol import signing
 from plugpay.protocol import codec
 from plugpay.protocol.codec import DecodeError
 from plugpay.protocol.port import const, sha256
-from plugpay.protocol.schema import MAX_UINT, Any, ArrayOf, Bytes, Nested, Record, Struct, UInt
+from plugpay.protocol.schema import ANY, MAX_UINT, U16, U64, U8, ArrayOf, Bytes, Nested, Record, Struct, UInt
 from plugpay.protocol.structures import HASH, MAX_TX_INPUTS, MAX_TX_OUTPUTS, Account
 
 from .bookkeeping import KEY_INDEX, TAG_BOOK, WalletError, strict
@@ -71,7 +71,7 @@ class OwnOutput(Record):
     """An output of a spend that pays this wallet; it lands at ``(spend ident, sn)``."""
 
     NAME = "own_output"
-    FIELDS = (("sn", UInt(MAX_TX_OUTPUTS - 1)), ("index", KEY_INDEX), ("amount", UInt()))
+    FIELDS = (("sn", UInt(MAX_TX_OUTPUTS - 1)), ("index", KEY_INDEX), ("amount", U64))
 
 
 class Spend(Record):
@@ -80,12 +80,12 @@ class Spend(Record):
 
     NAME = "spend"
     FIELDS = (
-        ("kind", UInt(0xFF)),
+        ("kind", U8),
         ("ident", HASH),
         ("request", Bytes(max=L.MAX_REQUEST_BYTES)),
         ("inputs", ArrayOf(Nested(Coin), MAX_TX_INPUTS, 1)),
         ("change", ArrayOf(Nested(OwnOutput), MAX_TX_OUTPUTS)),
-        ("meta", Any()),
+        ("meta", ANY),
     )
 
     def validate(self, path):
@@ -114,7 +114,7 @@ class Spend(Record):
 
 class LostCoin(Record):
     NAME = "lost_coin"
-    FIELDS = (("coin", Nested(Coin)), ("reason", UInt(0xFFFF)))
+    FIELDS = (("coin", Nested(Coin)), ("reason", U16))
 
 
 class BookRecord(Struct):

@@ -14,7 +14,7 @@ from .ledger_ops import (
     check_witnesses,
 )
 from .port import sha256
-from .schema import ArrayOf, Bool, Nested, Signature, Struct, UInt
+from .schema import BOOL, SIG, U64, ArrayOf, Nested, Struct, UInt
 from .structures import HASH, MAX_TX_INPUTS, MAX_TX_OUTPUTS, Account, ChannelState, TxInput, TxOutput
 
 
@@ -33,11 +33,11 @@ class ChannelOpen(Struct):
         ("inputs", ArrayOf(Nested(TxInput), MAX_TX_INPUTS, 1)),
         ("consumer", Nested(Account)),  # refunds go here; its key signs channel states
         ("producer", Nested(Account)),  # payouts go here; its key signs channel states
-        ("collateral", UInt()),
+        ("collateral", U64),
         ("installments", UInt(MAX_INSTALLMENTS)),
         ("window", UInt(MAX_WINDOW)),
         ("change", ArrayOf(Nested(TxOutput), MAX_TX_OUTPUTS)),
-        ("witnesses", ArrayOf(Signature(), MAX_TX_INPUTS, 1)),
+        ("witnesses", ArrayOf(SIG, MAX_TX_INPUTS, 1)),
     )
     UNSIGNED = 1
 
@@ -71,8 +71,8 @@ class ChannelClose(Struct):
     TAG = TAG_CHANNEL_CLOSE
     FIELDS = (
         ("state", Nested(ChannelState)),
-        ("sig_consumer", Signature()),
-        ("sig_producer", Signature()),
+        ("sig_consumer", SIG),
+        ("sig_producer", SIG),
     )
     UNSIGNED = 2
 
@@ -85,8 +85,8 @@ class ChannelDispute(Struct):
     TAG = TAG_CHANNEL_DISPUTE
     FIELDS = (
         ("state", Nested(ChannelState)),
-        ("by_producer", Bool()),
-        ("closer_sig", Signature()),
+        ("by_producer", BOOL),
+        ("closer_sig", SIG),
     )
     UNSIGNED = 1
 

@@ -3,7 +3,7 @@ after the timeout. Built by the two sides of an HTLC-series session; ``ledger_op
 everything here and loads this module when one is first used.
 """
 from .ledger_ops import TAG_HTLC_CLAIM, TAG_HTLC_CREATE, TAG_HTLC_REFUND, check_witnesses
-from .schema import ArrayOf, Bytes, Nested, Signature, Struct
+from .schema import SIG, ArrayOf, Bytes, Nested, Struct
 from .structures import HASH, MAX_TX_INPUTS, MAX_TX_OUTPUTS, Htlc, TxInput, TxOutput
 
 
@@ -17,7 +17,7 @@ class HtlcCreate(Struct):
         ("htlc", Nested(Htlc)),
         ("inputs", ArrayOf(Nested(TxInput), MAX_TX_INPUTS, 1)),
         ("change", ArrayOf(Nested(TxOutput), MAX_TX_OUTPUTS)),
-        ("witnesses", ArrayOf(Signature(), MAX_TX_INPUTS, 1)),
+        ("witnesses", ArrayOf(SIG, MAX_TX_INPUTS, 1)),
     )
     UNSIGNED = 1
 
@@ -31,7 +31,7 @@ class HtlcClaim(Struct):
 
     NAME = "htlc_claim"
     TAG = TAG_HTLC_CLAIM
-    FIELDS = (("htlc_id", HASH), ("preimage", Bytes(32)), ("payee_sig", Signature()))
+    FIELDS = (("htlc_id", HASH), ("preimage", Bytes(32)), ("payee_sig", SIG))
     UNSIGNED = 1
 
 
@@ -40,5 +40,5 @@ class HtlcRefund(Struct):
 
     NAME = "htlc_refund"
     TAG = TAG_HTLC_REFUND
-    FIELDS = (("htlc_id", HASH), ("payer_sig", Signature()))
+    FIELDS = (("htlc_id", HASH), ("payer_sig", SIG))
     UNSIGNED = 1

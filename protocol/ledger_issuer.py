@@ -17,7 +17,7 @@ from .ledger_ops import (
     check_witnesses,
 )
 from .port import sha256
-from .schema import ArrayOf, Bytes, Nested, Signature, Struct, UInt
+from .schema import SIG, U64, ArrayOf, Bytes, Nested, Struct
 from .structures import HASH, MAX_TX_INPUTS, MAX_TX_OUTPUTS, TxInput, TxOutput
 
 
@@ -28,9 +28,9 @@ class Faucet(Struct):
     NAME = "faucet"
     TAG = TAG_FAUCET
     FIELDS = (
-        ("nonce", UInt()),
+        ("nonce", U64),
         ("outputs", ArrayOf(Nested(TxOutput), MAX_TX_OUTPUTS, 1)),
-        ("faucet_sig", Signature()),
+        ("faucet_sig", SIG),
     )
     UNSIGNED = 1
 
@@ -47,7 +47,7 @@ class FaucetRequest(Struct):
     NAME = "faucet_request"
     TAG = TAG_FAUCET_REQUEST
     FIELDS = (
-        ("nonce", UInt()),
+        ("nonce", U64),
         ("outputs", ArrayOf(Nested(TxOutput), MAX_FAUCET_OUTPUTS, 1)),
     )
 
@@ -67,9 +67,9 @@ class Redeem(Struct):
     TAG = TAG_REDEEM
     FIELDS = (
         ("inputs", ArrayOf(Nested(TxInput), MAX_TX_INPUTS, 1)),
-        ("amount", UInt()),
+        ("amount", U64),
         ("order", HASH),
-        ("witnesses", ArrayOf(Signature(), MAX_TX_INPUTS, 1)),
+        ("witnesses", ArrayOf(SIG, MAX_TX_INPUTS, 1)),
     )
     UNSIGNED = 1
 

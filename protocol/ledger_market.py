@@ -12,7 +12,7 @@ from .ledger_ops import (
     WINDOW_UNIX_MINUTES,
 )
 from .port import sha256
-from .schema import Int, Signature, Struct, Text, UInt
+from .schema import SIG, U64, Int, Struct, Text, UInt
 from .structures import HASH
 
 LATITUDE_E6 = Int(-90000000, 90000000)  # micro-degrees
@@ -29,12 +29,12 @@ class MarketRequest(Struct):
     FIELDS = (
         ("request_key", PUBKEY),
         ("region", Text(32)),
-        ("window_start", UInt()),
-        ("window_end", UInt()),
+        ("window_start", U64),
+        ("window_end", U64),
         ("window_unit", UInt(WINDOW_UNIX_MINUTES)),
-        ("energy_wh", UInt()),
-        ("bid_deadline", UInt()),
-        ("sig", Signature()),
+        ("energy_wh", U64),
+        ("bid_deadline", U64),
+        ("sig", SIG),
     )
     UNSIGNED = 1
 
@@ -63,9 +63,9 @@ class MarketBid(Struct):
         ("bidder_key", PUBKEY),
         ("lat_e6", LATITUDE_E6),
         ("lon_e6", LONGITUDE_E6),
-        ("unit_price", UInt()),
-        ("seq", UInt()),
-        ("sig", Signature()),
+        ("unit_price", U64),
+        ("seq", U64),
+        ("sig", SIG),
     )
     UNSIGNED = 1
 
@@ -79,7 +79,7 @@ class MarketCommit(Struct):
 
     NAME = "market_commit"
     TAG = TAG_MARKET_COMMIT
-    FIELDS = (("request_key", PUBKEY), ("bid_digest", HASH), ("sig", Signature()))
+    FIELDS = (("request_key", PUBKEY), ("bid_digest", HASH), ("sig", SIG))
     UNSIGNED = 1
 
 
@@ -89,5 +89,5 @@ class MarketWithdraw(Struct):
 
     NAME = "market_withdraw"
     TAG = TAG_MARKET_WITHDRAW
-    FIELDS = (("request_key", PUBKEY), ("sig", Signature()))
+    FIELDS = (("request_key", PUBKEY), ("sig", SIG))
     UNSIGNED = 1

@@ -21,7 +21,7 @@ requests it makes, and the host, which executes them all, sees one namespace.
 from . import codec
 from .codec import DecodeError
 from .port import const, sha256
-from .schema import Any, Bool, Bytes, Struct, Text, UInt
+from .schema import ANY, BOOL, U16, U8, Bytes, Struct, Text, UInt
 from .structures import HASH, MAX_TX_OUTPUTS, Transaction
 
 TAG_FAUCET = const(16)
@@ -213,7 +213,7 @@ class Query(Struct):
 
     NAME = "ledger_query"
     TAG = TAG_QUERY
-    FIELDS = (("kind", UInt(0xFF)), ("key", Bytes(min=32, max=33)), ("index", UInt(MAX_TX_OUTPUTS - 1)))
+    FIELDS = (("kind", U8), ("key", Bytes(min=32, max=33)), ("index", UInt(MAX_TX_OUTPUTS - 1)))
 
 
 class Result(Struct):
@@ -225,10 +225,10 @@ class Result(Struct):
     TAG = TAG_RESULT
     FIELDS = (
         ("request_digest", HASH),
-        ("ok", Bool()),
-        ("reason", UInt(0xFFFF)),
+        ("ok", BOOL),
+        ("reason", U16),
         ("detail", Text(MAX_DETAIL_BYTES)),
-        ("data", Any()),
+        ("data", ANY),
     )
 
     def validate(self, path):

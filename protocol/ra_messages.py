@@ -14,7 +14,7 @@ able to forge it could cause by dropping the message anyway.
 from . import codec, signing
 from .codec import DecodeError
 from .port import const, urandom
-from .schema import ArrayOf, Bytes, Signature, Struct, Text, UInt
+from .schema import SIG, U16, U32, ArrayOf, Bytes, Struct, Text
 from .structures import Account
 
 TAG_REGISTRATION_REQUEST = const(40)
@@ -81,7 +81,7 @@ class RegistrationRequest(Struct):
         ("identity_id", Bytes(IDENTITY_ID_BYTES)),
         ("nonce", Bytes(NONCE_BYTES)),
         ("pubkeys", _Batch(Bytes(33), MAX_BATCH, 1)),
-        ("device_sig", Signature()),
+        ("device_sig", SIG),
     )
     UNSIGNED = 1
 
@@ -93,7 +93,7 @@ class RegistrationResponse(Struct):
     TAG = TAG_REGISTRATION_RESPONSE
     FIELDS = (
         ("nonce", Bytes(NONCE_BYTES)),
-        ("epoch", UInt(0xFFFFFFFF)),
+        ("epoch", U32),
         ("ra_sigs", ArrayOf(Bytes(64), MAX_BATCH, 1)),
     )
 
@@ -106,7 +106,7 @@ class RegistrationError(Struct):
     TAG = TAG_REGISTRATION_ERROR
     FIELDS = (
         ("nonce", Bytes(max=NONCE_BYTES)),
-        ("code", UInt(0xFFFF)),
+        ("code", U16),
         ("text", Text(MAX_REASON_TEXT)),
     )
 
