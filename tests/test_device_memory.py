@@ -52,14 +52,7 @@ def host(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mpy_lib(tmp_path_factory):
     """The device code compiled by mpy-cross, laid out as on a board (``lib/plugpay/...``)."""
-    lib = tmp_path_factory.mktemp("mpy-lib")
-    root = os.path.join(os.path.dirname(__file__), "..")
-    for source in mpycross.device_sources(root, ("protocol", "firmware", "boards")):
-        out = lib / "plugpay" / source.relative_to(root).parent
-        out.mkdir(parents=True, exist_ok=True)
-        _, error = mpycross.compile_file(source, out)
-        assert error is None, error
-    return str(lib)
+    return mpycross.compile_package(os.path.join(os.path.dirname(__file__), ".."), tmp_path_factory.mktemp("mpy-lib"))
 
 
 def _open(folder):
