@@ -2,9 +2,9 @@
 a device runs it, under MicroPython, its transport replayed from a recording.
 
 What runs is what ``boards/sim/main.py`` runs for a session: its imports, the board
-profile, the wallet opened from files with the device key, the MQTT connector, the role's
-plan, then ``firmware.session.Session`` driven by ``firmware.runner.SessionRunner``. Only
-the transport differs: ``ReplayLink`` stands in for the MQTT connection and gives the
+profile, the wallet opened from files with the device key, the MQTT connector and the
+MQTT client a first connection loads, the role's ``Device`` (with its side of the market),
+then the session and the runner it makes (``Device.session``). Only the transport differs: ``ReplayLink`` stands in for the MQTT connection and gives the
 runner, poll by poll, what the charger and the ledger sent in a session recorded on CPython
 (``tools/memory_record.py``), and the time; every message the runner publishes must equal
 the recorded one, so it is the same session byte for byte (RFC 6979 signatures, the same
