@@ -28,6 +28,11 @@ class WalletError(ValueError):
     stored was changed."""
 
 
+class HtlcError(WalletError):
+    """An HTLC operation refused; nothing stored changed. Here, not in ``htlcs``, so a
+    channel session can name it without loading the HTLC code."""
+
+
 def strict(cls, data, what):
     """Decode untrusted ``data`` as ``cls`` or raise ``WalletError`` naming the bad field."""
     try:

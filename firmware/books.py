@@ -29,27 +29,23 @@ Writes (``Storage.replace``): ``receive``, ``settle``: 1. ``pay``, ``fund_htlc``
 1 for the change key's reservation when there is change. ``fund_channel_open``: 2 (the
 consumer key, the book) plus 1 with change. ``redeem``: 1 per fresh coin's key, then 1.
 A repeat of a ``receive`` writes nothing; reads and ``check`` write nothing.
+
+The code that signs spends (``books_spend``), redeems (``books_redeem``) and checks the
+book (``books_check``) is loaded the first time it runs: a board holds only what its role
+does (a producer that only receives never loads the first, a consumer whose deposits need
+no change never the second).
 """
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import signing
 from plugpay.protocol import codec
 from plugpay.protocol.codec import DecodeError
-from plugpay.protocol.port import collect, const, sha256, urandom
-from plugpay.protocol.schema import MAX_UINT, Any, ArrayOf, Bytes, Nested, Record, Struct, UInt
-from plugpay.protocol.structures import (
-    HASH,
-    MAX_TX_INPUTS,
-    MAX_TX_OUTPUTS,
-    Account,
-    Price,
-    Transaction,
-    TxInput,
-    TxOutput,
-)
+from plugpay.protocol.port import const, sha256
+from plugpay.protocol.schema import ANY, MAX_UINT, U16, U64, U8, ArrayOf, Bytes, Nested, Record, Struct, UInt
+from plugpay.protocol.structures import HASH, MAX_TX_INPUTS, MAX_TX_OUTPUTS, Account
 
 from . import names
 from .bookkeeping import KEY_INDEX, TAG_BOOK, WalletError, strict
-from .coins import CLEAN, Coin, coin_plan, cover, exact
+from .coins import CLEAN, Coin
 from .keystore import MAX_KEYS
 from .records import SLOTS, ABRecord
 
@@ -76,7 +72,7 @@ class OwnOutput(Record):
     """An output of a spend that pays this wallet; it lands at ``(spend ident, sn)``."""
 
     NAME = "own_output"
-    FIELDS = (("sn", UInt(MAX_TX_OUTPUTS - 1)), ("index", KEY_INDEX), ("amount", UInt()))
+    FIELDS = (("sn", UInt(MAX_TX_OUTPUTS - 1)), ("index", KEY_INDEX), ("amount", U64))
 
 
 class Spend(Record):
@@ -85,12 +81,12 @@ class Spend(Record):
 
     NAME = "spend"
     FIELDS = (
-        ("kind", UInt(0xFF)),
+        ("kind", U8),
         ("ident", HASH),
         ("request", Bytes(max=L.MAX_REQUEST_BYTES)),
         ("inputs", ArrayOf(Nested(Coin), MAX_TX_INPUTS, 1)),
         ("change", ArrayOf(Nested(OwnOutput), MAX_TX_OUTPUTS)),
-        ("meta", Any()),
+        ("meta", ANY),
     )
 
     def validate(self, path):
@@ -119,7 +115,7 @@ class Spend(Record):
 
 class LostCoin(Record):
     NAME = "lost_coin"
-    FIELDS = (("coin", Nested(Coin)), ("reason", UInt(0xFFFF)))
+    FIELDS = (("coin", Nested(Coin)), ("reason", U16))
 
 
 class BookRecord(Struct):
@@ -133,7 +129,7 @@ class BookRecord(Struct):
     )
 
 
-def _amount(value, what, minimum=1):
+def amount_of(value, what, minimum=1):
     if type(value) is not int or value < minimum or value > MAX_UINT:
         raise WalletError("%s must be an integer %d..2**64-1, got %r" % (what, minimum, value))
     return value
@@ -151,7 +147,7 @@ def check_account(ra_pubkeys, account, what):
         raise WalletError("%s: the RA signature does not verify" % what)
 
 
-def _spend_ident(op):
+def spend_ident(op):
     """The id the ledger gives a request that spends coins."""
     if op.TAG == L.TAG_CHANNEL_OPEN:
         return op.channel_id()
@@ -302,7 +298,7 @@ class Books:
             coin = Coin(txhash, sn, index, amount, group)
         except ValueError as e:
             raise WalletError("not a coin: %s" % e)
-        _amount(amount, "amount")
+        amount_of(amount, "amount")
         if index >= self.keystore.reserved:
             raise WalletError("key %d was never handed out: nothing can have paid it" % index)
         for c in self.coins:
@@ -319,175 +315,44 @@ class Books:
         self._commit(self.coins + [coin], self.spends, lost)
         return True
 
-    # -- building and signing ------------------------------------------------------------------
-
-    def _check_account(self, account, what):
-        check_account(self.ra_pubkeys, account, what)
-
-    def _select(self, need, group=None):
-        """Coins for ``need`` that link nothing: a request of session ``group`` takes that
-        group's own coins first, then clean ones; any other request only clean ones."""
-        if group:
-            own = [c for c in self.coins if c.group == group]
-            chosen = exact(own, need)
-            if chosen is not None:
-                return chosen
-            allowed = own + [c for c in self.coins if c.group == CLEAN]
-        else:
-            allowed = [c for c in self.coins if c.group == CLEAN]
-        chosen = cover(allowed, need)
-        if chosen is not None:
-            return chosen
-        usable = sum(c.amount for c in allowed)
-        if usable < need <= self.balance():
-            raise WouldLink("%d needed; %d is in coins that may fund it, %d more came back from other sessions and "
-                            "would tie them to this one: redeem them first" % (need, usable, self.balance() - usable))
-        raise InsufficientFunds("%d needed, %d in %d confirmed coins (%d at most in one request)" % (
-            need, usable, len(allowed), MAX_TX_INPUTS))
-
-    def _require_room(self):
-        """Room for one more spend of the largest size, checked before any key is reserved."""
-        if len(self.spends) >= MAX_SPENDS:
-            raise WalletError("%d requests wait for their result: settle some first" % MAX_SPENDS)
-        size = len(BookRecord(self.coins, self.spends, self.lost).encode())
-        if size + L.MAX_REQUEST_BYTES + 1024 > MAX_BOOK_BYTES:
-            raise WalletError("the book holds %d bytes: wait for pending results" % size)
-
-    def _prepare(self, amount, fee, group=None):
-        """Coins covering ``amount + fee`` and the change ``(index, account, value)`` or
-        None. Every check runs before the change key is reserved (a write)."""
-        _amount(fee, "fee", 0)
-        self._require_room()
-        need = amount + fee
-        if need > MAX_UINT:
-            raise WalletError("amount plus fee exceeds 2**64-1")
-        inputs = self._select(need, group)
-        value = sum(c.amount for c in inputs) - need
-        if not value:
-            return inputs, None
-        index, account = self.keystore.reserve()
-        return inputs, (index, account, value)
-
-    def _sign(self, op, inputs, change, meta):
-        """Sign every input over ``op``'s digest, then store the spend: on flash before the
-        caller can send its bytes (``spend.request``). Returns the ``Spend``."""
-        digest = op.signing_digest()
-        witnesses = []
-        for c in inputs:
-            witnesses.append(signing.sign_digest(self.keystore.secret(c.index), digest))
-        op.witnesses = witnesses
-        raw = op.encode()
-        spend = Spend(op.TAG, _spend_ident(op), raw, inputs, change, meta)
-        keys = [c.key() for c in inputs]
-        coins = [c for c in self.coins if c.key() not in keys]
-        collect()
-        self._commit(coins, self.spends + [spend], self.lost)
-        return spend
+    # -- signing (``books_spend``; redeems ``books_redeem``): loaded on first use ---------------
 
     def pay(self, payees, fee=0, unit_price=0):
         """A signed Gao ``Transaction`` paying ``payees`` (``[(Account, amount)]``) from clean
         coins, change to a fresh own account. Returns the stored ``Spend`` (``.request``:
         the bytes to send, ``.ident``: the txhash)."""
-        if not isinstance(payees, (list, tuple)) or not 1 <= len(payees) <= MAX_TX_OUTPUTS - 1:
-            raise WalletError("a payment has 1..%d payees" % (MAX_TX_OUTPUTS - 1))
-        outputs = []
-        total = 0
-        for i, pair in enumerate(payees):
-            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-                raise WalletError("payees[%d] is not (account, amount)" % i)
-            account, amount = pair
-            self._check_account(account, "payees[%d]" % i)
-            total += _amount(amount, "payees[%d] amount" % i)
-            outputs.append(TxOutput(account, amount))
-        _amount(unit_price, "unit_price", 0)
-        inputs, change = self._prepare(total, fee)
-        own = []
-        if change is not None:
-            own.append(OwnOutput(len(outputs), change[0], change[2]))
-            outputs.append(TxOutput(change[1], change[2]))
-        tx = Transaction([TxInput(c.txhash, c.sn) for c in inputs], Price(unit_price, min(total, MAX_UINT)),
-                         outputs, [b""] * len(inputs))
-        return self._sign(tx, inputs, own, None)
+        from .books_spend import pay
+
+        return pay(self, payees, fee, unit_price)
 
     def fund_channel_open(self, producer, collateral, installments, window, fee=0):
         """A signed ``ChannelOpen`` locking ``collateral`` (Unterweger et al.'s deposit) from
         clean coins as the consumer, under a fresh one-time key whose index is the spend's
         ``meta``. Its ``ident`` is the channel id."""
-        self._check_account(producer, "producer")
-        _amount(collateral, "collateral")
-        if type(installments) is not int or not 1 <= installments <= min(collateral, L.MAX_INSTALLMENTS):
-            raise WalletError("installments must be 1..min(collateral, %d)" % L.MAX_INSTALLMENTS)
-        if type(window) is not int or not 1 <= window <= L.MAX_WINDOW:
-            raise WalletError("the dispute window must be 1..%d blocks" % L.MAX_WINDOW)
-        inputs, change = self._prepare(collateral, fee)
-        index, consumer = self.keystore.reserve()
-        own, outputs = self._change(change)
-        op = L.ChannelOpen([TxInput(c.txhash, c.sn) for c in inputs], consumer, producer, collateral,
-                           installments, window, outputs, [b""] * len(inputs))
-        return self._sign(op, inputs, own, index)
+        from .books_spend import fund_channel_open
+
+        return fund_channel_open(self, producer, collateral, installments, window, fee)
 
     def fund_htlc(self, htlc, fee=0, meta=None):
         """A signed ``HtlcCreate`` funding the payer-signed terms ``htlc`` of series
         ``meta[0]`` from that series' change or clean coins; its ``ident`` is the HTLC id."""
-        self._check_account(htlc.payee, "htlc.payee")
-        _amount(htlc.amount, "htlc.amount")
-        if not isinstance(meta, list) or len(meta) != 2 or not isinstance(meta[0], bytes):
-            raise WalletError("an HTLC is funded as part of a series: meta is [series id, number]")
-        inputs, change = self._prepare(htlc.amount, fee, meta[0])
-        own, outputs = self._change(change)
-        op = L.HtlcCreate(htlc, [TxInput(c.txhash, c.sn) for c in inputs], outputs, [b""] * len(inputs))
-        return self._sign(op, inputs, own, meta)
+        from .books_spend import fund_htlc
+
+        return fund_htlc(self, htlc, fee, meta)
 
     def redeem(self, group, fee=0):
         """A signed ``Redeem`` of the coins of ``group`` (at most 16 at a time: call again
         for the rest) for fresh clean coins of ``coin_plan`` amounts, each to a fresh key.
         Returns the stored ``Spend``; ``redeem_request(spend)`` is what goes to the issuer."""
-        if not isinstance(group, bytes) or group == CLEAN:
-            raise WalletError("only coins that came back from a session are redeemed")
-        _amount(fee, "fee", 0)
-        self._require_room()
-        coins = sorted([c for c in self.coins if c.group == group], key=lambda c: c.amount, reverse=True)
-        coins = coins[:MAX_TX_INPUTS]
-        if not coins:
-            raise WalletError("no coins in group %s" % group.hex())
-        total = sum(c.amount for c in coins)
-        if total <= fee:
-            raise WalletError("the coins of group %s hold %d, not more than the fee %d" % (group.hex(), total, fee))
-        keys = self.keystore.available()
-        if not keys:
-            raise WalletError("a redeem needs a one-time key for each fresh coin, and none is left: register more")
-        amounts = coin_plan(total - fee, min(L.MAX_REDEEM_OUTPUTS, keys))  # few keys left: fewer, bigger coins
-        if len(self.coins) - len(coins) + len(amounts) > MAX_COINS:
-            raise WalletError("the book cannot hold %d more coins" % len(amounts))
-        own = []
-        for sn, value in enumerate(amounts):
-            index, _ = self.keystore.reserve()
-            own.append(OwnOutput(sn, index, value))
-        salt = urandom(L.SALT_BYTES)
-        order = L.redeem_order(salt, self._outputs(own))
-        op = L.Redeem([TxInput(c.txhash, c.sn) for c in coins], total - fee, order, [b""] * len(coins))
-        return self._sign(op, coins, own, salt)
+        from .books_redeem import redeem
 
-    def _outputs(self, own):
-        return [TxOutput(self.keystore.account(o.index), o.amount) for o in own]
+        return redeem(self, group, fee)
 
     def redeem_request(self, spend):
         """The ``RedeemRequest`` bytes of a pending redeem, for the issuer (send sealed)."""
-        return L.RedeemRequest(spend.request, spend.meta, self._outputs(spend.change)).encode()
+        from .books_redeem import redeem_request
 
-    def _minted(self, spend):
-        """The clean coins a confirmed redeem's mints created, where the wallet knows they are."""
-        coins = []
-        for o, out in zip(spend.change, self._outputs(spend.change)):
-            txhash = L.redeem_mint(spend.ident, spend.meta, o.sn, out).txhash()
-            coins.append(Coin(txhash, 0, o.index, o.amount, CLEAN))
-        return coins
-
-    @staticmethod
-    def _change(change):
-        if change is None:
-            return [], []
-        return [OwnOutput(0, change[0], change[2])], [TxOutput(change[1], change[2])]
+        return redeem_request(self, spend)
 
     # -- results ---------------------------------------------------------------------------
 
@@ -509,7 +374,9 @@ class Books:
             raise WalletError("that spend is not pending")
         if self.confirmed(spend, result):
             if spend.kind == L.TAG_REDEEM:
-                back = self._minted(spend)
+                from .books_redeem import minted
+
+                back = minted(self, spend)
             else:
                 group = spend.group()
                 back = [Coin(spend.ident, o.sn, o.index, o.amount, group) for o in spend.change]
@@ -527,47 +394,10 @@ class Books:
     def check(self):
         """Invariants of the book, as a list of problems (empty if none): no coin twice, keys
         handed out, amounts positive, every pending request decodes to what the book says
-        it is and is signed by the keys of its inputs."""
-        problems = []
-        seen = []
-        reserved = self.keystore.reserved
-        held = list(self.coins)
-        for s in self.spends:
-            held.extend(s.inputs)
-        for c in held:
-            if c.key() in seen:
-                problems.append("coin %s:%d is in the book twice" % (c.txhash.hex(), c.sn))
-            seen.append(c.key())
-            if c.amount == 0:
-                problems.append("coin %s:%d has amount 0" % (c.txhash.hex(), c.sn))
-            if c.index >= reserved:
-                problems.append("coin %s:%d belongs to key %d, never handed out" % (c.txhash.hex(), c.sn, c.index))
-        for s in self.spends:
-            problems.extend(self._check_spend(s))
-            collect()
-        return problems
+        it is and is signed by the keys of its inputs (``books_check``)."""
+        from .books_check import check
 
-    def _check_spend(self, s):
-        where = "pending request %s" % s.ident.hex()
-        try:
-            op = L.decode_request(s.request)
-        except ValueError as e:
-            return [where + ": does not decode (%s)" % e]
-        if op.TAG != s.kind or _spend_ident(op) != s.ident:
-            return [where + ": its bytes are another request"]
-        if [(i.pre_txhash, i.pre_sn) for i in op.inputs] != [c.key() for c in s.inputs]:
-            return [where + ": its inputs are not the coins the book took for it"]
-        groups = [c.group for c in s.inputs if c.group != CLEAN]
-        mine = s.group() if s.kind == L.TAG_HTLC_CREATE else None
-        if len(set(groups)) > 1 or (s.kind != L.TAG_REDEEM and groups and groups[0] != mine):
-            return [where + ": it spends coins of another session, which ties them together"]
-        if s.kind == L.TAG_REDEEM and op.order != L.redeem_order(s.meta, self._outputs(s.change)):
-            return [where + ": its order is not the fresh coins the book expects"]
-        digest = op.signing_digest()
-        for c, w in zip(s.inputs, op.witnesses):
-            if not signing.verify_digest(signing.public_key(self.keystore.secret(c.index)), digest, w):
-                return [where + ": witness for %s:%d does not verify" % (c.txhash.hex(), c.sn)]
-        return []
+        return check(self)
 
 
 def decode_result(data):

@@ -25,7 +25,7 @@ Coin selection among the coins a request may take, in this order (``cover``):
 3. else the largest coins first until covered: the fewest inputs.
 """
 from plugpay.protocol import ledger_ops as L
-from plugpay.protocol.schema import MAX_UINT, Bytes, Record, UInt
+from plugpay.protocol.schema import MAX_UINT, U64, Bytes, Record, UInt
 from plugpay.protocol.structures import HASH, MAX_TX_INPUTS, MAX_TX_OUTPUTS
 
 from .bookkeeping import KEY_INDEX, WalletError
@@ -36,7 +36,7 @@ GROUP = Bytes(max=32)
 
 class Coin(Record):
     NAME = "coin"
-    FIELDS = (("txhash", HASH), ("sn", UInt(MAX_TX_OUTPUTS - 1)), ("index", KEY_INDEX), ("amount", UInt()),
+    FIELDS = (("txhash", HASH), ("sn", UInt(MAX_TX_OUTPUTS - 1)), ("index", KEY_INDEX), ("amount", U64),
               ("group", GROUP))
 
     def key(self):

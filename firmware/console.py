@@ -277,7 +277,7 @@ class BoardConsole:
         self._reset()
 
     def _reset(self):
-        self._shown = [0, 0, 0, 0]  # exposure_log, installment_log, log, onchain rows sent
+        self._onchain = 0  # the session's ledger requests sent
         self._meter_at = None
         self._done = False
 
@@ -316,20 +316,21 @@ class BoardConsole:
         self.send(ERROR, {"text": str(text)[:MAX_LOG_TEXT]})
 
     def on_step(self, session, now):
-        shown = self._shown
-        for row in session.exposure_log[shown[0]:]:
+        """Forward what the session did since the last step. The rows of its history are
+        dropped once forwarded: the host keeps the record, a board keeps no history."""
+        for row in session.exposure_log:
             self.send(PROGRESS, list(row))
-        shown[0] = len(session.exposure_log)
-        for k, sent, accepted in session.installment_log[shown[1]:]:
+        for k, sent, accepted in session.installment_log:
             self.send(INSTALLMENT, [k, None if sent is None else sent - session.started,
                                     accepted - session.started])
-        shown[1] = len(session.installment_log)
-        for t, text in session.log[shown[2]:]:
+        for t, text in session.log:
             self.send(EVENT, [t, text[:MAX_LOG_TEXT]])
-        shown[2] = len(session.log)
-        for raw in session.onchain[shown[3]:]:
+        session.exposure_log.clear()
+        session.installment_log.clear()
+        session.log.clear()
+        for raw in session.onchain[self._onchain:]:
             self.send(ONCHAIN, {"op": L.decode_request(raw).NAME, "digest": sha256(raw).hex()})
-        shown[3] = len(session.onchain)
+        self._onchain = len(session.onchain)
         if self._meter_at is None or now - self._meter_at >= self.meter_every_ms:
             self.meter(session.board, now)
         if session.finished and not self._done:

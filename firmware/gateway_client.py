@@ -12,7 +12,8 @@ ACL, ``host.deployment``).
 Sealed requests. Whatever names the device's identity or lists several of its accounts
 (an RA registration, a faucet request) goes sealed (``protocol.sealed``) to the RA key
 of the newest epoch the wallet knows, so the broker sees neither; the gateway answers
-sealed, and only this device can open the answer.
+sealed, and only this device can open the answer. The sealing code is loaded with the
+first sealed request: a board whose keys last and whose coins need no redeem never loads it.
 
 Matching. A ledger or query request is known by the SHA-256 of its payload: the
 gateway's ``Result.request_digest``. A sealed request is known by the SHA-256 of its
@@ -34,7 +35,7 @@ everybody, the ledger answers a request it already applied ``DUPLICATE`` (the wa
 that as confirmed; the faucet counts it as minted), and the RA signs a registration it
 already signed once more (``REPLAYED_NONCE`` is only for another batch under a used nonce).
 """
-from plugpay.protocol import aead, sealed, topics
+from plugpay.protocol import topics
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol.codec import DecodeError
 from plugpay.protocol.port import sha256, ticks_diff, ticks_ms, urandom
@@ -111,6 +112,8 @@ class Requests:
         """``(topic, payload, key)`` of ``inner_bytes`` (an encoded ``RegistrationRequest``
         or ``FaucetRequest``) sealed to ``host_pubkey``, the RA key of ``epoch``; the key is
         the SHA-256 of the sealed bytes. Its answer is the inner reply's bytes."""
+        from plugpay.protocol import sealed
+
         payload, reply_key = sealed.seal_request(bytes(inner_bytes), epoch, host_pubkey)
         return self._add(topics.HOST_SEALED, payload, reply_key.request_digest, reply_key)
 
@@ -122,6 +125,12 @@ class Requests:
         """Stop waiting for ``key`` (given up); a late answer is then dropped."""
         self._pending.pop(key, None)
 
+    def _sealed_waiting(self):
+        for waiting in self._pending.values():
+            if waiting[3] is not None:
+                return True
+        return False
+
     def on_message(self, topic, payload):
         """``(key, answer)`` for the answer to a pending request, else None (counted). The
         answer is a ``ledger_ops.Result`` for a ledger request; for a sealed one, the inner
@@ -132,12 +141,17 @@ class Requests:
             return None
         kind = parsed[0]
         answer = None
+        if kind != topics.LEDGER_RESULT and not self._sealed_waiting():
+            self.dropped["not_awaited"] += 1  # nothing sealed waits: the sealing code stays unloaded
+            return None
         try:
             payload = bytes(payload)
             if kind == topics.LEDGER_RESULT:
                 answer = L.Result.decode(payload)
                 key = answer.request_digest
             else:
+                from plugpay.protocol import sealed
+
                 key = sealed.reply_digest(payload)
         except (DecodeError, TypeError):
             key = None
@@ -149,6 +163,8 @@ class Requests:
             self.dropped["not_awaited"] += 1
             return None
         if answer is None:
+            from plugpay.protocol import aead, sealed
+
             try:
                 answer = sealed.open_reply(waiting[3], payload)
             except sealed.SealedRefused as refused:
@@ -220,6 +236,8 @@ class GatewayClient:
     def _sealed(self, inner, ra_pubkeys, what, timeout_ms):
         epoch, pubkey = newest_ra_key(ra_pubkeys)
         answer = self._ask(self.requests.sealed(inner, epoch, pubkey), what, timeout_ms)
+        from plugpay.protocol import sealed
+
         if isinstance(answer, sealed.SealedRefused):
             raise GatewayRefused("the gateway refused the sealed %s: %s" % (what, answer), answer)
         return answer

@@ -26,11 +26,19 @@ from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import signing
 from plugpay.protocol.codec import DecodeError
 from plugpay.protocol.port import const, sha256
-from plugpay.protocol.schema import Bytes, Nested, Struct, UInt
+from plugpay.protocol.schema import U64, Bytes, Nested, Struct, UInt
 from plugpay.protocol.structures import Account, Htlc
 
 from . import names
-from .bookkeeping import KEY_INDEX, TAG_HTLC_SERIES, WalletError, load_each, load_payload, remove_record, strict
+from .bookkeeping import (  # noqa: F401 (HtlcError: raised here, defined there)
+    KEY_INDEX,
+    TAG_HTLC_SERIES,
+    HtlcError,
+    load_each,
+    load_payload,
+    remove_record,
+    strict,
+)
 from .records import ABRecord
 
 PAYER = const(0)
@@ -49,10 +57,6 @@ REFUNDED = const(4)
 STATE_NAMES = ("new", "open", "failed", "claimed", "refunded")
 
 
-class HtlcError(WalletError):
-    """An HTLC operation refused; nothing stored changed."""
-
-
 class SeriesRecord(Struct):
     NAME = "wallet_htlc_series"
     TAG = TAG_HTLC_SERIES
@@ -61,8 +65,8 @@ class SeriesRecord(Struct):
         ("series_id", Bytes(SERIES_ID_BYTES)),
         ("my_index", KEY_INDEX),
         ("counterparty", Nested(Account)),
-        ("amount", UInt()),
-        ("timeout", UInt()),
+        ("amount", U64),
+        ("timeout", U64),
         ("revealed", UInt(MAX_SERIES)),  # preimages revealed (payer) or received (payee)
         ("states", Bytes(min=1, max=MAX_SERIES)),
         ("ids", Bytes(max=32 * MAX_SERIES)),  # the HTLC ids, 32 bytes each

@@ -18,7 +18,6 @@ Run it at the end of a session, on that session's connection: the broker sees on
 sealed request there, and the ledger a redeem of coins that already name that session.
 """
 from plugpay.protocol import ledger_ops as L
-from plugpay.protocol import sealed
 from plugpay.protocol.structures import TxOutput
 
 from .bookkeeping import WalletError
@@ -88,7 +87,9 @@ def _send(wallet, gateway_client, request, timeout_ms):
     try:
         answer = gateway_client.redeem(request, wallet.ra_pubkeys, timeout_ms)
     except GatewayRefused as e:
-        why = e.refusal.text if e.refusal.code == sealed.UNAVAILABLE else str(e.refusal)
+        from plugpay.protocol.sealed import UNAVAILABLE
+
+        why = e.refusal.text if e.refusal.code == UNAVAILABLE else str(e.refusal)
         raise _Stop(WAITING, "the issuer has not finished a redeem (%s); it goes out again next time" % why)
     except GatewayError as e:
         raise _Stop(WAITING, "%s; the redeem goes out again next time" % e)

@@ -24,7 +24,7 @@ from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import signing
 from plugpay.protocol.codec import DecodeError
 from plugpay.protocol.port import const, sha256
-from plugpay.protocol.schema import ArrayOf, Bytes, Nested, Record, Text, UInt
+from plugpay.protocol.schema import U64, ArrayOf, Bytes, Nested, Record, Text, UInt
 from plugpay.protocol.structures import HASH
 
 SESSION_DOMAIN = b"plugpay/market-session/v2"
@@ -48,10 +48,10 @@ class BidRow(Record):
     NAME = "market_bid_row"
     FIELDS = (
         ("bidder_key", L.PUBKEY),
-        ("seq", UInt()),
-        ("unit_price", UInt()),
+        ("seq", U64),
+        ("unit_price", U64),
         ("digest", HASH),
-        ("height", UInt()),
+        ("height", U64),
         ("lat_e6", L.LATITUDE_E6),
         ("lon_e6", L.LONGITUDE_E6),
     )
@@ -66,15 +66,15 @@ class MarketView(Record):
     NAME = "market_view"
     FIELDS = (
         ("region", Text(32)),
-        ("window_start", UInt()),
-        ("window_end", UInt()),
+        ("window_start", U64),
+        ("window_end", U64),
         ("window_unit", UInt(L.WINDOW_UNIX_MINUTES)),
-        ("energy_wh", UInt()),
-        ("bid_deadline", UInt()),
+        ("energy_wh", U64),
+        ("bid_deadline", U64),
         ("status", UInt(L.STATUS_WITHDRAWN)),
         ("chosen", Bytes(min=0, max=32)),
         ("bid_count", UInt(L.MAX_BIDS)),
-        ("height", UInt()),
+        ("height", U64),
         ("bids", ArrayOf(Nested(BidRow), L.MAX_BIDS)),
     )
 
@@ -93,12 +93,12 @@ class OpenRequest(Record):
     NAME = "open_request"
     FIELDS = (
         ("request_key", L.PUBKEY),
-        ("window_start", UInt()),
-        ("window_end", UInt()),
+        ("window_start", U64),
+        ("window_end", U64),
         ("window_unit", UInt(L.WINDOW_UNIX_MINUTES)),
-        ("energy_wh", UInt()),
-        ("bid_deadline", UInt()),
-        ("height", UInt()),
+        ("energy_wh", U64),
+        ("bid_deadline", U64),
+        ("height", U64),
     )
 
 

@@ -2,8 +2,8 @@
 
 One ``Mqtt`` per session, driven by the role's own loop: ``connect``, ``subscribe``,
 ``publish``, and ``poll(timeout_ms)`` for what arrived. Nothing runs in the background, so
-a role stays single-threaded and deterministic. The backend is picked at import time, like
-the other shims (``protocol.port``): paho-mqtt on CPython (its ``loop_read`` /
+a role stays single-threaded and deterministic. The backend follows the runtime, like the
+other shims (``protocol.port``), and is imported at the first connection: paho-mqtt on CPython (its ``loop_read`` /
 ``loop_write`` / ``loop_misc`` driven from ``poll``, no network thread), our own MQTT
 3.1.1 client on MicroPython (``mqtt_socket``, which says why no registry client fits).
 Both behave alike; the tests run the MicroPython one in a unix-port process against
@@ -67,14 +67,18 @@ def _elapsed(start):
     return ticks_diff(ticks_ms(), start)
 
 
-if MICROPYTHON:
-    from plugpay.firmware.mqtt_socket import SocketLink as _Link
+BACKEND = "mqtt_socket" if MICROPYTHON else "paho-mqtt"
 
-    BACKEND = "mqtt_socket"
-else:
-    from plugpay.firmware.mqtt_paho import PahoLink as _Link
 
-    BACKEND = "paho-mqtt"
+def _link_class():
+    """The backend's link class, imported at the first connection (it imports this module)."""
+    if MICROPYTHON:
+        from plugpay.firmware.mqtt_socket import SocketLink
+
+        return SocketLink
+    from plugpay.firmware.mqtt_paho import PahoLink
+
+    return PahoLink
 
 
 def _sleep_ms(ms):
@@ -131,7 +135,7 @@ class Mqtt:
             raise BrokerUnreachable("cannot connect to the MQTT broker at %s: %s" % (self.url, e))
 
     def _open(self):
-        link = _Link(self.host, self.port, self.client_id, self.keepalive, self._inbox, self.username, self.tls)
+        link = _link_class()(self.host, self.port, self.client_id, self.keepalive, self._inbox, self.username, self.tls)
         try:
             link.open(self.connect_timeout_ms)
             for topic, qos in self._topics:

@@ -13,7 +13,9 @@ session left open. ``plugpay session`` (CPython), a Raspberry Pi's service, an E
 ``Device.serve``.
 
 What both peers must compute alike from the market lives here (``sides``,
-``charge_parameters``), so they cannot drift apart.
+``charge_parameters``), so they cannot drift apart. The two sides of the market are
+modules of their own (``role_consumer``, ``role_producer``): a device loads the one its
+plan makes it, and collects garbage between upkeep, the market and the session.
 
 Errors: ``PlanError`` (a value in the plan that cannot work: the adapter's usage error),
 ``RoleFailure`` (the market or a session could not be made: the text says why), and the
@@ -22,7 +24,7 @@ transports' own (``MqttError``, ``GatewayError``) pass through.
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import link_messages as M
 from plugpay.protocol.codec import DecodeError
-from plugpay.protocol.port import sha256, sleep_ms, ticks_diff, ticks_ms
+from plugpay.protocol.port import collect, sha256, ticks_diff, ticks_ms
 
 from . import issuing, market, position
 from .refill import NOT_NEEDED, REFILLED, refill
@@ -156,6 +158,13 @@ class Device:
         self.on_step = on_step
         self.gateway = None
         self.funded = False
+        # A device is a consumer or a producer for its whole life: it loads that side of
+        # the market only (``role_consumer``, ``role_producer``).
+        if plan.producer:
+            from .role_producer import sell as deal
+        else:
+            from .role_consumer import buy as deal
+        self._deal = deal
 
     def serve(self, sessions=None):
         """Serve ``sessions`` sessions (None: forever); yields each session's record."""
@@ -172,12 +181,15 @@ class Device:
         try:
             self.gateway = GatewayClient(upkeep)
             self._upkeep()
-            terms = self._sell() if self.plan.producer else self._buy()
+            collect()  # each phase's garbage goes before the next phase allocates what it keeps
+            terms = self._deal(self)
         finally:
             upkeep.close()
+        collect()
         link = self.connect(terms.session_id.hex())
         try:
             record = self._run(terms, link)
+            collect()
             self.gateway = GatewayClient(link)  # what the session gave back, redeemed on its own connection
             self._refresh("after the session")
             record["client_ids"] = [upkeep.client_id, link.client_id]
@@ -221,185 +233,56 @@ class Device:
         if report.status in (issuing.WAITING, issuing.REFUSED):
             self.say("%s: %s" % (when, report.detail))
 
-    def _ask(self, op):
+    # -- the market: what ``role_consumer`` and ``role_producer`` ask through the gateway ---
+
+    def ask(self, op):
+        """Submit ``op``; its ``Result``, or ``RoleFailure`` naming the refusal."""
         result = self.gateway.submit(op)
         if not result.ok:
             raise RoleFailure("the ledger refused the %s: %s %s" % (
                 L.decode_request(op).NAME, L.reason_name(result.reason), result.detail))
         return result
 
-    def _height(self):
+    def height(self):
         """The ledger's height, asked as every device asks it (nothing of mine named)."""
         return market.read_height(self.gateway.query(market.HEIGHT_QUERY).encode())
 
-    def _view(self, request_key):
+    def view(self, request_key):
+        """The ledger's ``MarketView`` of a request and its bids."""
         query = market.market_query(request_key)
         return market.read_market(self.gateway.query(query).encode(), query)
 
-    def _open_requests(self):
-        """Every open request of the region, oldest first."""
-        rows, page = [], 0
-        while True:
-            query = market.region_query(self.plan.region, page)
-            found = market.read_open_requests(self.gateway.query(query).encode(), query)
-            rows.extend(found)
-            if len(found) < L.MARKET_PAGE_ROWS:
-                return rows
-            page += 1
-
-    # -- consumer: exploration and evaluation ----------------------------------------------
-
-    def _buy(self):
-        plan = self.plan
-        status = self.wallet.status()
-        balance = status["clean_balance"]
-        if not balance:
-            raise RoleFailure("the wallet holds no money that may fund a session%s: fund it (on a test network)" % (
-                " (%d waits to be redeemed)" % status["balance"] if status["balance"] else ""))
-        index, _ = self.wallet.new_account()
-        secret = self.wallet.keystore.secret(index)
-        start = self.unix_s() // 60
-        raw = market.request(secret, plan.region, (start, start + plan.window_min), plan.energy_wh,
-                             self._height() + plan.bid_blocks, L.WINDOW_UNIX_MINUTES)
-        self._ask(raw)
-        request_key = L.MarketRequest.decode(raw).request_key
-        self.say("market: asked for %d Wh in %s within %d min; taking bids for %g s" % (
-            plan.energy_wh, plan.region, plan.window_min, plan.bid_window_ms / 1000))
-        sleep_ms(plan.bid_window_ms)
-        try:
-            return self._choose(secret, request_key, balance)
-        except RoleFailure:  # no session follows: take the request back, so no producer waits for it
-            try:
-                withdrawn = self.gateway.submit(market.withdraw(secret, request_key))
-                self.say("market: request withdrawn" if withdrawn.ok else "market: withdrawing the request: %s" %
-                         L.reason_name(withdrawn.reason))
-            except Exception as e:  # the failure that brought us here is the one to report
-                self.say("market: the request could not be withdrawn: %s" % e)
-            raise
-
-    def _choose(self, secret, request_key, balance):
-        """Evaluate the bids on my request and commit to the best; the session's terms."""
-        plan = self.plan
-        for _ in range(COMMIT_TRIES):
-            view = self._view(request_key)
-            chosen = market.evaluate(view.bids, plan.position)
-            if chosen is None:
-                raise RoleFailure("no bids on the request in %s within the %g s bid window: is a producer "
-                                  "running in that region?" % (plan.region, plan.bid_window_ms / 1000))
-            params = charge_parameters(view, chosen.unit_price, plan.installments)
-            sid = market.session_id(secret, chosen.bidder_key, request_key, chosen.digest)
-            terms = self._terms(sid, view, params)
-            if terms.budget() > balance:
-                raise RoleFailure("the wallet holds %d, the chosen bid (%d per kWh) needs %d: fund it" % (
-                    balance, chosen.unit_price, terms.budget()))
-            result = self.gateway.submit(market.commit(secret, request_key, chosen.digest))
-            if result.ok:
-                self.say("market: %d bid(s); chose %d per kWh at %d m" % (
-                    len(view.bids), chosen.unit_price, market.distance_m(plan.position, chosen.site())))
-                return terms
-            if result.reason != L.MARKET_UNKNOWN_BID:  # else the producer updated its bid just now
-                raise RoleFailure("the ledger refused the commit: %s %s" % (
-                    L.reason_name(result.reason), result.detail))
-        raise RoleFailure("the bids kept changing: no commit after %d tries" % COMMIT_TRIES)
-
-    # -- producer: bidding -----------------------------------------------------------------
-
-    def _quote(self, row):
-        """My price for an open request, or None when it does not fit my power."""
-        if row.window_unit != L.WINDOW_UNIX_MINUTES:
-            return None
-        capacity_wh = self.plan.power_w * (row.window_end - row.window_start) // 60
-        return market.quote(self.plan.price, row.energy_wh, capacity_wh, 0)
-
-    def _sell(self):
-        """Bid on the newest open request that fits until one commits to me."""
-        tried = []
-        started = ticks_ms()
-        self.say("market: looking for requests in %s" % self.plan.region)
-        while ticks_diff(ticks_ms(), started) < self.plan.timeout_ms:
-            height = self._height()  # a request whose bidding is over takes no more bids
-            minute = self.unix_s() // 60  # nor one whose charging window has passed
-            offers = []
-            for row in self._open_requests():
-                price = self._quote(row)
-                if row.request_key not in tried and row.bid_deadline > height and row.window_end > minute \
-                        and price is not None:
-                    offers.append((row, price))
-            if not offers:
-                sleep_ms(POLL_MS)
-                continue
-            row, price = offers[-1]
-            tried.append(row.request_key)
-            left = self.plan.timeout_ms - ticks_diff(ticks_ms(), started)
-            terms = self._bid(row, price, min(left, COMMIT_WAIT_MS))
-            if terms is not None:
-                return terms
-        raise RoleFailure("no request in %s chose my bid within %g s" % (self.plan.region, self.plan.timeout_ms / 1000))
-
-    def _bid(self, row, price, wait_ms):
-        index, _ = self.wallet.new_account()
-        secret = self.wallet.keystore.secret(index)
-        sent = market.bid(secret, row.request_key, self.plan.position, 1, price)
-        result = self.gateway.submit(sent)
-        if not result.ok:
-            self.say("market: bid refused: %s %s" % (L.reason_name(result.reason), result.detail))
-            return None
-        if price != self.plan.price:
-            self.say("market: bid %d per kWh for %d Wh (my base price %d, raised by how much of my capacity in the "
-                     "window it takes)" % (price, row.energy_wh, self.plan.price))
-        else:
-            self.say("market: bid %d per kWh for %d Wh" % (price, row.energy_wh))
-        updated = False
-        started = ticks_ms()
-        while ticks_diff(ticks_ms(), started) < wait_ms:
-            view = self._view(row.request_key)
-            if view.status == L.STATUS_WITHDRAWN:
-                self.say("market: the consumer withdrew its request")
-                return None
-            if view.status == L.STATUS_COMMITTED:
-                if not market.is_chosen(view, sent):
-                    self.say("market: another bid was chosen")
-                    return None
-                unit_price = L.MarketBid.decode(sent).unit_price
-                self.say("market: my bid of %d per kWh was chosen" % unit_price)
-                params = charge_parameters(view, unit_price, self.plan.installments)
-                sid = market.session_id(secret, row.request_key, row.request_key, sha256(sent))
-                return self._terms(sid, view, params)
-            if not updated:
-                update = market.maybe_update(secret, sent, view.bids, self.plan.price)
-                if update is not None:
-                    updated = True
-                    if self.gateway.submit(update).ok:
-                        sent = update
-                        self.say("market: undercut to %d per kWh" % L.MarketBid.decode(sent).unit_price)
-            sleep_ms(POLL_MS)
-        self.say("market: the request was not committed in time; looking again")
-        return None
-
     # -- the session -----------------------------------------------------------------------
 
-    def _terms(self, sid, view, params):
+    def terms_for(self, sid, view, params):
+        """The session's ``Terms`` from the deal: its id, the request's view, the parameters."""
         plan = self.plan
         return Terms(sid, params, plan.mode, plan.producer, plan.initiator, window=DISPUTE_WINDOW_BLOCKS,
                      htlc_timeout=view.height + HTLC_TIMEOUT_BLOCKS)
 
-    def _run(self, terms, mqtt):
+    def session(self, terms, mqtt, now):
+        """The session of ``terms`` on a board made for it, and its runner over ``mqtt``
+        (connected); ``now()`` is the session's clock in ms."""
         from .runner import SessionRunner
 
         board = self.make_board(terms, self.plan.role)
+        session = Session(self.wallet, board, terms, now(), timestamp=self.unix_s(), history=False)
+        self.say("session %s: %s as %s" % (terms.session_id.hex()[:8], "producer" if terms.producer else "consumer",
+                                          "initiator" if terms.initiator else "responder"))
+        return SessionRunner(session, mqtt, now=now, on_step=self.on_step)
+
+    def _run(self, terms, mqtt):
         started = ticks_ms()
 
         def now():
             return ticks_diff(ticks_ms(), started)
 
-        session = Session(self.wallet, board, terms, now(), timestamp=self.unix_s())
-        self.say("session %s: %s as %s" % (terms.session_id.hex()[:8], "producer" if terms.producer else "consumer",
-                                          "initiator" if terms.initiator else "responder"))
-        runner = SessionRunner(session, mqtt, now=now, on_step=self.on_step)
+        runner = self.session(terms, mqtt, now)
         runner.run(self.plan.timeout_ms)  # from the deal: a late deal still gets its whole session
+        session = runner.session
         if self.on_step is not None:
             self.on_step(session, now())
-        return record(self.plan, terms, session, board)
+        return record(self.plan, terms, session, session.board)
 
 
 def reporter(say, every_ms=1000):
@@ -450,5 +333,5 @@ def record(plan, terms, session, board):
         "stop_code": None if session.stop_code is None else M.code_name(session.stop_code),
         "finished": session.finished,
         # The consumer's installment round trips (sent to accepted, ms), for figures.
-        "installment_ms": sorted(accepted - sent for _, sent, accepted in session.installment_log),
+        "installment_ms": sorted(session.round_trips),
     }

@@ -29,11 +29,10 @@ from plugpay.protocol.codec import DecodeError
 from plugpay.protocol.port import sha256
 from plugpay.protocol.structures import Account, MeterReceipt
 
-from .bookkeeping import WalletError
+from .bookkeeping import HtlcError, WalletError
 from .books import check_account
 from .channels import ChannelError
 from .energy import Energy
-from .htlcs import HtlcError
 from .terms import CHANNEL, HTLC, Misbehaviour, Terms  # noqa: F401 (Terms: what a session is built from)
 
 # What the wallet and the codec raise on input they refuse.
@@ -54,9 +53,13 @@ def _payment(session):
 class Session:
     """One side of a session. Inputs: ``link_received``, ``ledger_answer``, ``tick``; outputs:
     ``link_messages`` (bytes for the peer), ``ledger_requests`` (``(kind, bytes)`` with kind
-    "submit" or "query"), ``next_deadline``. ``finished`` once its money is settled."""
+    "submit" or "query"), ``next_deadline``. ``finished`` once its money is settled.
 
-    def __init__(self, wallet, board, terms, now, timeouts=None, misbehaviour=None, timestamp=0):
+    ``history``: keep ``exposure_log`` and ``installment_log``, rows that grow with every
+    installment, for session records and plots. A device's role leaves them out: a board
+    would run out of heap on a long session, and ``round_trips`` is all its record needs."""
+
+    def __init__(self, wallet, board, terms, now, timeouts=None, misbehaviour=None, timestamp=0, history=True):
         self.wallet = wallet
         self.board = board
         self.terms = terms
@@ -88,6 +91,8 @@ class Session:
         self.installment_sent = None  # consumer: (k, ``now``) of the last installment that went out
         self.last_installment = None  # consumer: (k, sent, accepted) of the last one accepted, for timing
         self.installment_log = []  # consumer: every (k, sent, accepted), for session records (N entries)
+        self.round_trips = []  # consumer: ms from each installment sent to its acceptance
+        self.history = history
         self.held = False  # my owner paused the session (``pause``) and has not resumed
         self.now = now
         self.finished = False
@@ -336,8 +341,11 @@ class Session:
             self.energy.start_chunk(now)
 
     def _installment_accepted(self, k, proof, now):
-        self.last_installment = (k, self.installment_sent[1], now)
-        self.installment_log.append(self.last_installment)
+        sent = self.installment_sent[1]
+        self.last_installment = (k, sent, now)
+        self.round_trips.append(now - sent)
+        if self.history:
+            self.installment_log.append(self.last_installment)
         self.payment.paid(k, proof, now)
         if self.meters and k > 0:
             self.energy.start_chunk(now)
@@ -432,7 +440,8 @@ class Session:
         e = self.exposure()
         if e > self.max_exposure:
             self.max_exposure = e
-        self.exposure_log.append((now - self.started, e, self.board.measured_wh, self.paid_signed))
+        if self.history:
+            self.exposure_log.append((now - self.started, e, self.board.measured_wh, self.paid_signed))
 
     def _collect(self, now):
         self.now = now

@@ -19,9 +19,8 @@ happened; nothing is changed on an answer the wallet refuses.
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol.codec import DecodeError
 
-from .bookkeeping import WalletError
+from .bookkeeping import HtlcError, WalletError
 from .channels import ChannelError
-from .htlcs import OPEN, PAYEE, PAYER, HtlcError
 
 _REFUSED = (WalletError, ChannelError, HtlcError, DecodeError)
 
@@ -80,6 +79,8 @@ def _channel(wallet, gateway, channel_id):
 
 
 def _series(wallet, gateway, series_id):
+    from .htlcs import OPEN, PAYEE, PAYER  # a wallet that holds a series has loaded it already
+
     series = wallet.series(series_id)
     lines = []
     for i in range(series.count()):

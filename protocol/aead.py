@@ -9,7 +9,7 @@ Sealed blob: ``version(1) || nonce(16) || ciphertext || tag(32)``; the tag cover
 nonce, the associated data (length-prefixed) and the ciphertext, and is checked in constant
 time before anything is decrypted.
 """
-from .port import consteq, hmac_sha256, urandom
+from .port import MICROPYTHON, consteq, hmac_sha256, urandom
 
 VERSION = 1
 NONCE_BYTES = 16
@@ -19,10 +19,6 @@ OVERHEAD = 1 + NONCE_BYTES + TAG_BYTES
 
 class AuthError(ValueError):
     """A sealed blob that is truncated, of an unknown version, or fails its MAC."""
-
-
-def _ctr_cryptography(key, nonce, data):
-    return _Cipher(_algorithms.AES(key), _modes.CTR(nonce)).encryptor().update(data)
 
 
 def _counter_blocks(nonce, n):
@@ -59,27 +55,30 @@ def _ctr_pure(key, nonce, data):
     return _xor(data, stream)
 
 
-try:
-    from cryptography.hazmat.primitives.ciphers import Cipher as _Cipher
-    from cryptography.hazmat.primitives.ciphers import algorithms as _algorithms
-    from cryptography.hazmat.primitives.ciphers import modes as _modes
+def _backend():
+    """``(name, ctr)``: ``cryptography`` on CPython (``aead_cpython``, which a device never
+    loads), else ``cryptolib`` (``ucryptolib``), else the pure ``aes`` module."""
+    if not MICROPYTHON:
+        try:
+            from .aead_cpython import ctr
 
-    BACKEND = "cryptography"
-    _ctr = _ctr_cryptography
-except ImportError:
+            return "cryptography", ctr
+        except ImportError:
+            pass
     try:
-        import cryptolib as _cryptolib
+        import cryptolib
     except ImportError:
         try:
-            import ucryptolib as _cryptolib
+            import ucryptolib as cryptolib
         except ImportError:
-            _cryptolib = None
-    if _cryptolib is not None:
-        BACKEND = "cryptolib"
-        _ctr = _ctr_cryptolib
-    else:
-        BACKEND = "pure"
-        _ctr = _ctr_pure
+            return "pure", _ctr_pure
+    global _cryptolib
+    _cryptolib = cryptolib
+    return "cryptolib", _ctr_cryptolib
+
+
+_cryptolib = None
+BACKEND, _ctr = _backend()
 
 
 _last = (None, None, None)  # the last key's subkeys: a wallet or the RA seals under one key

@@ -10,22 +10,19 @@ change outputs, and the difference between inputs and (locked amount + change) i
 Money that leaves a channel or an HTLC lands in new outputs whose transaction hash is
 derived from the channel or HTLC id (``channel_payout_txhash``, ``htlc_payout_txhash``), so
 a wallet knows where to find it without asking.
+
+Who builds what: this module holds what every side needs (tags, limits, reason codes,
+``Query``, ``Result``, ``decode_request``); the requests themselves live by use in
+``ledger_channel``, ``ledger_htlc``, ``ledger_market`` and ``ledger_issuer``, and this
+module names them all (``L.ChannelOpen``), loading each of those modules the first time
+one of its names is used (a module ``__getattr__``). So a device holds the code of the
+requests it makes, and the host, which executes them all, sees one namespace.
 """
 from . import codec
 from .codec import DecodeError
 from .port import const, sha256
-from .schema import Any, ArrayOf, Bool, Bytes, Int, Nested, Signature, Struct, Text, UInt
-from .structures import (
-    HASH,
-    MAX_TX_INPUTS,
-    MAX_TX_OUTPUTS,
-    Account,
-    ChannelState,
-    Htlc,
-    Transaction,
-    TxInput,
-    TxOutput,
-)
+from .schema import ANY, BOOL, U16, U8, Bytes, Struct, Text, UInt
+from .structures import HASH, MAX_TX_OUTPUTS, Transaction
 
 TAG_FAUCET = const(16)
 TAG_CHANNEL_OPEN = const(17)
@@ -51,8 +48,6 @@ MAX_WINDOW = const(1000000)  # dispute window, in blocks
 MAX_INSTALLMENTS = const(100000)
 MAX_BIDS = const(64)  # per market request: bounds the state one request can grow
 MARKET_PAGE_ROWS = const(32)  # open requests per ``QUERY_MARKET_REGION`` page
-LATITUDE_E6 = Int(-90000000, 90000000)  # micro-degrees
-LONGITUDE_E6 = Int(-180000000, 180000000)
 MAX_FAUCET_OUTPUTS = const(16)
 MAX_REDEEM_OUTPUTS = const(16)  # fresh coins one redeem asks for, each minted alone
 SALT_BYTES = const(32)
@@ -166,11 +161,13 @@ QUERY_MARKET_REGION = const(6)  # key: market_region_key(region), index: page nu
 QUERY_HEIGHT = const(7)  # key: any 32 bytes (ignored); the gateway answers the cluster's height
 
 
+
 def reason_name(code):
     return REASONS.get(code, "REASON_%d" % code)
 
 
-def _check_witnesses(op, path):
+def check_witnesses(op, path):
+    """One witness per input of a request funded like a transaction."""
     if len(op.witnesses) != len(op.inputs):
         raise DecodeError(path + ".witnesses", "%d witnesses for %d inputs" % (len(op.witnesses), len(op.inputs)))
 
@@ -188,287 +185,6 @@ def channel_payout_txhash(channel_id):
 def htlc_payout_txhash(htlc_id):
     """Where a claimed or refunded HTLC's amount lands (output 0)."""
     return _payout_txhash(b"htlc", htlc_id)
-
-
-class Faucet(Struct):
-    """Mints outputs on a test network, signed by the faucet key the ledger is configured
-    with. The nonce makes two otherwise equal mints two different requests."""
-
-    NAME = "faucet"
-    TAG = TAG_FAUCET
-    FIELDS = (
-        ("nonce", UInt()),
-        ("outputs", ArrayOf(Nested(TxOutput), MAX_TX_OUTPUTS, 1)),
-        ("faucet_sig", Signature()),
-    )
-    UNSIGNED = 1
-
-    def txhash(self):
-        return sha256(self.body())
-
-
-class FaucetRequest(Struct):
-    """A device asking the test network's faucet for money, sent sealed to the gateway
-    (``sealed``), which holds the faucet key, checks the request against its limit and
-    mints each output in a ``Faucet`` of its own (``host.faucet``), so the ledger never
-    shows coins of one wallet created together. Not a ledger operation itself."""
-
-    NAME = "faucet_request"
-    TAG = TAG_FAUCET_REQUEST
-    FIELDS = (
-        ("nonce", UInt()),
-        ("outputs", ArrayOf(Nested(TxOutput), MAX_FAUCET_OUTPUTS, 1)),
-    )
-
-
-class Redeem(Struct):
-    """Gives coins back to the issuer, who mints the same value as fresh coins, each in a
-    ``Faucet`` op of its own (``redeem_mint``). A coin that came back from a session (a
-    change output, a refund, a payout) names that session on the ledger; spending it in
-    another session would tie the two together, so it is redeemed instead.
-
-    ``amount`` is what the issuer owes (inputs above it are a fee). ``order`` commits to the
-    fresh outputs under a secret salt (``redeem_order``): the wallet can prove what it asked
-    for, while the ledger, which shows this op to everyone, shows nothing that ties the
-    redeemed coins to the new ones. The id is the hash of the body, as for a channel open."""
-
-    NAME = "redeem"
-    TAG = TAG_REDEEM
-    FIELDS = (
-        ("inputs", ArrayOf(Nested(TxInput), MAX_TX_INPUTS, 1)),
-        ("amount", UInt()),
-        ("order", HASH),
-        ("witnesses", ArrayOf(Signature(), MAX_TX_INPUTS, 1)),
-    )
-    UNSIGNED = 1
-
-    def validate(self, path):
-        _check_witnesses(self, path)
-        if self.amount < 1:
-            raise DecodeError(path + ".amount", "at least 1")
-
-    def redeem_id(self):
-        return sha256(self.body())
-
-
-class RedeemRequest(Struct):
-    """What a wallet sends the issuer, sealed (``protocol.sealed``): the signed ``Redeem``,
-    the salt of its ``order`` and the fresh outputs it commits to. Not a ledger op."""
-
-    NAME = "redeem_request"
-    TAG = TAG_REDEEM_REQUEST
-    FIELDS = (
-        ("redeem", Bytes(max=MAX_REQUEST_BYTES)),
-        ("salt", Bytes(SALT_BYTES)),
-        ("outputs", ArrayOf(Nested(TxOutput), MAX_REDEEM_OUTPUTS, 1)),
-    )
-
-
-def redeem_order(salt, outputs):
-    """The ``Redeem.order`` commitment to ``outputs`` under ``salt``."""
-    return sha256(b"plugpay/redeem-order/v1" + salt + codec.dumps([o.to_value() for o in outputs]))
-
-
-def redeem_mint(redeem_id, salt, i, output):
-    """The unsigned ``Faucet`` op that mints fresh output ``i`` of a redeem. Its nonce
-    comes from the salt, which only the wallet and the issuer know: the wallet finds its
-    coin at ``(op.txhash(), 0)`` without asking anyone, and nobody else can tell which
-    mints answer which redeem."""
-    nonce = int.from_bytes(sha256(b"plugpay/redeem-mint/v1" + redeem_id + salt + bytes((i,)))[:8], "big")
-    return Faucet(nonce, [output], b"")
-
-
-class ChannelOpen(Struct):
-    """Locks the consumer's collateral in a state channel (Unterweger et al., deposit).
-
-    The channel starts at seq 0 with the first of ``installments`` installments,
-    ``collateral // installments``, already the producer's: the producer never delivers
-    energy it has not been paid for. The id is the hash of the body, so the producer can
-    compute it from the open it was shown before the witnesses exist.
-    """
-
-    NAME = "channel_open"
-    TAG = TAG_CHANNEL_OPEN
-    FIELDS = (
-        ("inputs", ArrayOf(Nested(TxInput), MAX_TX_INPUTS, 1)),
-        ("consumer", Nested(Account)),  # refunds go here; its key signs channel states
-        ("producer", Nested(Account)),  # payouts go here; its key signs channel states
-        ("collateral", UInt()),
-        ("installments", UInt(MAX_INSTALLMENTS)),
-        ("window", UInt(MAX_WINDOW)),
-        ("change", ArrayOf(Nested(TxOutput), MAX_TX_OUTPUTS)),
-        ("witnesses", ArrayOf(Signature(), MAX_TX_INPUTS, 1)),
-    )
-    UNSIGNED = 1
-
-    def validate(self, path):
-        _check_witnesses(self, path)
-        if self.installments < 1 or self.installments > self.collateral:
-            raise DecodeError(path + ".installments", "must be 1..collateral")
-        if self.window < 1:
-            raise DecodeError(path + ".window", "a dispute window is at least one block")
-
-    def channel_id(self):
-        return sha256(self.body())
-
-    def first_installment(self):
-        return self.collateral // self.installments
-
-
-def opening_state(channel_id, first_installment):
-    """The implicit seq-0 state of a channel: valid on the ledger without signatures.
-
-    Off-chain states start at seq 1; a party with nothing newer closes with this one.
-    """
-    return ChannelState(channel_id, 0, first_installment, 0, bytes(32), b"", b"")
-
-
-class ChannelClose(Struct):
-    """Cooperative close: a fully signed state, and both parties' signatures on closing
-    with it. Pays out at once."""
-
-    NAME = "channel_close"
-    TAG = TAG_CHANNEL_CLOSE
-    FIELDS = (
-        ("state", Nested(ChannelState)),
-        ("sig_consumer", Signature()),
-        ("sig_producer", Signature()),
-    )
-    UNSIGNED = 2
-
-
-class ChannelDispute(Struct):
-    """Unilateral close by one party with its latest state: starts (or, with a higher seq,
-    overrides within) the dispute window. Signed by the closing party."""
-
-    NAME = "channel_dispute"
-    TAG = TAG_CHANNEL_DISPUTE
-    FIELDS = (
-        ("state", Nested(ChannelState)),
-        ("by_producer", Bool()),
-        ("closer_sig", Signature()),
-    )
-    UNSIGNED = 1
-
-
-class ChannelSettle(Struct):
-    """Pays out a unilaterally closed channel once its dispute window is over. Anyone may
-    send it: the payout is fixed by the ledger's state, not by the sender."""
-
-    NAME = "channel_settle"
-    TAG = TAG_CHANNEL_SETTLE
-    FIELDS = (("channel_id", HASH),)
-
-
-class HtlcCreate(Struct):
-    """Funds an HTLC (the payer-signed terms) with Gao inputs. The HTLC id is
-    ``htlc.digest()``: payer and payee know it before the funding exists."""
-
-    NAME = "htlc_create"
-    TAG = TAG_HTLC_CREATE
-    FIELDS = (
-        ("htlc", Nested(Htlc)),
-        ("inputs", ArrayOf(Nested(TxInput), MAX_TX_INPUTS, 1)),
-        ("change", ArrayOf(Nested(TxOutput), MAX_TX_OUTPUTS)),
-        ("witnesses", ArrayOf(Signature(), MAX_TX_INPUTS, 1)),
-    )
-    UNSIGNED = 1
-
-    def validate(self, path):
-        _check_witnesses(self, path)
-
-
-class HtlcClaim(Struct):
-    """The payee reveals r before the timeout; signed by the payee's key so nobody who
-    saw r first can race the claim."""
-
-    NAME = "htlc_claim"
-    TAG = TAG_HTLC_CLAIM
-    FIELDS = (("htlc_id", HASH), ("preimage", Bytes(32)), ("payee_sig", Signature()))
-    UNSIGNED = 1
-
-
-class HtlcRefund(Struct):
-    """The payer takes the amount back at or after the timeout height."""
-
-    NAME = "htlc_refund"
-    TAG = TAG_HTLC_REFUND
-    FIELDS = (("htlc_id", HASH), ("payer_sig", Signature()))
-    UNSIGNED = 1
-
-
-class MarketRequest(Struct):
-    """Exploration: a consumer asks for energy. The id is a one-time public key that signs
-    the request; the place is a coarse region name, never a position. Bids are taken
-    until block ``bid_deadline``."""
-
-    NAME = "market_request"
-    TAG = TAG_MARKET_REQUEST
-    FIELDS = (
-        ("request_key", PUBKEY),
-        ("region", Text(32)),
-        ("window_start", UInt()),
-        ("window_end", UInt()),
-        ("window_unit", UInt(WINDOW_UNIX_MINUTES)),
-        ("energy_wh", UInt()),
-        ("bid_deadline", UInt()),
-        ("sig", Signature()),
-    )
-    UNSIGNED = 1
-
-    def validate(self, path):
-        if self.window_start >= self.window_end:
-            raise DecodeError(path + ".window_end", "the window must end after it starts")
-        if self.energy_wh < 1:
-            raise DecodeError(path + ".energy_wh", "at least 1 Wh")
-
-
-def market_region_key(region):
-    """The ``QUERY_MARKET_REGION`` key of a region name: SHA-256 of its UTF-8 bytes, exactly
-    as the request spells it (no case folding: a region is a name both sides agree on)."""
-    return sha256(region.encode("utf-8"))
-
-
-class MarketBid(Struct):
-    """Bidding: a producer's offer under its own one-time key, with its site (a charger's
-    place is public; the consumer needs it to weigh distance against price). A higher
-    ``seq`` from the same bidder replaces its earlier bid while the request is open."""
-
-    NAME = "market_bid"
-    TAG = TAG_MARKET_BID
-    FIELDS = (
-        ("request_key", PUBKEY),
-        ("bidder_key", PUBKEY),
-        ("lat_e6", LATITUDE_E6),
-        ("lon_e6", LONGITUDE_E6),
-        ("unit_price", UInt()),
-        ("seq", UInt()),
-        ("sig", Signature()),
-    )
-    UNSIGNED = 1
-
-    def digest(self):
-        return sha256(self.encode())
-
-
-class MarketCommit(Struct):
-    """Evaluation: the requester picks a bid (by the digest of its current version) and
-    thereby closes the request. Signed by the request key."""
-
-    NAME = "market_commit"
-    TAG = TAG_MARKET_COMMIT
-    FIELDS = (("request_key", PUBKEY), ("bid_digest", HASH), ("sig", Signature()))
-    UNSIGNED = 1
-
-
-class MarketWithdraw(Struct):
-    """A consumer takes its open request back (its session could not go ahead): bidding
-    ends and producers stop waiting for a commit. Signed by the request key."""
-
-    NAME = "market_withdraw"
-    TAG = TAG_MARKET_WITHDRAW
-    FIELDS = (("request_key", PUBKEY), ("sig", Signature()))
-    UNSIGNED = 1
 
 
 class Query(Struct):
@@ -497,7 +213,7 @@ class Query(Struct):
 
     NAME = "ledger_query"
     TAG = TAG_QUERY
-    FIELDS = (("kind", UInt(0xFF)), ("key", Bytes(min=32, max=33)), ("index", UInt(MAX_TX_OUTPUTS - 1)))
+    FIELDS = (("kind", U8), ("key", Bytes(min=32, max=33)), ("index", UInt(MAX_TX_OUTPUTS - 1)))
 
 
 class Result(Struct):
@@ -509,10 +225,10 @@ class Result(Struct):
     TAG = TAG_RESULT
     FIELDS = (
         ("request_digest", HASH),
-        ("ok", Bool()),
-        ("reason", UInt(0xFFFF)),
+        ("ok", BOOL),
+        ("reason", U16),
         ("detail", Text(MAX_DETAIL_BYTES)),
-        ("data", Any()),
+        ("data", ANY),
     )
 
     def validate(self, path):
@@ -520,11 +236,51 @@ class Result(Struct):
             raise DecodeError(path + ".reason", "ok and reason disagree")
 
 
-OPS = dict(
-    (cls.TAG, cls)
-    for cls in (Transaction, Faucet, Redeem, ChannelOpen, ChannelClose, ChannelDispute, ChannelSettle,
-                HtlcCreate, HtlcClaim, HtlcRefund, MarketRequest, MarketBid, MarketCommit, MarketWithdraw)
-)
+# Where each request lives (see the module doc), and the name of each request's class by tag.
+_HOMES = {
+    "ledger_channel": ("ChannelOpen", "ChannelClose", "ChannelDispute", "ChannelSettle", "opening_state"),
+    "ledger_htlc": ("HtlcCreate", "HtlcClaim", "HtlcRefund"),
+    "ledger_market": ("MarketRequest", "MarketBid", "MarketCommit", "MarketWithdraw", "market_region_key",
+                      "LATITUDE_E6", "LONGITUDE_E6"),
+    "ledger_issuer": ("Faucet", "FaucetRequest", "Redeem", "RedeemRequest", "redeem_order", "redeem_mint"),
+}
+_OP_NAMES = {
+    Transaction.TAG: "Transaction",
+    TAG_FAUCET: "Faucet",
+    TAG_REDEEM: "Redeem",
+    TAG_CHANNEL_OPEN: "ChannelOpen",
+    TAG_CHANNEL_CLOSE: "ChannelClose",
+    TAG_CHANNEL_DISPUTE: "ChannelDispute",
+    TAG_CHANNEL_SETTLE: "ChannelSettle",
+    TAG_HTLC_CREATE: "HtlcCreate",
+    TAG_HTLC_CLAIM: "HtlcClaim",
+    TAG_HTLC_REFUND: "HtlcRefund",
+    TAG_MARKET_REQUEST: "MarketRequest",
+    TAG_MARKET_BID: "MarketBid",
+    TAG_MARKET_COMMIT: "MarketCommit",
+    TAG_MARKET_WITHDRAW: "MarketWithdraw",
+}
+
+
+def __getattr__(name):
+    """A request's name, from the module it lives in (imported now if it is not yet)."""
+    if name == "OPS":  # every ledger operation by tag: the host's view
+        return dict((tag, _named(n)) for tag, n in _OP_NAMES.items())
+    for module, names in _HOMES.items():
+        if name in names:
+            full = __name__[: __name__.rfind(".") + 1] + module
+            __import__(full)
+            import sys
+
+            value = getattr(sys.modules[full], name)
+            globals()[name] = value  # found directly from now on
+            return value
+    raise AttributeError(name)
+
+
+def _named(name):
+    value = globals().get(name)
+    return value if value is not None else __getattr__(name)
 
 
 class UnknownOp(DecodeError):
@@ -532,12 +288,12 @@ class UnknownOp(DecodeError):
 
 
 def decode_request(data, max_bytes=MAX_REQUEST_BYTES):
-    """Decode a request of any operation by its leading tag, or raise ``DecodeError``."""
+    """Decode a request of any operation by its leading tag, or raise ``DecodeError``. Only
+    the module of that request's kind is loaded."""
     value = codec.loads(data, "request", max_bytes)
     if not isinstance(value, list) or not value or type(value[0]) is not int:
         raise DecodeError("request", "expected an array with a leading type tag")
-    cls = OPS.get(value[0])
-    if cls is None:
+    name = _OP_NAMES.get(value[0])
+    if name is None:
         raise UnknownOp("request", "unknown operation tag %d" % value[0])
-    return cls.from_value(value)
-
+    return _named(name).from_value(value)

@@ -19,7 +19,7 @@ from . import codec
 from .codec import DecodeError
 from .ledger_ops import MAX_INSTALLMENTS
 from .port import const
-from .schema import Bool, Bytes, Nested, Record, Signature, Struct, UInt
+from .schema import BOOL, SIG, U16, U64, U8, Bytes, Nested, Record, Struct, UInt
 from .structures import HASH, SESSION_ID, TAG_LINK_MESSAGE, LinkMessage, MeterReading
 
 MAX_LINK_BYTES = const(12800)
@@ -72,7 +72,7 @@ MODE_HTLC = const(2)
 ROLE_PRODUCER = const(1)
 ROLE_CONSUMER = const(2)
 
-CODE = UInt(0xFFFF)
+CODE = U16
 PUBKEY = Bytes(33)
 OPTIONAL_PUBKEY = Bytes(max=33)  # empty when the side has no meter, or in a refusal
 ACCOUNT = Bytes(max=128)  # the producer's encoded payee Account; empty from the consumer
@@ -111,13 +111,13 @@ class ChargeParameters(Record):
 
     NAME = "charge_parameters"
     FIELDS = (
-        ("energy_wh", UInt()),
-        ("window_start", UInt()),
-        ("window_end", UInt()),
-        ("max_power_w", UInt()),
-        ("unit_price", UInt()),
+        ("energy_wh", U64),
+        ("window_start", U64),
+        ("window_end", U64),
+        ("max_power_w", U64),
+        ("unit_price", U64),
         ("installments", UInt(MAX_INSTALLMENTS)),
-        ("tolerance_wh", UInt()),
+        ("tolerance_wh", U64),
     )
 
     def validate(self, path):
@@ -201,7 +201,7 @@ class MeteringReceipt(_Payload):
 
     NAME = "metering_receipt"
     TAG = TAG_METERING_RECEIPT
-    FIELDS = (("code", CODE), ("reading_digest", HASH), ("ev_sig", Signature()))
+    FIELDS = (("code", CODE), ("reading_digest", HASH), ("ev_sig", SIG))
 
     @classmethod
     def refusal(cls, code, request):
@@ -254,7 +254,7 @@ class ServicePaymentSelectionReq(_Payload):
 
     NAME = "service_payment_selection_req"
     TAG = TAG_SERVICE_PAYMENT_SELECTION_REQ
-    FIELDS = (("payment_mode", UInt(0xFF)), ("initiator_role", UInt(0xFF)))
+    FIELDS = (("payment_mode", U8), ("initiator_role", U8))
     RESPONSE = ServicePaymentSelectionRes
 
     def validate(self, path):
@@ -274,7 +274,7 @@ class ChargeParameterDiscoveryReq(_Payload):
 class PowerDeliveryReq(_Payload):
     NAME = "power_delivery_req"
     TAG = TAG_POWER_DELIVERY_REQ
-    FIELDS = (("start", Bool()),)
+    FIELDS = (("start", BOOL),)
     RESPONSE = PowerDeliveryRes
 
 
@@ -328,7 +328,7 @@ class Notice(_Payload):
 
     NAME = "notice"
     TAG = TAG_NOTICE
-    FIELDS = (("code", CODE), ("refused_seq", UInt()))
+    FIELDS = (("code", CODE), ("refused_seq", U64))
 
 
 PAYLOADS = (

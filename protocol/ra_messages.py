@@ -10,12 +10,12 @@ signatures, in request order) or a ``RegistrationError`` (a reason code and a te
 Neither reply is signed: every signature in a response is checked by the wallet against the
 RA epoch key it was provisioned with, and a forged error only costs a retry, which anyone
 able to forge it could cause by dropping the message anyway.
+
+The messages and their helpers live in ``ra_registration``, named here and loaded the
+first time one is used: a wallet holds that code only while it registers keys.
 """
-from . import codec, signing
 from .codec import DecodeError
-from .port import const, urandom
-from .schema import ArrayOf, Bytes, Signature, Struct, Text, UInt
-from .structures import Account
+from .port import const
 
 TAG_REGISTRATION_REQUEST = const(40)
 TAG_REGISTRATION_RESPONSE = const(41)
@@ -61,90 +61,17 @@ class BatchTooLarge(DecodeError):
     answer ``BATCH_TOO_LARGE`` rather than ``MALFORMED`` and the wallet knows to split."""
 
 
-class _Batch(ArrayOf):
-    def check(self, value, path):
-        if isinstance(value, (list, tuple)) and len(value) > self.max:
-            raise BatchTooLarge(path, "%d public keys exceed the batch limit of %d" % (len(value), self.max))
-        return ArrayOf.check(self, value, path)
+_LAZY = ("RegistrationRequest", "RegistrationResponse", "RegistrationError", "make_request", "decode_reply",
+         "accounts_from", "ALL")
 
 
-class RegistrationRequest(Struct):
-    """Identity id, a fresh random nonce, the public keys to register, the device signature.
+def __getattr__(name):
+    """The registration messages and their helpers, from ``ra_registration`` (loaded now if
+    it is not yet): a wallet holds their code only while it registers keys."""
+    if name not in _LAZY:
+        raise AttributeError(name)
+    from . import ra_registration
 
-    Keys are only checked for size here; whether each is a point on the curve is the RA's
-    check, so a bad key is refused as ``INVALID_PUBKEY`` naming its index.
-    """
-
-    NAME = "registration_request"
-    TAG = TAG_REGISTRATION_REQUEST
-    FIELDS = (
-        ("identity_id", Bytes(IDENTITY_ID_BYTES)),
-        ("nonce", Bytes(NONCE_BYTES)),
-        ("pubkeys", _Batch(Bytes(33), MAX_BATCH, 1)),
-        ("device_sig", Signature()),
-    )
-    UNSIGNED = 1
-
-
-class RegistrationResponse(Struct):
-    """The request's nonce, the RA key epoch and one ``Account.ra_sig`` per requested key."""
-
-    NAME = "registration_response"
-    TAG = TAG_REGISTRATION_RESPONSE
-    FIELDS = (
-        ("nonce", Bytes(NONCE_BYTES)),
-        ("epoch", UInt(0xFFFFFFFF)),
-        ("ra_sigs", ArrayOf(Bytes(64), MAX_BATCH, 1)),
-    )
-
-
-class RegistrationError(Struct):
-    """A refusal: the request's nonce (empty if the request could not be decoded), a
-    reason code from ``REASONS`` and a text for a log or a screen."""
-
-    NAME = "registration_error"
-    TAG = TAG_REGISTRATION_ERROR
-    FIELDS = (
-        ("nonce", Bytes(max=NONCE_BYTES)),
-        ("code", UInt(0xFFFF)),
-        ("text", Text(MAX_REASON_TEXT)),
-    )
-
-    def reason(self):
-        return REASONS.get(self.code, "UNKNOWN_REASON_%d" % self.code)
-
-
-def make_request(identity_id, device_secret, pubkeys, nonce=None):
-    """A wallet's signed request; the nonce is fresh random bytes unless given."""
-    if nonce is None:
-        nonce = urandom(NONCE_BYTES)
-    request = RegistrationRequest(identity_id, nonce, list(pubkeys), b"")
-    request.device_sig = signing.sign(device_secret, request)
-    return request
-
-
-def decode_reply(data):
-    """Strictly decode the RA's answer into a RegistrationResponse or a RegistrationError."""
-    value = codec.loads(data, "registration_reply")
-    if isinstance(value, list) and value and value[0] == TAG_REGISTRATION_ERROR:
-        return RegistrationError.from_value(value)
-    return RegistrationResponse.from_value(value)
-
-
-def accounts_from(request, response, ra_pubkey):
-    """The wallet's check of a response: one signature per requested key, each valid under
-    the RA key of the response's epoch. Returns the signed ``Account`` list, in order."""
-    if response.nonce != request.nonce:
-        raise DecodeError("registration_response.nonce", "does not answer this request")
-    if len(response.ra_sigs) != len(request.pubkeys):
-        raise DecodeError("registration_response.ra_sigs", "%d signatures for %d keys" % (len(response.ra_sigs), len(request.pubkeys)))
-    accounts = []
-    for i, pubkey in enumerate(request.pubkeys):
-        account = Account(pubkey, response.epoch, response.ra_sigs[i])
-        if not signing.verify(ra_pubkey, account, account.ra_sig):
-            raise DecodeError("registration_response.ra_sigs[%d]" % i, "not a valid RA signature")
-        accounts.append(account)
-    return accounts
-
-
-ALL = (RegistrationRequest, RegistrationResponse, RegistrationError)
+    value = getattr(ra_registration, name)
+    globals()[name] = value
+    return value

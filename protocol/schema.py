@@ -160,6 +160,17 @@ class Nested:
         return value.to_value()
 
 
+# Shared instances of the commonest field types: a field type holds no state, and each
+# instance is an object on a device's heap (~40 bytes when the code comes from a .mpy file).
+U8 = UInt(0xFF)
+U16 = UInt(0xFFFF)
+U32 = UInt(0xFFFFFFFF)
+U64 = UInt()
+SIG = Signature()
+BOOL = Bool()
+ANY = Any()
+
+
 class Record:
     """A fixed-arity array of named fields. Subclasses set ``NAME`` and ``FIELDS``."""
 

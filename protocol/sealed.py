@@ -23,7 +23,7 @@ is strict. Devices seal, so this module follows the portability rule of ``schema
 from . import aead, signing
 from .codec import MAX_BYTES, DecodeError
 from .port import const, hmac_sha256, sha256
-from .schema import Bytes, Struct, Text, UInt
+from .schema import U16, U32, Bytes, Struct, Text
 
 TAG_SEALED_REQUEST = const(48)
 TAG_SEALED_REPLY = const(49)
@@ -85,7 +85,7 @@ class SealedRequest(Struct):
 
     NAME = "sealed_request"
     TAG = TAG_SEALED_REQUEST
-    FIELDS = (("epoch", UInt(0xFFFFFFFF)), ("ephemeral", Bytes(33)), ("box", _BOX))
+    FIELDS = (("epoch", U32), ("ephemeral", Bytes(33)), ("box", _BOX))
     UNSIGNED = 1
 
     def validate(self, path):
@@ -100,7 +100,7 @@ class SealedReply(Struct):
 
     NAME = "sealed_reply"
     TAG = TAG_SEALED_REPLY
-    FIELDS = (("request_digest", Bytes(32)), ("code", UInt(0xFFFF)), ("text", Text(MAX_TEXT)), ("box", _BOX))
+    FIELDS = (("request_digest", Bytes(32)), ("code", U16), ("text", Text(MAX_TEXT)), ("box", _BOX))
 
     def validate(self, path):
         if self.code != OK:

@@ -7,7 +7,7 @@ smallest currency unit and energy is in Wh; there are no floats anywhere on the 
 """
 from .codec import DecodeError
 from .port import const, sha256
-from .schema import Any, ArrayOf, Bytes, Nested, Record, Signature, Struct, UInt
+from .schema import ANY, SIG, U16, U32, U64, ArrayOf, Bytes, Nested, Record, Struct, UInt
 
 TAG_ACCOUNT = const(1)
 TAG_TRANSACTION = const(2)
@@ -33,7 +33,7 @@ class Account(Struct):
 
     NAME = "account"
     TAG = TAG_ACCOUNT
-    FIELDS = (("pubkey", Bytes(33)), ("epoch", UInt(0xFFFFFFFF)), ("ra_sig", Signature()))
+    FIELDS = (("pubkey", Bytes(33)), ("epoch", U32), ("ra_sig", SIG))
     UNSIGNED = 1
 
     def validate(self, path):
@@ -55,14 +55,14 @@ class Price(Record):
     """Gao et al.'s price field: unit price (per kWh) and the total it comes to."""
 
     NAME = "price"
-    FIELDS = (("unit_price", UInt()), ("total", UInt()))
+    FIELDS = (("unit_price", U64), ("total", U64))
 
 
 class TxOutput(Record):
     """Gao et al.'s destination field: an RA-signed one-time account and an amount."""
 
     NAME = "output"
-    FIELDS = (("account", Nested(Account)), ("amount", UInt()))
+    FIELDS = (("account", Nested(Account)), ("amount", U64))
 
 
 class Transaction(Struct):
@@ -80,7 +80,7 @@ class Transaction(Struct):
         ("inputs", ArrayOf(Nested(TxInput), MAX_TX_INPUTS, 1)),
         ("price", Nested(Price)),
         ("outputs", ArrayOf(Nested(TxOutput), MAX_TX_OUTPUTS, 1)),
-        ("witnesses", ArrayOf(Signature(), MAX_TX_INPUTS, 1)),
+        ("witnesses", ArrayOf(SIG, MAX_TX_INPUTS, 1)),
     )
     UNSIGNED = 1
 
@@ -103,12 +103,12 @@ class ChannelState(Struct):
     TAG = TAG_CHANNEL_STATE
     FIELDS = (
         ("channel_id", HASH),
-        ("seq", UInt()),
-        ("paid_to_producer", UInt()),
-        ("energy_wh", UInt()),
+        ("seq", U64),
+        ("paid_to_producer", U64),
+        ("energy_wh", U64),
         ("receipt_digest", HASH),
-        ("sig_consumer", Signature()),
-        ("sig_producer", Signature()),
+        ("sig_consumer", SIG),
+        ("sig_producer", SIG),
     )
     UNSIGNED = 2
 
@@ -130,10 +130,10 @@ class Htlc(Struct):
     FIELDS = (
         ("payer", Nested(Account)),
         ("payee", Nested(Account)),
-        ("amount", UInt()),
+        ("amount", U64),
         ("hashlock", HASH),
-        ("timeout", UInt()),
-        ("payer_sig", Signature()),
+        ("timeout", U64),
+        ("payer_sig", SIG),
     )
     UNSIGNED = 1
 
@@ -150,13 +150,13 @@ class MeterReading(Struct):
     TAG = TAG_METER_READING
     FIELDS = (
         ("session_id", SESSION_ID),
-        ("index", UInt()),
-        ("cumulative_wh", UInt()),
-        ("unit_price", UInt()),
-        ("installment", UInt()),
+        ("index", U64),
+        ("cumulative_wh", U64),
+        ("unit_price", U64),
+        ("installment", U64),
         ("prev_digest", HASH),
-        ("timestamp", UInt()),
-        ("meter_sig", Signature()),
+        ("timestamp", U64),
+        ("meter_sig", SIG),
     )
     UNSIGNED = 1
 
@@ -169,7 +169,7 @@ class MeterReceipt(Struct):
 
     NAME = "meter_receipt"
     TAG = TAG_METER_RECEIPT
-    FIELDS = (("reading", Nested(MeterReading)), ("ev_sig", Signature()))
+    FIELDS = (("reading", Nested(MeterReading)), ("ev_sig", SIG))
     UNSIGNED = 1
 
     def digest(self):
@@ -182,7 +182,7 @@ class LinkMessage(Struct):
 
     NAME = "link_message"
     TAG = TAG_LINK_MESSAGE
-    FIELDS = (("session_id", SESSION_ID), ("seq", UInt()), ("kind", UInt(0xFFFF)), ("payload", Any()))
+    FIELDS = (("session_id", SESSION_ID), ("seq", U64), ("kind", U16), ("payload", ANY))
 
 
 ALL = (Account, Transaction, ChannelState, Htlc, MeterReading, MeterReceipt, LinkMessage)

@@ -1,12 +1,11 @@
 """``plugpay bench memory`` at a small size, through the real RA, ledger and MicroPython:
-one side of a channel session replayed byte for byte from the recording, with its code
-from .mpy files, and figures that agree with each other."""
+one side of a channel session as a device runs it (the role's imports, the session under
+the runner), its transport replayed byte for byte from the recording, its code from .mpy
+files, and figures that agree with each other."""
 import json
 
 import pytest
 from test_cli import run
-
-from plugpay.tools.memory_bench_mpy import MODULES
 
 INSTALLMENTS = 4
 
@@ -27,15 +26,20 @@ def test_the_issue_figures_are_there(report):
         assert report[name] > 0, name
 
 
-def test_the_side_ran_the_whole_session(report):
-    mp = report["micropython"]
-    assert mp["seq"] == INSTALLMENTS - 1 and report["messages"] > 4 * INSTALLMENTS
-    assert mp["close_bytes"] > 0 and mp["sealed_bytes"] % 256 > 0  # a close, a sealed refill request
+def test_the_side_ran_the_whole_session_as_a_device(report):
+    record = report["micropython"]["record"]
+    assert record["finished"] and record["stop_code"] == "OK" and record["installments_paid"] == INSTALLMENTS
+    assert record["payout"] == 0 and record["max_exposure"] <= record["exposure_bound"]
+    assert report["messages"] > 4 * INSTALLMENTS
+    loaded = report["imports_32bit"]
+    for module in ("firmware.role", "firmware.session", "firmware.session_channel", "firmware.runner",
+                   "firmware.mqtt_socket", "firmware.gateway_client", "boards.sim.main", "firmware.wallet"):
+        assert "plugpay." + module in loaded, module
+    assert "plugpay.firmware.session_htlc" not in loaded  # a channel session loads no HTLC code
 
 
 def test_figures_agree(report):
-    assert set(report["imports_32bit"]) == set(MODULES)
-    # the code heap is the sum of the imports plus the bench's own table of them
     assert 0 <= report["code_heap_bytes_32bit"] - sum(report["imports_32bit"].values()) < 1024
     assert report["heap_peak_bytes_32bit"] == report["code_heap_bytes_32bit"] + report["heap_session_bytes_32bit"]
     assert report["heap_session_bytes_32bit"] >= report["micropython"]["heap_open_bytes"] > 0
+    assert set(report["imports_32bit"]) == set(report["baseline_imports_32bit"])  # the same code, twice

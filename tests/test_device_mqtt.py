@@ -200,7 +200,8 @@ def test_garbage_on_the_reply_topics_is_dropped_and_counted(gateway, mqtt, clien
     finally:
         stranger.close()
     assert L.reason_name(answer.reason) == "NOT_FOUND"
-    assert client.requests.dropped == {"malformed": 2, "not_awaited": 1, "other_topic": 0}
+    # junk on the sealed-reply topic while nothing sealed waits is not awaited, whatever it holds
+    assert client.requests.dropped == {"malformed": 1, "not_awaited": 2, "other_topic": 0}
     assert others == [(link_topic, b"link")]
 
 

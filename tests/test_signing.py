@@ -10,7 +10,7 @@ import ecdsa
 import pytest
 from coincurve import PrivateKey
 
-from plugpay.protocol import signing
+from plugpay.protocol import signing, signing_cpython
 
 N = signing.N
 HALF_N = signing.HALF_N
@@ -278,7 +278,7 @@ def test_message_digest_is_domain_separated():
 def test_coincurve_parsed_key_cache_is_bounded_and_never_holds_a_bad_key(monkeypatch):
     backend = signing._load("coincurve")
     monkeypatch.setattr(signing, "_backend", backend)
-    monkeypatch.setattr(signing, "MAX_PARSED_KEYS", 3)
+    monkeypatch.setattr(signing_cpython, "MAX_PARSED_KEYS", 3)
     monkeypatch.setattr(backend, "keys", {})
     digest = hashlib.sha256(b"cache").digest()
     secrets = [hashlib.sha256(b"cache key %d" % i).digest() for i in range(5)]

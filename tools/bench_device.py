@@ -10,8 +10,11 @@ in the same run for scale.
 * ``installment_ms_unix``: one installment round trip between two MicroPython processes
   over Mosquitto (the consumer's median, sent to accepted), beside ``installment_ms_cpython``.
 * ``min_heapsize_unix_bytes``: the smallest ``-X heapsize`` (to 8 KiB) with which the
-  MicroPython vehicle completes a session (the charger has room); the unix port is 64-bit,
-  so its objects take ~1.7x what they take on the ESP32.
+  MicroPython vehicle completes a session (the charger has room), its code from .mpy files
+  as ``plugpay flash`` puts it on a board; beside it ``baseline_min_heapsize_unix_bytes``,
+  the same for the baseline of ``plugpay bench memory`` (this code from source, or the
+  ``--baseline DIR`` tree compiled the same way). The unix port is 64-bit, so its objects
+  take ~1.7x what they take on the ESP32.
 * ``code_heap_bytes_32bit``, ``heap_peak_bytes_32bit``: from ``plugpay bench memory``: what
   one side imports, and its peak over a channel session, on the 32-bit WebAssembly port
   with the code from .mpy files; the ESP32 target (110,000 bytes) beside them.
@@ -76,21 +79,26 @@ class Bench:
             json.dump(config, f)
         return path
 
-    def start(self, config, runtime, heap=None):
+    def start(self, config, runtime, heap=None, code=None):
+        """A device process; ``code``: ``(lib, main)``, the MicroPython device's code from a
+        compiled tree (``compiled``) instead of this checkout's source."""
         if runtime == "micropython":
-            command = mpy.unix_command(heap or GENEROUS_HEAP) + [MAIN, config, "1"]
+            lib, main = code or (None, MAIN)
+            command = mpy.unix_command(heap or GENEROUS_HEAP) + [main, config, "1"]
             env = mpy.unix_env(self.base)
+            if lib is not None:
+                env["MICROPYPATH"] = lib + os.pathsep + ".frozen"
         else:
             command = [sys.executable, "-m", "plugpay.boards.sim.main", config, "1"]
             env = dict(os.environ)
         return subprocess.Popen(command, cwd=self.base, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
 
-    def session(self, runtime, vehicle_heap=None):
+    def session(self, runtime, vehicle_heap=None, vehicle_code=None):
         """One market session between a vehicle and a charger on ``runtime``: the two
         records (None where a side produced none) and the vehicle's output."""
         charger = self.start(self.board("charger"), runtime)
-        vehicle = self.start(self.board("vehicle", fund=self.installments * 100), runtime, vehicle_heap)
+        vehicle = self.start(self.board("vehicle", fund=self.installments * 100), runtime, vehicle_heap, vehicle_code)
         outputs = []
         for proc in (vehicle, charger):
             try:
@@ -121,13 +129,21 @@ def _median(values):
     return values[len(values) // 2] if values else None
 
 
-def _min_heap(bench, low, high, say):
+def compiled(tree, dest):
+    """``(lib, main)`` of ``tree`` (a folder holding ``protocol/``, ``firmware/`` and
+    ``boards/``) compiled by mpy-cross into ``dest``, as ``Bench.start`` takes it."""
+    from plugpay.tools import mpycross
+
+    return mpycross.compile_package(tree, dest), os.path.join(tree, "boards", "sim", "main.py")
+
+
+def _min_heap(bench, low, high, say, code=None):
     """The smallest heap (to 8 KiB) in which the MicroPython vehicle completes a session,
     by bisection between ``low`` (fails, or assumed to) and ``high`` (completes)."""
     trials = []
     while high - low > 8192:
         mid = (low + high) // 2 // 1024 * 1024
-        records, output = bench.session("micropython", vehicle_heap=mid)
+        records, output = bench.session("micropython", vehicle_heap=mid, vehicle_code=code)
         ok = _ok(records)
         trials.append({"heap": mid, "ok": ok, "error": None if ok else _last_line(output)})
         say("  vehicle heap %d bytes: %s" % (mid, "completed" if ok else "failed (%s)" % trials[-1]["error"]))
@@ -143,7 +159,7 @@ def _last_line(output):
     return lines[-1][:200] if lines else "no output"
 
 
-def run(sessions=4, installments=20, quick=False, memory=True, say=_say):
+def run(sessions=4, installments=20, quick=False, memory=True, baseline=None, say=_say):
     """The whole measurement; the JSON-ready report."""
     from plugpay.host import broker
     from plugpay.host.stack import HostStack
@@ -174,16 +190,27 @@ def run(sessions=4, installments=20, quick=False, memory=True, say=_say):
                     report["sessions_cpython"], report["sessions_ok_cpython"] = count, oks
                 report["installment_ms_" + key] = _median(rounds)
             if not quick:
-                say("the smallest heap a MicroPython vehicle completes a session in (unix port, 64-bit) ...")
-                report["min_heapsize_unix_bytes"], report["heap_trials"] = _min_heap(bench, 64 * 1024, GENEROUS_HEAP,
-                                                                                     say)
+                report["baseline"] = "source" if baseline is None else str(baseline)
+                variants = [("", ".mpy of this tree", compiled(ROOT, os.path.join(base, "lib-mpy")))]
+                if baseline is None:
+                    variants.append(("baseline_", "source", None))
+                else:
+                    tree = os.path.abspath(baseline)
+                    variants.append(("baseline_", ".mpy of " + tree, compiled(tree, os.path.join(base, "lib-base"))))
+                for prefix, what, code in variants:
+                    say("the smallest heap a MicroPython vehicle completes a session in (unix port, 64-bit), code "
+                        "from %s ..." % what)
+                    report[prefix + "min_heapsize_unix_bytes"], report[prefix + "heap_trials"] = _min_heap(
+                        bench, 64 * 1024, GENEROUS_HEAP, say, code)
     if memory:
         from plugpay.tools import bench_memory
 
         say("one side's heap on the 32-bit WebAssembly port (plugpay bench memory) ...")
-        memory_report = bench_memory.run(installments=10 if quick else 100, progress=say)
+        memory_report = bench_memory.run(installments=10 if quick else 100, baseline=baseline, progress=say)
         for key in ("code_heap_bytes_32bit", "heap_peak_bytes_32bit"):
             report[key] = memory_report[key]
+            report["baseline_" + key] = memory_report["baseline_" + key]
+        report["baseline"] = memory_report["baseline"]
         report["heap_installments_32bit"] = memory_report["installments"]
     report["seconds"] = round(time.monotonic() - started, 1)
     return report
@@ -197,13 +224,17 @@ def table(r):
         "  installment round trip (median)  %s ms      (CPython devices: %s ms)" % (
             r["installment_ms_unix"], r["installment_ms_cpython"]),
     ]
+    base = "baseline (%s)" % ("source" if r.get("baseline") == "source" else ".mpy of " + str(r.get("baseline")))
     if "min_heapsize_unix_bytes" in r:
-        rows.append("  smallest -X heapsize that completes a session (64-bit)  %d bytes" % r["min_heapsize_unix_bytes"])
+        rows.append("  smallest -X heapsize that completes a session (64-bit), code from .mpy  %d bytes  (%s: %d; "
+                    "ratio %.2fx)" % (r["min_heapsize_unix_bytes"], base, r["baseline_min_heapsize_unix_bytes"],
+                                      r["min_heapsize_unix_bytes"] / r["baseline_min_heapsize_unix_bytes"]))
     if "code_heap_bytes_32bit" in r:
         rows.append("32-bit WebAssembly port, code from .mpy (one side, %d installments):" % r["heap_installments_32bit"])
         for key in ("code_heap_bytes_32bit", "heap_peak_bytes_32bit"):
-            rows.append("  %-24s %7d bytes  (ESP32 without PSRAM: %d; ratio %.2fx)" % (
-                key, r[key], r["target_heap_bytes_32bit"], r[key] / r["target_heap_bytes_32bit"]))
+            rows.append("  %-24s %7d bytes  (%s: %d; ESP32 without PSRAM: %d; ratio to it %.2fx)" % (
+                key, r[key], base, r["baseline_" + key], r["target_heap_bytes_32bit"],
+                r[key] / r["target_heap_bytes_32bit"]))
     return rows
 
 
@@ -211,7 +242,7 @@ def main(args):
     """``plugpay bench device``."""
     try:
         report = run(sessions=args.sessions or 4, installments=args.installments or 20, quick=args.quick,
-                     memory=not args.no_micropython)
+                     memory=not args.no_micropython, baseline=args.baseline)
     except RuntimeError as e:
         print("plugpay bench device: %s" % e, file=sys.stderr)
         return 1

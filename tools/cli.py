@@ -129,8 +129,8 @@ def parser():
                    "session: installments of the timed channel (default 1000; 100 with --quick); memory: of the"
                    " session (default 100; 10 with --quick); device: of each session (default 20)")
     b.add_argument("--baseline", default=None, metavar="DIR",
-                   help="memory: a tree holding earlier protocol/ and firmware/ to measure beside (default: this"
-                   " code imported from source)")
+                   help="memory, device: a tree holding earlier protocol/, firmware/ and boards/ to measure beside"
+                   " (default: this code imported from source)")
     b.add_argument("--sessions", type=arg_types.COUNT, default=None,
                    help="session: concurrent sessions through one broker and ledger (default 100; 10 with --quick); "
                    "privacy: the vehicle's sessions (default 20); device: MicroPython sessions (default 4)")

@@ -46,3 +46,17 @@ def compile_tree(root=ROOT, folders=DEVICE_FOLDERS):
             size, error = compile_file(source, tmp)
             rows.append((str(source.relative_to(root)), size, error))
     return rows
+
+
+def compile_package(root, dest, folders=DEVICE_FOLDERS + ("boards",)):
+    """Compile a tree's device code into ``dest/plugpay/<folder>/...mpy``, the layout a
+    board holds under ``/lib`` (``plugpay flash``); a ``MICROPYPATH`` of ``dest`` runs it.
+    Raises ``RuntimeError`` naming a file mpy-cross refuses."""
+    root = Path(root)
+    for source in device_sources(root, folders):
+        out = Path(dest, "plugpay", source.relative_to(root).parent)
+        out.mkdir(parents=True, exist_ok=True)
+        _, error = compile_file(source, out)
+        if error:
+            raise RuntimeError("mpy-cross refused %s: %s" % (source, error))
+    return str(dest)
