@@ -292,6 +292,8 @@ def _paid_out(op):
         return op.outputs, 0
     if op.TAG == L.TAG_CHANNEL_OPEN:
         return op.change, op.collateral
+    if op.TAG == L.TAG_REDEEM:
+        return (), op.amount  # owed by the issuer, who mints it afresh
     return op.change, op.htlc.amount  # HtlcCreate
 
 
