@@ -8,7 +8,7 @@ their deposits and dispute windows, HTLCs), and each session the command itself 
 its energy, installments and exposure against its bound. The page is plain HTML and
 JavaScript from ``dashboard_static/`` (no build step); it follows ``/stream``, server-sent
 events that start with a snapshot of everything (``/state`` gives the same as JSON), and
-re-renders at most once per animation frame.
+re-renders at most ten times a second, however fast blocks commit.
 
 What it shows is what the public, pseudonymous ledger shows, and of a session what the
 host running it already prints: never an identity, a VIN or a session's secret id. It

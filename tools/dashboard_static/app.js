@@ -1,10 +1,12 @@
-// The plugpay dashboard: /state once, then /stream (server-sent events); one render per
-// animation frame whatever the message rate. Every value from the server is set as text,
-// never parsed as HTML: regions and details come from the ledger, which anyone writes to.
+// The plugpay dashboard: /stream (server-sent events, starting with a snapshot); at most one
+// render per animation frame and per RENDER_EVERY_MS, whatever the message rate. Every value
+// from the server is set as text, never parsed as HTML: regions and details come from the
+// ledger, which anyone writes to.
 "use strict";
 
 const state = { replicas: [], blocks: [], events: [], view: null, sessions: {}, problem: null, title: "" };
 window.plugpayShown = {};   // block height -> Date.now() when its row was on screen (for benchmarks)
+// window.plugpayFirstRender: ms from navigation to the first render with the server's data
 window.plugpayRenders = 0;
 let dirty = false;
 
@@ -112,10 +114,17 @@ function render() {
   const now = Date.now();
   for (const b of state.blocks) if (!(b.height in window.plugpayShown)) window.plugpayShown[b.height] = now;
   window.plugpayRenders += 1;
+  if (window.plugpayFirstRender === undefined && state.replicas.length) window.plugpayFirstRender = performance.now();
 }
 
+const RENDER_EVERY_MS = 100;  // at most ten renders a second, however fast blocks commit
+let lastRender = -RENDER_EVERY_MS;
+
 function changed() {
-  if (!dirty) { dirty = true; requestAnimationFrame(render); }
+  if (dirty) return;
+  dirty = true;
+  const wait = Math.max(0, lastRender + RENDER_EVERY_MS - performance.now());
+  setTimeout(() => requestAnimationFrame(() => { lastRender = performance.now(); render(); }), wait);
 }
 
 function snapshot(s) {
