@@ -215,12 +215,12 @@ def _feed_ended(task):
 def add_options(p):
     """``--dashboard PORT`` and ``--no-dashboard`` for the commands that serve the page."""
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--dashboard", type=_port, default=0, metavar="PORT",
+    group.add_argument("--dashboard", type=port_arg, default=0, metavar="PORT",
                        help="serve the live dashboard on 127.0.0.1:PORT (default: a free port, printed)")
     group.add_argument("--no-dashboard", action="store_true", help="serve no dashboard")
 
 
-def _port(text):
+def port_arg(text):
     import argparse
 
     try:

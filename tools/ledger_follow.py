@@ -11,6 +11,7 @@ once, and the feed carries on from where it was when it answers again.
 import asyncio
 import collections
 
+from plugpay.host import cluster
 from plugpay.host import events as E
 from plugpay.host.client import Client
 from plugpay.tools import ledger_inspect
@@ -27,8 +28,6 @@ Committed = collections.namedtuple("Committed", "height hash time requests event
 def replica_rows(config, rows):
     """Each replica's status as a JSON object (``STATUS_KEYS`` with ``address``, ``role``
     and ``reachable``), from ``Client.status`` rows; None where a replica did not answer."""
-    from plugpay.host import cluster
-
     out = []
     for i, row in enumerate(rows):
         host, port = cluster.address(config, i)

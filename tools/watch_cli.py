@@ -45,7 +45,7 @@ def add_parser(sub, cluster_json):
     w.add_argument("--from", dest="first", type=int, metavar="HEIGHT",
                    help="start at this block (1: the whole chain; default: the next block to commit)")
     w.add_argument("--json", action="store_true", help="one JSON object per event and line")
-    w.add_argument("--dashboard", type=dashboard._port, metavar="PORT",
+    w.add_argument("--dashboard", type=dashboard.port_arg, metavar="PORT",
                    help="also serve the live dashboard on 127.0.0.1:PORT (0: a free port, printed on stderr)")
     w.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for f+1 answers (default 3)")
     w.set_defaults(func=watch_command)
