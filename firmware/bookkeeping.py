@@ -19,9 +19,6 @@ TAG_BOOK = const(100)
 TAG_CHANNEL = const(101)
 TAG_HTLC_SERIES = const(102)
 TAG_PROFILE = const(103)
-# Record names of the HTLC series: here so that a wallet learns whether it holds any
-# without importing ``htlcs``.
-HTLC_PREFIX = "ht-"
 
 KEY_INDEX = UInt(MAX_KEYS - 1)
 
@@ -61,6 +58,28 @@ def remove_record(record):
         storage.remove(record.name + SLOTS[1 - record.slot])
         storage.remove(record.name + SLOTS[record.slot])
     record.seq, record.slot = 0, 1
+
+
+def load_each(storage, prefix, load, key):
+    """Every record named ``prefix...``, loaded by ``load(name)``: ``({key(obj): obj},
+    [(record name, why it is unusable)])``. ``load`` returns None for a record whose only
+    copy is a first write that never finished; its leftover is removed (nothing was done
+    on its strength) and it is not a record."""
+    objects = {}
+    broken = []
+    for name in record_names(storage, prefix):
+        try:
+            obj = load(name)
+        except ValueError as e:  # RecordCorrupt, WalletError
+            broken.append((name, str(e)))
+            continue
+        if obj is None:
+            for slot in SLOTS:
+                if storage.exists(name + slot):
+                    storage.remove(name + slot)
+        else:
+            objects[key(obj)] = obj
+    return objects, broken
 
 
 def record_names(storage, prefix):

@@ -34,6 +34,7 @@ from plugpay.protocol import ra_messages as ra
 from plugpay.protocol.port import collect, const, hmac_sha256, urandom
 from plugpay.protocol.structures import Account
 
+from . import names
 from .devicekey import PIN_ROUNDS, sealing_key
 from .records import SLOTS, ABRecord
 
@@ -74,7 +75,7 @@ class Keystore:
         self._seed = seed
         self._record_key = _derive(seed, b"plugpay/key-record-mac")
         self.state_key = _derive(seed, b"plugpay/wallet-state")  # for the wallet's other records
-        self.counters = ABRecord(storage, "counters", self.state_key)
+        self.counters = ABRecord(storage, names.COUNTERS, self.state_key)
         self.reserved = 0  # the next index to hand out
         self.limit = 0  # on flash: every index below it may have been handed out
         self.requested = 0
@@ -87,7 +88,7 @@ class Keystore:
     @classmethod
     def create(cls, storage, device_key, pin=None, seed=None):
         """A new keystore with a fresh seed (or ``seed``, restoring a backup)."""
-        if storage.exists("seed"):
+        if storage.exists(names.SEED):
             raise KeystoreError("a keystore exists here already: refusing to replace it")
         seed = seed or urandom(32)
         salt = urandom(16)
@@ -98,15 +99,15 @@ class Keystore:
         # interrupted create left behind was never used (nothing is handed out without a
         # seed), so it is cleared.
         for suffix in SLOTS:
-            storage.remove("counters" + suffix)
-        storage.replace("keys", _key_header())
+            storage.remove(names.COUNTERS + suffix)
+        storage.replace(names.KEYS, _key_header())
         ks._save()
-        storage.replace("seed", header + aead.seal(key, seed, header))
+        storage.replace(names.SEED, header + aead.seal(key, seed, header))
         return ks
 
     @classmethod
     def open(cls, storage, device_key, pin=None):
-        blob = storage.read("seed")
+        blob = storage.read(names.SEED)
         if blob is None:
             raise KeystoreError("no keystore here (no seed file)")
         if len(blob) < SEED_HEADER + aead.OVERHEAD or blob[:3] != SEED_MAGIC or blob[3] != SEED_VERSION:
@@ -120,7 +121,7 @@ class Keystore:
         except aead.AuthError:
             raise KeystoreError("the seed does not unseal: wrong device key or PIN, or a tampered file")
         ks = cls(storage, seed)
-        head = storage.read_at("keys", 0, KEYS_HEADER)
+        head = storage.read_at(names.KEYS, 0, KEYS_HEADER)
         if head[:4] != KEYS_MAGIC or len(head) != KEYS_HEADER or head[5] != RECORD:
             raise KeystoreError("the keys file is missing or not a plugpay key file")
         ks._load()
@@ -135,7 +136,7 @@ class Keystore:
             self.skipped = "the key counters are missing: every registered key (%d) is taken as used" % end
             self._save()
             return
-        v = codec.loads(value, "counters")
+        v = codec.loads(value, names.COUNTERS)
         if not isinstance(v, list) or len(v) != 3 or type(v[0]) is not int or type(v[1]) is not int:
             raise KeystoreError("the counters record is malformed")
         self.limit, self.requested, self.pending = v
@@ -176,7 +177,7 @@ class Keystore:
 
     def capacity(self):
         """How many key records the file holds (gaps and bad ones included)."""
-        size = self.storage.size("keys") or KEYS_HEADER
+        size = self.storage.size(names.KEYS) or KEYS_HEADER
         return (size - KEYS_HEADER) // RECORD
 
     def _mac(self, index, body):
@@ -185,7 +186,7 @@ class Keystore:
     def record(self, index):
         """``(epoch, ra_sig)`` of key ``index``, or None for a gap or an unregistered index.
         A record failing its MAC raises ``KeystoreError``: never used, always reported."""
-        data = self.storage.read_at("keys", KEYS_HEADER + index * RECORD, RECORD)
+        data = self.storage.read_at(names.KEYS, KEYS_HEADER + index * RECORD, RECORD)
         if len(data) < RECORD or data == GAP:
             return None
         if self._mac(index, data[:-MAC_BYTES]) != data[-MAC_BYTES:]:
@@ -211,7 +212,7 @@ class Keystore:
             try:
                 rec = self.record(index)
             except KeystoreError as e:
-                self.problems.append(("keys", str(e)))
+                self.problems.append((names.KEYS, str(e)))
                 rec = None
             if rec is not None:
                 return index, rec
@@ -229,6 +230,12 @@ class Keystore:
             self._save()
         self.reserved = index + 1
         return index, Account(signing.public_key(self.secret(index)), rec[0], rec[1])
+
+    def skip_past(self, index):
+        """Never hand out key ``index`` or any before it (a recovery found it in use)."""
+        if index >= self.reserved:
+            self.reserved = self.limit = index + 1
+            self._save()
 
     # -- registration (sans-IO: bytes out, bytes in) --------------------------------------
 
@@ -293,8 +300,8 @@ class Keystore:
                 collect()
         have = self.capacity()
         if have < start:  # indices of an earlier batch that never came back stay gaps
-            self.storage.write_at("keys", KEYS_HEADER + have * RECORD, GAP * (start - have))
-        self.storage.write_at("keys", KEYS_HEADER + start * RECORD, bytes(block))
+            self.storage.write_at(names.KEYS, KEYS_HEADER + have * RECORD, GAP * (start - have))
+        self.storage.write_at(names.KEYS, KEYS_HEADER + start * RECORD, bytes(block))
         self.pending = None
         self._save()
         return count
@@ -315,7 +322,7 @@ class Keystore:
                 gaps += 1
             else:
                 valid += 1
-        size = self.storage.size("keys") or 0
+        size = self.storage.size(names.KEYS) or 0
         torn = (size - KEYS_HEADER) % RECORD
         return {
             "records": end, "valid": valid, "gaps": gaps, "bad_mac": bad, "torn_tail_bytes": torn,

@@ -37,6 +37,7 @@ HEADER = const(11)
 TRAILER = const(4)
 SLOTS = (".a", ".b")
 MAX_SEQ = const(0xFFFFFFFF)
+INTERRUPTED = "an interrupted write (the other copy is the newest completed one)"
 
 
 class RecordCorrupt(ValueError):
@@ -66,7 +67,9 @@ class ABRecord:
         blob = self.storage.read(name)
         if blob is None:
             return None
-        if len(blob) < HEADER_V1 or blob[:2] != MAGIC or blob[2] not in (1, VERSION):
+        if len(blob) < HEADER_V1:  # cut short before its header: a truncate-then-write never finished
+            return None, False, INTERRUPTED
+        if blob[:2] != MAGIC or blob[2] not in (1, VERSION):
             return None, True, "not a record of a known version"
         seq = int.from_bytes(blob[3:7], "big")
         if blob[2] == 1:
@@ -75,7 +78,7 @@ class ABRecord:
             size = int.from_bytes(blob[7:HEADER], "big") if len(blob) >= HEADER else -1
             end = HEADER + size
             if size < aead.OVERHEAD or len(blob) < end + TRAILER or blob[end:end + TRAILER] != blob[3:7]:
-                return seq, False, "an interrupted write (the other copy is the newest completed one)"
+                return seq, False, INTERRUPTED
             sealed, damaged = blob[HEADER:end], True
         try:
             return seq, aead.unseal(self.key, sealed, _aad(self.name, seq))
@@ -99,7 +102,10 @@ class ABRecord:
             if got is not None and len(got) == 3:
                 self.problems.append((self.name + SLOTS[slot], got[2]))
         if best is None:
-            if self.problems:
+            torn = [g for g in found if g is not None]
+            if len(torn) == 1 and not torn[0][1] and torn[0][0] in (None, 1):
+                torn = []  # the first write never finished: as never written
+            if torn:
                 self.seq = self.slot = None
                 raise RecordCorrupt("%s: %s" % (self.name, "; ".join("%s %s" % p for p in self.problems)))
             self.seq, self.slot = 0, 1  # the first store goes to slot 0

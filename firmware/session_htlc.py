@@ -109,7 +109,8 @@ class HtlcPayment(Payment):
     # ---- resumes and the end ---------------------------------------------------------------
 
     def balance(self):
-        return b"" if self.series is None else codec.dumps(self.series.rec.revealed)
+        """The count of preimages given (none before the series: the same bytes as 0)."""
+        return codec.dumps(0 if self.series is None else self.series.rec.revealed)
 
     def progress(self, balance):
         """The count of preimages given."""

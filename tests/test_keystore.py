@@ -250,3 +250,23 @@ def test_power_cut_at_every_write_never_reuses_a_key(authority, tmp_path, device
                 break
             k += 1
     assert k > 10  # the life above takes several writes; every one of them was cut
+
+
+@pytest.mark.parametrize("keep", [0, 3, 12, -1])
+def test_a_write_cut_short_is_interrupted_not_damage(store, device_key, keep):
+    """What a truncate-then-write (MicroPython's ``wb``) or an in-place write leaves when the
+    power goes: a copy cut anywhere. The other copy is the newest completed write, nothing
+    is behind; a first write cut short is a record never written."""
+    key = os.urandom(32)
+    first = records.ABRecord(store, "alpha", key)
+    first.store(b"one")
+    blob = store.read("alpha.a")
+    store.replace("alpha.a", blob[:keep])
+    again = records.ABRecord(store, "alpha", key)
+    assert again.load() is None and again.behind is None and again.seq == 0
+    again.store(b"one again")
+    again.store(b"two")
+    torn = store.read("alpha.b")
+    store.replace("alpha.b", torn[:keep] if keep >= 0 else torn[:-1])
+    third = records.ABRecord(store, "alpha", key)
+    assert third.load() == b"one again" and third.behind is None and "interrupted" in third.problems[0][1]

@@ -587,8 +587,8 @@ def test_writes_per_operation(ledger, consumer, producer):
     # Both keys come from a block already reserved on flash: only the book is written.
     assert w.keystore.limit == limit and writes() - before == 1
     before = writes()
-    w.handle_result(send(ledger, 3, raw)[0])  # channel record + book
-    assert writes() - before == 2
+    w.handle_result(send(ledger, 3, raw)[0])  # channel record, its listing in the profile, book
+    assert writes() - before == 3
     accept(ledger, producer, channel_id, index, 500, 5, 5)
     c, p = w.channel(channel_id), producer.wallet.channel(channel_id)
     before, pbefore = writes(), producer.wallet.storage.writes
@@ -605,8 +605,8 @@ def test_writes_per_operation(ledger, consumer, producer):
     H.run(ledger, 4, p.countersign_close(c.sign_close()))
     assert writes() - before == 1
     before = writes()
-    w.finish_channel(channel_id, ledger.query(c.query()))  # payout coin + two removals
-    assert writes() - before == 3
+    w.finish_channel(channel_id, ledger.query(c.query()))  # payout coin, unlisting, two removals
+    assert writes() - before == 4
 
 
 # -- the command line ------------------------------------------------------------------------
