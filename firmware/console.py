@@ -27,7 +27,7 @@ import json
 
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import link_messages as M
-from plugpay.protocol.port import const, sha256
+from plugpay.protocol.port import const
 
 MAX_LINE = const(1024)
 MAX_LOG_TEXT = const(160)
@@ -329,7 +329,8 @@ class BoardConsole:
         session.installment_log.clear()
         session.log.clear()
         for raw in session.onchain[self._onchain:]:
-            self.send(ONCHAIN, {"op": L.decode_request(raw).NAME, "digest": sha256(raw).hex()})
+            op = L.decode_request(raw)
+            self.send(ONCHAIN, {"op": op.NAME, "id": L.request_id(op, raw).hex()})
         self._onchain = len(session.onchain)
         if self._meter_at is None or now - self._meter_at >= self.meter_every_ms:
             self.meter(session.board, now)

@@ -329,7 +329,7 @@ def record(plan, terms, session, board):
         # The largest installment: what the consumer may have paid ahead (b/N, rounded up).
         "exposure_bound": -(-terms.budget() // p.installments) if not terms.producer else 0,
         "payout": session.payout,
-        "onchain": [sha256(raw).hex() for raw in session.onchain],
+        "onchain": [L.request_id(L.decode_request(raw), raw).hex() for raw in session.onchain],
         "stop_code": None if session.stop_code is None else M.code_name(session.stop_code),
         "finished": session.finished,
         # The consumer's installment round trips (sent to accepted, ms), for figures.

@@ -287,6 +287,23 @@ class UnknownOp(DecodeError):
     """Well-formed CBOR whose tag is no ledger operation."""
 
 
+def request_id(op, raw):
+    """The one id of a ledger request (``op`` decoded from ``raw``): what the ledger confirms
+    it under (``QUERY_TX``, ``plugpay ledger tx ID``), and so what session records, consoles,
+    the event log and the dashboard show. A transaction's or mint's txhash, a channel's id
+    for its open, an HTLC's id for its creation, a redeem's id; else SHA-256 of the bytes."""
+    tag = op.TAG
+    if tag == Transaction.TAG or tag == TAG_FAUCET:
+        return op.txhash()
+    if tag == TAG_CHANNEL_OPEN:
+        return op.channel_id()
+    if tag == TAG_HTLC_CREATE:
+        return op.htlc.digest()
+    if tag == TAG_REDEEM:
+        return op.redeem_id()
+    return sha256(raw)
+
+
 def decode_request(data, max_bytes=MAX_REQUEST_BYTES):
     """Decode a request of any operation by its leading tag, or raise ``DecodeError``. Only
     the module of that request's kind is loaded."""

@@ -175,7 +175,7 @@ def test_a_bad_record_file_is_an_error_naming_the_field(tmp_path):
     for change, words in (((), "not JSON"), (("format", "other/1"), "format"),
                           (("sides", "consumer", "payout", "x"), "sides.consumer.payout"),
                           (("sides", "producer", "timeline", [[1, 2]]), "sides.producer.timeline[0]"),
-                          (("onchain", [{"op": "x", "digest": "zz", "side": "consumer"}]), "onchain[0].digest"),
+                          (("onchain", [{"op": "x", "id": "zz", "side": "consumer"}]), "onchain[0].id"),
                           (("parameters", "installments", 0), "parameters.installments")):
         bad = json.loads(json.dumps(good))
         target = bad

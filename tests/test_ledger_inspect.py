@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import sys
+import time
 
 import pytest
 
@@ -174,7 +175,8 @@ def test_block_json_matches_the_stored_chain(world, capsys):
         assert [(r["client"], r["ts"]) for r in block["requests"]] == [(c, ts) for c, ts, _ in batch]
         mine = [r for r, (_, _, raw) in zip(block["requests"], batch) if raw == op.encode()]
         detail = mine[0]["detail"]
-        assert mine == [{"client": mine[0]["client"], "ts": mine[0]["ts"], "op": "transaction",
+        assert mine[0]["time"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mine[0]["ts"] // 10 ** 9))
+        assert mine == [{"client": mine[0]["client"], "ts": mine[0]["ts"], "time": mine[0]["time"], "op": "transaction",
                          "id": op.txhash().hex(), "result": result, "detail": detail,
                          "confirmed_height": height if result == "OK" else None}]
         assert (detail is None) == (result == "OK")  # a refusal says why

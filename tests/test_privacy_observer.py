@@ -80,7 +80,7 @@ class Session:
         self.requests.append(raw)
         self.publish(topics.topic(topics.LEDGER_SUBMIT, self.cid), raw)
         self.publish(topics.topic(topics.LEDGER_RESULT, self.cid),
-                     L.Result(sha256(raw), True, L.OK, "", ledger_inspect.request_id(op, raw)).encode())
+                     L.Result(sha256(raw), True, L.OK, "", L.request_id(op, raw)).encode())
 
     def query(self, kind, key, index=0):
         self.publish(topics.topic(topics.LEDGER_QUERY, self.cid), L.Query(kind, key, index).encode())

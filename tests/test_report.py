@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 import pytest
 
 from plugpay.firmware.session import CHANNEL, HTLC, Misbehaviour
-from plugpay.protocol.port import sha256
+from plugpay.protocol import ledger_ops as L
 from plugpay.tools import cli, report, session_record
 from test_session import World
 
@@ -85,14 +85,15 @@ def svg_of(src):
 
 
 def applied(world):
-    """(side, op name, digest) of every applied request, consumer's first, once each."""
+    """(side, op name, ledger id) of every applied request, consumer's first, once each."""
     out, seen = [], set()
     for side, session in (("consumer", world.consumer), ("producer", world.producer)):
         for raw in session.onchain:
-            digest = sha256(raw).hex()
-            if digest not in seen:
-                seen.add(digest)
-                out.append([side, session_record.onchain_entry(raw, side)["op"], digest])
+            op = L.decode_request(raw)
+            ident = L.request_id(op, raw).hex()
+            if ident not in seen:
+                seen.add(ident)
+                out.append([side, op.NAME, ident])
     return out
 
 
@@ -170,7 +171,7 @@ def _refused(tmp_path, capsys, path):
 @pytest.mark.parametrize("change, field", [
     (lambda r: r["sides"]["consumer"].pop("timeline"), "sides.consumer.timeline: missing"),
     (lambda r: r["sides"]["producer"]["timeline"].insert(0, [1, 2, "x", 4]), "sides.producer.timeline[0][2]"),
-    (lambda r: r["onchain"][0].update(digest="not hex"), "onchain[0].digest"),
+    (lambda r: r["onchain"][0].update(id="not hex"), "onchain[0].id"),
     (lambda r: r.update(format="plugpay-session/0"), "format"),
     (lambda r: r["parameters"].update(installments=0), "parameters.installments"),
     (lambda r: r.update(started=10 ** 30), "started"),  # no date

@@ -38,9 +38,13 @@ def _wallet(base, name, ra_dir, ra_key, ra_pubkey, vin):
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory):
+def base(tmp_path_factory):
+    return tmp_path_factory.mktemp("session-cli")
+
+
+@pytest.fixture(scope="module")
+def host(base):
     """``plugpay ledger up`` with the RA served over its embedded broker, and two wallets."""
-    base = tmp_path_factory.mktemp("session-cli")
     ra_dir, ra_key = str(base / "ra"), str(base / "ra.key")
     ra_pubkey = _value(plugpay("ra", "init", "--dir", ra_dir, "--key-file", ra_key), "epoch 0 public key:")
     wallets = {name: _wallet(base, name, ra_dir, ra_key, ra_pubkey, vin)
@@ -69,7 +73,7 @@ def session(*args):
                             text=True)
 
 
-def test_a_charger_and_a_vehicle_meet_in_the_market_and_settle_a_channel(host):
+def test_a_charger_and_a_vehicle_meet_in_the_market_and_settle_a_channel(host, base):
     common, wallets = host
     charger = session("--role", "charger", "--position", "47.80,13.04", "--json", *(common + wallets["charger"] + FAST))
     vehicle = session("--role", "vehicle", "--position", "47.81,13.05", "--fund", "5000", "--json",
@@ -85,6 +89,9 @@ def test_a_charger_and_a_vehicle_meet_in_the_market_and_settle_a_channel(host):
     assert v["installments_paid"] == c["installments_paid"] == 10
     assert c["payout"] == c["budget"] == 2000 * c["unit_price"] // 1000 and v["payout"] == 0
     assert len(set(v["onchain"]) | set(c["onchain"])) == 2  # channel open and cooperative close
+    for ident in set(v["onchain"]) | set(c["onchain"]):  # one id per thing: the record's is the ledger's
+        shown = json.loads(plugpay("ledger", "tx", ident, "--config", str(base / "ledger" / "cluster.json"), "--json"))
+        assert shown["id"] == ident and shown["op"] in ("channel_open", "channel_close")
     assert 0 < v["max_exposure"] <= v["exposure_bound"] == -(-v["budget"] // 10)  # the largest installment
     assert c["max_exposure"] <= 0 and c["metered_wh"] == 2000
     # The vehicle's board stands alone in its process: it takes what it paid for, to the tolerance.

@@ -72,6 +72,10 @@ def _bench(args):
         from plugpay.tools import bench_device
 
         return bench_device.main(args)
+    if args.what == "dashboard":
+        from plugpay.tools import bench_dashboard
+
+        return bench_dashboard.main(args)
     from plugpay.tools import bench_crypto
 
     return bench_crypto.main(args)
@@ -99,7 +103,8 @@ def parser():
     s.set_defaults(func=_selfcheck)
 
     b = sub.add_parser("bench", help="benchmarks that print figures beside a baseline measured in the same run")
-    b.add_argument("what", choices=["crypto", "ledger", "wallet", "session", "privacy", "memory", "device"],
+    b.add_argument("what", choices=["crypto", "ledger", "wallet", "session", "privacy", "memory", "device",
+                                    "dashboard"],
                    help="crypto: key generation, sign, verify, 300 RA-signed accounts; "
                    "ledger: real transactions through four replica processes; "
                    "wallet: flash per key, O(1) key reads and the heap and sign time of a channel session"
@@ -109,18 +114,20 @@ def parser():
                    "sessions through the market (the deployment broker, real processes); "
                    "memory: the heap one side of a channel session takes on the 32-bit port, code from .mpy; "
                    "device: sessions between MicroPython unix-port processes through the market, their installment "
-                   "round trip and smallest heap, beside CPython devices, and the 32-bit heap figures")
+                   "round trip and smallest heap, beside CPython devices, and the 32-bit heap figures; "
+                   "dashboard: bench ledger's saturation alone and watched by `ledger watch --json` with the dashboard"
+                   " open in headless Chromium (the slowdown, keeping up), the page's first paint and update latency")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     b.add_argument("--mode", choices=["channel", "htlc"], default="channel",
                    help="privacy: how the vehicle pays (default channel)")
     b.add_argument("--quick", action="store_true", help="shorter timing loops (noisier figures)")
     b.add_argument("--no-micropython", action="store_true",
                    help="crypto, session: skip the MicroPython (WebAssembly) run")
-    b.add_argument("--seconds", type=arg_types.SECONDS, default=5.0, help="ledger: seconds per run (default 5)")
+    b.add_argument("--seconds", type=arg_types.SECONDS, default=5.0, help="ledger, dashboard: seconds per run (default 5)")
     b.add_argument("--rate", type=arg_types.number(), default=300.0,
                    help="ledger: offered tx/s for the latency run (default 300)")
     b.add_argument("--lanes", type=arg_types.COUNT, default=256,
-                   help="ledger: transactions in flight at saturation (default 256: enough that the"
+                   help="ledger, dashboard: transactions in flight at saturation (default 256: enough that the"
                    " next batch is agreed while the previous one executes)")
     b.add_argument("--keys", type=arg_types.COUNT, default=None,
                    help="wallet: RA-signed keys in the keystore (default 10000; 300 with --quick)")

@@ -55,8 +55,8 @@ class BoardView:
             self.installments.append(p)
         elif kind == C.EVENT and isinstance(p, list) and len(p) == 2 and isinstance(p[1], str):
             self.log.append(p)
-        elif kind == C.ONCHAIN and isinstance(p, dict) and isinstance(p.get("digest"), str):
-            self.onchain.append({"op": str(p.get("op")), "digest": p["digest"]})
+        elif kind == C.ONCHAIN and isinstance(p, dict) and isinstance(p.get("id"), str):
+            self.onchain.append({"op": str(p.get("op")), "id": p["id"]})
         elif kind == C.DONE and isinstance(p, dict):
             self.done = p
         elif kind == C.ERROR and isinstance(p, dict):

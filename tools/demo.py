@@ -31,7 +31,7 @@ from plugpay.protocol import link
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import link_messages as M
 from plugpay.protocol.port import urandom
-from plugpay.tools import arg_types, broker_args
+from plugpay.tools import arg_types, broker_args, dashboard, session_progress
 from plugpay.tools.errors import UsageError
 
 MISBEHAVIOURS = {
@@ -83,6 +83,7 @@ def add_arguments(p):
                    "drives a board (g2v or v2g, no misbehaviour or pause)")
     p.add_argument("--heap", type=arg_types.HEAP, default=2 * 1024 * 1024, metavar="BYTES",
                    help="with --micropython: each process's MicroPython heap (-X heapsize; default 2 MiB)")
+    dashboard.add_options(p)
 
 
 def run(args):
@@ -124,7 +125,8 @@ def _run(args, params, directory):
     hosting = broker_args.host_stack(args)  # bad broker options are refused before anything starts
     _say("plugpay demo: %s, %s, N = %d, %d Wh at %d per kWh, misbehaviour: %s" % (
         args.scenario, args.mode, params.installments, params.energy_wh, params.unit_price, args.misbehave))
-    with HostStack(directory, progress=lambda t: _say("  host: " + t), **hosting) as host:
+    with HostStack(directory, progress=lambda t: _say("  host: " + t), **hosting) as host, \
+            dashboard.serving(args, "plugpay demo", host.loop, host.lc.config, host.lc.secrets, _say) as live:
         first, second, first_produces = SCENARIOS[args.scenario]
         sides = []
         for name, initiator, producer in ((first, True, first_produces), (second, False, not first_produces)):
@@ -149,7 +151,9 @@ def _run(args, params, directory):
             side.start(terms, cheat, pause=args.pause == side.name)
         _say("session %s: topics plugpay/link/%s/..." % (session_id.hex()[:8], session_id.hex()))
         started = int(time.time())
-        ok = _watch(sides, args.timeout, budget // params.installments)
+        title = "%s %s: %s" % (args.scenario, args.mode, " and ".join(s.name for s in sides))
+        ok = _watch(sides, args.timeout, budget // params.installments, lambda status: live.set_session(
+            "session", _progress(title, params, sides, budget // params.installments, status)))
         _summary(host, consumer, producer, params, budget, ok)
         if args.record:
             _write_record(args, consumer, producer, started)
@@ -243,13 +247,22 @@ class _Millis:
         return int((time.monotonic() - self.start) * 1000)
 
 
-def _watch(sides, timeout, per_installment):
-    """A progress line while the sessions run; True if both finished."""
+def _progress(title, params, sides, per_installment, status):
+    """The session as the dashboard shows it (``session_progress``)."""
+    onchain = [entry for side in sides for entry in session_progress.device_onchain(side)]
+    return session_progress.progress(title, params, [session_progress.device_side(s, per_installment) for s in sides],
+                                     onchain, status)
+
+
+def _watch(sides, timeout, per_installment, show):
+    """A progress line while the sessions run, and ``show(status)`` for the dashboard;
+    True if both finished."""
     start = time.monotonic()
     tty = sys.stdout.isatty()
     last = None
     while True:
         done = all(s.session.finished or s.error or not s.thread.is_alive() for s in sides)
+        show("over" if done else "running")
         line = "  t=%5.1fs " % (time.monotonic() - start) + " | ".join(_status(s, per_installment) for s in sides)
         if tty:
             sys.stdout.write("\r" + line[:160].ljust(160))
@@ -263,7 +276,9 @@ def _watch(sides, timeout, per_installment):
         time.sleep(0.1)
     if tty:
         print()
-    return all([s.wait(2) for s in sides])
+    ok = all([s.wait(2) for s in sides])
+    show("settled" if ok else "FAILED")
+    return ok
 
 
 def _status(side, per_installment):

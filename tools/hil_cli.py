@@ -28,7 +28,7 @@ from plugpay.firmware import console as C
 from plugpay.firmware.session import CHANNEL, HTLC, Terms
 from plugpay.protocol import link
 from plugpay.protocol import link_messages as M
-from plugpay.tools import arg_types, broker_args, demo, errors, session_record
+from plugpay.tools import arg_types, broker_args, dashboard, demo, errors, session_progress, session_record
 
 HELLO_WAIT_S = 5.0
 PROCESS_HELLO_WAIT_S = 60.0
@@ -73,6 +73,7 @@ def add_parser(subparsers):
     p.add_argument("--dir", help="keep the run's files here (default: a temporary directory, removed)")
     p.add_argument("--timeout", type=arg_types.SECONDS, default=120.0,
                    help="give up after this many seconds (default 120)")
+    dashboard.add_options(p)
     p.set_defaults(func=run)
     return p
 
@@ -242,7 +243,12 @@ def _run(args, params, hosting, directory):
                     sides.append(_mpy_side(name, host, directory, initiator, producer, args))
                 else:
                     sides.append(RealSide(name, spec, initiator, producer, args.baud))
-            return _session(args, params, sides)
+            if real:  # the sessions only: the running host's `ledger up` shows its ledger
+                serving = dashboard.serving(args, "plugpay hil", say=_say)
+            else:
+                serving = dashboard.serving(args, "plugpay hil", host.loop, host.lc.config, host.lc.secrets, _say)
+            with serving as live:
+                return _session(args, params, sides, live)
     except ConnectionError as e:  # a board's console that does not answer
         print("plugpay hil: error: %s" % e, file=sys.stderr)
         return errors.UNREACHABLE
@@ -251,7 +257,7 @@ def _run(args, params, hosting, directory):
             side.close()
 
 
-def _session(args, params, sides):
+def _session(args, params, sides, live):
     consumer = [s for s in sides if not s.producer][0]
     producer = [s for s in sides if s.producer][0]
     sims = [s for s in sides if isinstance(s, demo.Device)]
@@ -274,7 +280,10 @@ def _session(args, params, sides):
         else:
             side.start(terms)
     _say("session %s: topics plugpay/link/%s/..." % (session_id.hex()[:8], session_id.hex()))
-    _watch(sides, args.timeout, budget // params.installments)
+    title = "%s %s: vehicle %s and charger %s" % (args.scenario, args.mode, args.vehicle, args.charger)
+    _watch(sides, args.timeout, budget // params.installments,
+           lambda status: live.set_session("session", _progress(title, params, sides, budget // params.installments,
+                                                                status)))
     record = _record(args, Terms(session_id, params, mode, False, True), started, consumer, producer)
     if args.record:
         session_record.write(args.record, record)
@@ -289,11 +298,26 @@ def _over(side):
     return side.session.finished or side.error is not None or not side.thread.is_alive()
 
 
-def _watch(sides, timeout, per_installment):
+def _progress(title, params, sides, per_installment, status):
+    """The session as the dashboard shows it (``session_progress``)."""
+    progress, onchain = [], []
+    for s in sides:
+        if isinstance(s, RealSide):
+            progress.append(session_progress.console_side(s, per_installment))
+            onchain.extend(session_progress.console_onchain(s))
+        else:
+            progress.append(session_progress.device_side(s, per_installment))
+            onchain.extend(session_progress.device_onchain(s))
+    return session_progress.progress(title, params, progress, onchain, status)
+
+
+def _watch(sides, timeout, per_installment, show):
+    """A progress line every half second, and ``show(status)`` for the dashboard."""
     start = time.monotonic()
     last = 0.0
     while True:
         done = all(_over(s) for s in sides)
+        show("over" if done else "running")
         if done or time.monotonic() - last >= 0.5:
             last = time.monotonic()
             _say("  t=%5.1fs " % (last - start) + " | ".join(
@@ -320,8 +344,8 @@ def _record(args, terms, started, consumer, producer):
         else:
             entries = [session_record.onchain_entry(raw, role) for raw in side.session.onchain]
         for entry in entries:
-            if entry["digest"] not in seen:
-                seen.add(entry["digest"])
+            if entry["id"] not in seen:
+                seen.add(entry["id"])
                 onchain.append(entry)
     sides = {"consumer": _side(consumer, "consumer"), "producer": _side(producer, "producer")}
     return session_record.build(terms, args.scenario, started, sides, onchain)

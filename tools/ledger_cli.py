@@ -3,11 +3,15 @@
 ``add_parser(subparsers)`` registers the ``ledger`` command on the ``plugpay`` parser:
 
 * ``ledger up``: a local cluster on loopback (default n=4) in one command; prints where
-  the config, databases and logs live, and stops every replica cleanly on Ctrl-C.
+  the config, databases and logs live, then every request as its block commits (the event
+  log, ``host.events``), serves the live dashboard (``tools/dashboard.py``), and stops
+  every replica cleanly on Ctrl-C.
+* ``ledger watch``: follow a running cluster's event log (``tools/watch_cli.py``).
 * ``ledger replica --id N --config FILE``: one replica alone, for clusters spanning
   several machines (copy ``cluster.json`` and, with mode 0600, the secrets file).
 * ``ledger status``: per replica its height, view, last stable checkpoint, pending
-  requests and dropped frames, or that it is unreachable.
+  requests and dropped frames, or that it is unreachable (``STATUS_LEGEND`` says what
+  each counts).
 * ``ledger tx``, ``ledger block``, ``ledger audit``: a confirmed request, a block, or the
   RA's names for the accounts in them, read from the cluster (``ledger_inspect``).
 * ``ledger bench``: confirmed requests/s and latency p50/p99 at an offered rate and at
@@ -26,6 +30,12 @@ from plugpay.tools import arg_types, errors
 from plugpay.tools.errors import UsageError
 
 APPS = {"kv": "plugpay.host.kvapp:KvApp", "ledger": "plugpay.host.ledger:Ledger"}
+STATUS_LEGEND = (
+    "height: the newest block the replica executed; view: its PBFT view (the primary is view mod n)",
+    "checkpoint: the newest block 2f+1 replicas agree on; pending: client requests it holds, not yet executed",
+    "dropped: frames and connections it refused since it started: unauthenticated, malformed, oversized,",
+    "  a failed handshake, a peer too slow to read (a connection cut mid-frame counts too)",
+)
 
 
 def add_parser(subparsers):
@@ -61,6 +71,9 @@ def add_parser(subparsers):
     up.add_argument("--no-gateway", action="store_true", help="run the replicas only: no MQTT broker, no gateway")
     up.add_argument("--duration", type=arg_types.SECONDS,
                     help="stop after this many seconds instead of waiting for Ctrl-C")
+    from plugpay.tools import dashboard
+
+    dashboard.add_options(up)
     up.set_defaults(func=_up)
 
     rep = sub.add_parser("replica", help="run one replica of a cluster in the foreground")
@@ -104,6 +117,10 @@ def add_parser(subparsers):
                     help="seconds to wait for f+1 answers (default 3)")
     blk.add_argument("--json", action="store_true", help="one JSON object instead of text")
     blk.set_defaults(func=ledger_inspect.block_command)
+
+    from plugpay.tools import watch_cli
+
+    watch_cli.add_parser(sub, cluster_json)
 
     au = sub.add_parser("audit", help="let the RA name the identities behind the accounts of ledger requests",
                         description="Fetch requests (--tx) or whole blocks (--blocks) from the cluster on f+1 "
@@ -309,6 +326,11 @@ async def _serve(args, lc, gateway_options, external, stopping):
                                    if "ra_directory" in gateway_options
                                    else "not served (give --ra-dir with --key-file or --passphrase-env)"),
                   flush=True)
+        if lc.config["app"] == APPS["ledger"]:  # events and the dashboard read the payment ledger
+            from plugpay.tools import watch_cli
+
+            live = await watch_cli.start_for_up(args, lc.config, lc.secrets)
+            services.push_async_callback(live.stop)
         await _watch(lc, stopping, args.duration)
 
 
@@ -389,6 +411,7 @@ def _status(args):
             if not r[2]:
                 state = "view change"
             print("%-8d %-22s %8d %6d %10d %8d %8d  %s" % (i, addr, r[3], r[1], r[4], r[5], r[6], state))
+    print("\n".join(STATUS_LEGEND))
     return 0 if all(rows) else 1
 
 

@@ -19,7 +19,7 @@ import collections
 import contextlib
 import json
 
-from plugpay.host import certs, cluster, pbft, ra
+from plugpay.host import certs, cluster, events, pbft, ra
 from plugpay.host.client import Client, NoQuorum
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import structures as S
@@ -74,18 +74,6 @@ def parse_range(text):
 
 
 # ---- verified reads ---------------------------------------------------------------------
-
-def request_id(op, raw):
-    """The id the ledger confirms a request under (the ``QUERY_TX`` key): the txhash of a
-    transaction or mint, a channel's or HTLC's id, else the SHA-256 of the request bytes."""
-    if op.TAG in (S.TAG_TRANSACTION, L.TAG_FAUCET):
-        return op.txhash()
-    if op.TAG == L.TAG_CHANNEL_OPEN:
-        return op.channel_id()
-    if op.TAG == L.TAG_HTLC_CREATE:
-        return op.htlc.digest()
-    return sha256(raw)
-
 
 def _is_hash(value):
     return type(value) is bytes and len(value) == 32
@@ -148,7 +136,7 @@ class LedgerReader:
             op = L.decode_request(data[2])
         except DecodeError:
             raise self._malformed(what)
-        if op.TAG != data[1] or request_id(op, data[2]) != ident:
+        if op.TAG != data[1] or L.request_id(op, data[2]) != ident:
             raise self._malformed(what)
         return Confirmed(ident, data[0], op, data[2])
 
@@ -286,6 +274,8 @@ def _paid_out(op):
         return op.outputs, 0
     if op.TAG == L.TAG_CHANNEL_OPEN:
         return op.change, op.collateral
+    if op.TAG == L.TAG_REDEEM:
+        return (), op.amount  # owed by the issuer, who mints it afresh
     return op.change, op.htlc.amount  # HtlcCreate
 
 
@@ -319,7 +309,7 @@ def _decoded(raw):
         return None, sha256(raw), L.reason_name(L.UNKNOWN_OP)
     except DecodeError:
         return None, sha256(raw), L.reason_name(L.MALFORMED)
-    return op, request_id(op, raw), None
+    return op, L.request_id(op, raw), None
 
 
 def _result(height, raw, found, applied):
@@ -359,7 +349,8 @@ async def describe_block(read, block):
         if result == L.reason_name(L.OK):
             applied.add(ident)
         requests.append({
-            "client": r.client, "ts": r.ts, "op": None if op is None else op.NAME, "id": ident.hex(),
+            "client": r.client, "ts": r.ts, "time": events.iso_time(r.ts), "op": None if op is None else op.NAME,
+            "id": ident.hex(),
             "result": result or reason or _result(block.height, r.raw, found, applied), "detail": detail,
             "confirmed_height": None if found is None else found.height})
     return {
@@ -407,8 +398,8 @@ def block_lines(described):
     head.append(("requests", str(len(described["requests"]))))
     lines = _columns(head)
     if described["requests"]:
-        rows = [("client", "ts", "op", "txhash/digest", "result")]
-        rows += [(r["client"], str(r["ts"]), r["op"] or "-", r["id"], r["result"]) for r in described["requests"]]
+        rows = [("client", "time (UTC)", "op", "id (for ledger tx)", "result")]
+        rows += [(r["client"], r["time"], r["op"] or "-", r["id"], r["result"]) for r in described["requests"]]
         lines.append("")
         lines.extend(_columns(rows))
     return lines

@@ -33,7 +33,6 @@ import numpy as np
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol.codec import DecodeError
 from plugpay.protocol.port import sha256
-from plugpay.tools.ledger_inspect import request_id
 
 MIN_BYTES = 8
 BIG_INT_BITS = 8 * MIN_BYTES - 8  # an integer above this many bits fills 8 bytes
@@ -218,7 +217,7 @@ def creates(op, raw):
     requests and bids as (kind, id). Outputs and change lie at the request's id (the
     txhash of a transaction or mint, a channel's or an HTLC's id); payouts of a channel or
     an HTLC at the txhash derived from its id."""
-    ident = request_id(op, raw)
+    ident = L.request_id(op, raw)
     keys = [(ident, sn) for field in ("outputs", "change") for sn in range(len(getattr(op, field, ())))]
     tag = op.TAG
     if tag == L.TAG_CHANNEL_OPEN:
@@ -257,7 +256,7 @@ def names(op, raw):
     """The keys a query can name ``op``'s objects by: its id and its bytes' hash, the
     txhash of every output it creates (or will: a channel's or HTLC's payouts), and the id
     of every channel, HTLC, market request or bid it creates."""
-    ident = request_id(op, raw)
+    ident = L.request_id(op, raw)
     out = {ident, sha256(raw)}
     for key in creates(op, raw):
         out.add(key[0] if isinstance(key[1], int) else key[1])
@@ -304,7 +303,7 @@ class Chain:
 
     def describe(self, n):
         raw, op = self.ops[n]
-        return op.NAME, request_id(op, raw).hex()
+        return op.NAME, L.request_id(op, raw).hex()
 
 
 # ---- the graph and its report -------------------------------------------------------------

@@ -202,7 +202,7 @@ def render_html(record, images):
     ms = [v for _, v in latencies(record)]
     stats = percentiles(ms)
     latency_row = [e(len(ms))] + [e(stats.get(p)) for p in (50, 90, 99)] + [e(max(ms) if ms else None)]
-    tx_rows = [[e(i + 1), e(tx["side"]), e(tx["op"]), "<code>%s</code>" % e(tx["digest"])]
+    tx_rows = [[e(i + 1), e(tx["side"]), e(tx["op"]), "<code>%s</code>" % e(tx["id"])]
                for i, tx in enumerate(record["onchain"])]
     title = "plugpay session %s" % record["session_id"]
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -226,7 +226,7 @@ def render_html(record, images):
         out.append('<figure id="plot-%s"><img alt="%s" src="data:image/svg+xml;base64,%s"><figcaption>%s'
                    "</figcaption></figure>" % (e(name), e(name), base64.b64encode(svg).decode("ascii"), e(caption)))
     out.append("<h2>Ledger transactions (%d)</h2>" % len(tx_rows))
-    out.append(_table(["#", "side", "operation", "request digest (SHA-256)"], tx_rows, "transactions"))
+    out.append(_table(["#", "side", "operation", "ledger id (plugpay ledger tx ID)"], tx_rows, "transactions"))
     for name in SIDES:
         lines = "\n".join("%8d ms  %s" % (t, text) for t, text in sides[name]["log"])
         out.append("<details><summary>%s log (%d lines)</summary><pre>%s</pre></details>"

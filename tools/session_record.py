@@ -14,7 +14,6 @@ import os
 
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import link_messages as M
-from plugpay.protocol.port import sha256
 
 FORMAT = "plugpay-session/1"
 SCENARIOS = ("g2v", "v2g", "v2v")
@@ -44,8 +43,10 @@ def side_of(session, board, kind, initiator):
 
 
 def onchain_entry(raw, side):
-    """``{"op", "digest", "side"}`` of one applied ledger request (its bytes)."""
-    return {"op": L.decode_request(raw).NAME, "digest": sha256(raw).hex(), "side": side}
+    """``{"op", "id", "side"}`` of one applied ledger request (its bytes); the id is the
+    one ``plugpay ledger tx`` takes (``ledger_ops.request_id``)."""
+    op = L.decode_request(raw)
+    return {"op": op.NAME, "id": L.request_id(op, raw).hex(), "side": side}
 
 
 def from_sessions(consumer, producer, meta):
@@ -56,8 +57,8 @@ def from_sessions(consumer, producer, meta):
     for side, session in (("consumer", consumer), ("producer", producer)):
         for raw in session.onchain:  # a close both sides sent is one transaction
             entry = onchain_entry(raw, side)
-            if entry["digest"] not in seen:
-                seen.add(entry["digest"])
+            if entry["id"] not in seen:
+                seen.add(entry["id"])
                 onchain.append(entry)
     sides = {}
     for name, session in (("consumer", consumer), ("producer", producer)):
@@ -201,5 +202,5 @@ def _check(record):
     for i, entry in enumerate(_get(record, "onchain", "record", list)):
         where = "onchain[%d]" % i
         _get(entry, "op", where, str)
-        _hex(_get(entry, "digest", where, str), where + ".digest")
+        _hex(_get(entry, "id", where, str), where + ".id")
         _one_of(_get(entry, "side", where, str), ("consumer", "producer"), where + ".side")

