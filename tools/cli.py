@@ -34,6 +34,10 @@ def _bench(args):
         from plugpay.tools import bench_privacy
 
         return bench_privacy.main(args)
+    if args.what == "recovery":
+        from plugpay.tools import bench_recovery
+
+        return bench_recovery.main(args)
     from plugpay.tools import bench_crypto
 
     return bench_crypto.main(args)
@@ -59,14 +63,16 @@ def parser():
     s.set_defaults(func=_selfcheck)
 
     b = sub.add_parser("bench", help="benchmarks that print figures beside a baseline measured in the same run")
-    b.add_argument("what", choices=["crypto", "ledger", "wallet", "session", "privacy"],
+    b.add_argument("what", choices=["crypto", "ledger", "wallet", "session", "privacy", "recovery"],
                    help="crypto: key generation, sign, verify, 300 RA-signed accounts; "
                    "ledger: real transactions through four replica processes; "
                    "wallet: flash per key, O(1) key reads and the heap and sign time of a channel session"
                    " under MicroPython; session: on-chain transactions, installments per second, exposure in"
                    " every scenario, the link step and concurrent sessions over Mosquitto and a 4-replica ledger; "
                    "privacy: what an observer of every broker message and block can tie together over a vehicle's "
-                   "sessions through the market (the deployment broker, real processes)")
+                   "sessions through the market (the deployment broker, real processes); "
+                   "recovery: seconds until 4 replica processes confirm again after kill -9 of one, two in a "
+                   "high view and all four, beside a failover, and what went missing")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     b.add_argument("--mode", choices=["channel", "htlc"], default="channel",
                    help="privacy: how the vehicle pays (default channel)")
