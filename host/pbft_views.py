@@ -126,6 +126,7 @@ class ViewChanges:
         self._arm_view_timer(now)
 
     def _arm_view_timer(self, now):
+        """Changing views with 2f+1 (us included) at this view or beyond: time it out."""
         if self.active or self.vc_deadline is not None:
             return
         if 1 + sum(1 for v, _ in self.peer_views.values() if v >= self.view) >= 2 * self.f + 1:

@@ -477,6 +477,28 @@ def confirmed_in_chains(net, replicas):
             assert executed.get(key) == result, "replica %d lost confirmed request %r" % (i, key)
 
 
+def test_protocol_log_keeps_what_was_synced_and_forgets_below_the_stable_checkpoint():
+    log = ProtocolLog(sqlite3.connect(":memory:"))
+    assert log.load() is None
+    log.start(0, (0, pbft.GENESIS))
+    batch = [["x/0", 1, add("c")]]
+    for seq in (3, 5):
+        log.preprepared(seq, 2, pbft.digest(batch))
+        log.prepared(seq, 2, pbft.digest(batch), batch)
+    log.set_view(4, False)
+    log.sync()
+    log.set_view(5, True)
+    log.conn.rollback()  # killed before the next sync
+    saved = log.load()
+    assert (saved.view, saved.active, saved.stable) == (4, False, (0, pbft.GENESIS))
+    assert saved.pset == {3: (2, pbft.digest(batch), batch), 5: (2, pbft.digest(batch), batch)}
+    assert saved.qset == {3: {pbft.digest(batch): 2}, 5: {pbft.digest(batch): 2}}
+    log.set_stable(4, bytes([1]) * 32)
+    log.sync()
+    saved = log.load()
+    assert saved.stable == (4, bytes([1]) * 32) and list(saved.pset) == [5] and list(saved.qset) == [5]
+
+
 def test_two_replicas_killed_in_a_high_view_rejoin_when_restarted():
     """The issue's wedge: view 8, the primary and a backup killed; the survivors change to
     view 9 and wait for a third; the restarted pair come back changing views as well."""
