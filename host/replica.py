@@ -318,8 +318,8 @@ class Replica:
         self.store = ChainStore(self.conn, app)
         # The protocol log has its own file: the worker holds the chain's write lock while
         # a block executes, and votes must not wait for that.
-        self.log_path = os.path.join(config["data_dir"], "replica-%d.pbft.sqlite" % replica_id)
-        self.log_conn = open_database(self.log_path, config.get("sqlite_synchronous", "FULL"))
+        self.log_conn = open_database(os.path.join(config["data_dir"], "replica-%d.pbft.sqlite" % replica_id),
+                                      config.get("sqlite_synchronous", "FULL"))
         self.log = pbft_log.ProtocolLog(self.log_conn)
         self.worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="replica-%d-store" % replica_id)
         self.loop = None
