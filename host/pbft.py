@@ -44,27 +44,20 @@ replica's checkpoints (C), its prepared certificates (P, with their batches) and
 pre-prepared (Q); the new primary picks a set S of at least 2f+1 of them and announces only
 which ones (sender and digest). Every backup received those same VIEW-CHANGEs over its own
 authenticated links, so it re-runs the deterministic ``decide`` on S and installs the
-result itself: nothing in a NEW-VIEW has to be taken on the primary's word.
+result itself: nothing in a NEW-VIEW has to be taken on the primary's word. View changes,
+and how a replica finds the view the others are in, are in ``pbft_views``.
+
+What the safety argument needs a replica to remember (its view, what it pre-prepared and
+prepared, its stable checkpoint) goes to its ``log`` (``pbft_log.ProtocolLog``) as it
+happens; the owner makes the log durable (``log.sync()``) before sending the messages a
+call returns, so a replica killed at any instant and restarted never contradicts what it
+said before, and a restarted replica rejoins by itself (see ``pbft_views``).
 """
 import collections
-import hashlib
 
-from plugpay.protocol import codec
-
-NULL_BATCH = []
-GENESIS = bytes(32)
-MAX_CLIENT_ID = 80
-MAX_TS = (1 << 63) - 1
-
-
-def digest(value):
-    """SHA-256 of the deterministic CBOR of ``value``: batch digests, block hashes."""
-    return hashlib.sha256(codec.dumps(value)).digest()
-
-
-def block_hash(height, prev, batch_digest, results_digest, state_digest):
-    """The hash that chains blocks: it covers the batch, its results and the app state."""
-    return digest([height, prev, batch_digest, results_digest, state_digest])
+from plugpay.host.pbft_views import ViewChanges
+# GENESIS and block_hash are re-exported: the chain store and the tools hash blocks with them.
+from plugpay.host.pbft_wire import GENESIS, block_hash, digest, is_client, is_digest, is_list, is_uint  # noqa: F401
 
 
 class Config:
@@ -107,33 +100,17 @@ class Config:
         return cls(**d)
 
 
-# ---- validation of untrusted messages: shapes only, before any state is touched ----------
-
-def _is_uint(x):
-    return type(x) is int and 0 <= x <= MAX_TS
-
-
-def _is_digest(x):
-    return type(x) is bytes and len(x) == 32
-
-
-def _is_client(x):
-    return type(x) is str and 0 < len(x) <= MAX_CLIENT_ID
-
-
-def _is_list(x, max_len):
-    return type(x) is list and len(x) <= max_len
-
-
-class Engine:
+class Engine(ViewChanges):
     """One replica's PBFT state. ``receive``/``tick`` return messages to send."""
 
-    def __init__(self, replica_id, config, store, now=0.0, deferred=False):
+    def __init__(self, replica_id, config, store, log, now=0.0, deferred=False):
         self.id = replica_id
         self.deferred = deferred
         self.cfg = config
         self.n, self.f = config.n, config.f
         self.store = store
+        self.log = log
+        saved = log.load()
         self.view = 0
         self.active = True
         self.last_exec = store.height
@@ -142,15 +119,15 @@ class Engine:
         self.ready = []               # deferred: (seq, batch) to hand out, in order
         k = config.checkpoint_interval
         base = self.last_exec - self.last_exec % k
-        self.stable = (base, store.block_hash(base))
-        self.own_ckpts = {base: self.stable[1]}
-        self.seq = self.last_exec
+        self.own_ckpts = {base: store.block_hash(base)}
+        self.stable = saved.stable if saved else (base, self.own_ckpts[base])
+        self.seq = max(self.last_exec, self.stable[0])
         self.pps = {}           # (view, seq) -> (digest, batch) accepted pre-prepares
         self.votes = {}         # (kind, view, seq) -> {sender: digest}, kind "p" or "c"
         self.sent_commit = set()
         self.committed = {}     # seq -> batch, committed-local and not yet executed
-        self.pset = {}          # seq -> (view, digest, batch): highest prepared certificate
-        self.qset = {}          # seq -> {digest: highest view pre-prepared}
+        self.pset = saved.pset if saved else {}  # seq -> (view, digest, batch): highest prepared certificate
+        self.qset = saved.qset if saved else {}  # seq -> {digest: highest view pre-prepared}
         self.ckpts = {}         # seq -> {sender: digest} within the watermarks
         self.far_ckpts = {}     # sender -> (seq, digest) above the watermarks (we lag)
         self.pending = {}       # (client, ts) -> op: requests this replica waits to execute
@@ -164,10 +141,22 @@ class Engine:
         self.nv = None          # (view, ids) of a NEW-VIEW waiting for its VIEW-CHANGEs
         self.my_vc = None       # our latest VIEW-CHANGE, re-sent until a new view is installed
         self.my_nv = None       # our latest NEW-VIEW as primary, re-sent to laggards
-        self.peer_status = {}   # sender -> (view, active, height)
+        self.peer_views = {}    # sender -> highest (view, working in it) it claimed
+        self.peer_heights = {}  # sender -> height in its latest status
         self.fetch = None       # {"deadline": t, "chains": {sender: [(hash, record)]}}
         self.status_at = now
         self.stats = collections.Counter()
+        if saved is None:
+            log.start(self.view, self.stable)
+            return
+        # Back in saved.view, with everything it said there in the log. A backup works on
+        # in it: Q keeps it from preparing a second batch at a sequence number. A primary
+        # does not know which batches it proposed, so it changes to the next view; a
+        # replica that was changing views goes on. The first tick sends the VIEW-CHANGE.
+        self.stats["restarts"] += 1
+        self.view = saved.view
+        if not saved.active or self.is_primary():
+            self._start_view_change(saved.view + 1 if saved.active else saved.view, now, [])
 
     # ---- small helpers ---------------------------------------------------------------
 
@@ -186,11 +175,11 @@ class Engine:
         return self.stable[0] < seq <= self.stable[0] + self.cfg.watermark_window
 
     def _valid_batch(self, batch):
-        if not _is_list(batch, self.cfg.max_batch):
+        if not is_list(batch, self.cfg.max_batch):
             return False
         for item in batch:
-            if not (type(item) is list and len(item) == 3 and _is_client(item[0])
-                    and _is_uint(item[1]) and type(item[2]) is bytes
+            if not (type(item) is list and len(item) == 3 and is_client(item[0])
+                    and is_uint(item[1]) and type(item[2]) is bytes
                     and len(item[2]) <= self.cfg.max_op_bytes):
                 return False
         return True
@@ -243,14 +232,14 @@ class Engine:
     # ---- requests and batching ----------------------------------------------------------
 
     def _on_request(self, sender, msg, now, out):
-        if len(msg) != 3 or not _is_uint(msg[1]) or type(msg[2]) is not bytes \
-                or len(msg[2]) > self.cfg.max_op_bytes or not _is_client(sender):
+        if len(msg) != 3 or not is_uint(msg[1]) or type(msg[2]) is not bytes \
+                or len(msg[2]) > self.cfg.max_op_bytes or not is_client(sender):
             return False
         self._admit(sender, msg[1], msg[2], now, out, from_client=True)
         return True
 
     def _on_fwd(self, sender, msg, now, out):
-        if len(msg) != 4 or not _is_client(msg[1]) or not _is_uint(msg[2]) \
+        if len(msg) != 4 or not is_client(msg[1]) or not is_uint(msg[2]) \
                 or type(msg[3]) is not bytes or len(msg[3]) > self.cfg.max_op_bytes:
             return False
         self._admit(msg[1], msg[2], msg[3], now, out, from_client=False)
@@ -309,9 +298,10 @@ class Engine:
         q = self.qset.setdefault(seq, {})
         if q.get(d, -1) < view:
             q[d] = view
+            self.log.preprepared(seq, view, d)
 
     def _on_preprepare(self, sender, msg, now, out):
-        if len(msg) != 4 or not _is_uint(msg[1]) or not _is_uint(msg[2]) \
+        if len(msg) != 4 or not is_uint(msg[1]) or not is_uint(msg[2]) \
                 or not self._valid_batch(msg[3]):
             return False
         view, seq, batch = msg[1], msg[2], msg[3]
@@ -319,11 +309,12 @@ class Engine:
                 or not self._in_window(seq):
             return True
         d = digest(batch)
-        have = self.pps.get((view, seq))
-        if have is not None:
-            if have[0] != d:  # the primary equivocates: proof enough to replace it
-                self.stats["equivocations"] += 1
-                self._start_view_change(view + 1, now, out)
+        # What we pre-prepared in this view, from Q: it outlives a restart, pps does not.
+        if any(x != d for x, v in self.qset.get(seq, {}).items() if v == view):
+            self.stats["equivocations"] += 1  # the primary equivocates: proof enough to replace it
+            self._start_view_change(view + 1, now, out)
+            return True
+        if (view, seq) in self.pps:
             return True
         self.pps[(view, seq)] = (d, batch)
         self._note_preprepared(seq, view, d)
@@ -333,7 +324,7 @@ class Engine:
         return True
 
     def _on_vote(self, sender, msg, now, out):
-        if len(msg) != 4 or not _is_uint(msg[1]) or not _is_uint(msg[2]) or not _is_digest(msg[3]):
+        if len(msg) != 4 or not is_uint(msg[1]) or not is_uint(msg[2]) or not is_digest(msg[3]):
             return False
         kind, view, seq, d = msg
         if not (self.view <= view <= self.view + 2) or not self._in_window(seq):
@@ -362,6 +353,7 @@ class Engine:
             have = self.pset.get(seq)
             if have is None or have[0] <= view:
                 self.pset[seq] = (view, d, batch)
+                self.log.prepared(seq, view, d, batch)
             self.sent_commit.add((view, seq))
             self._vote("c", view, seq, d, self.id)
             self._broadcast(["c", view, seq, d], out)
@@ -436,7 +428,7 @@ class Engine:
     # ---- checkpoints and garbage collection -----------------------------------------------
 
     def _on_checkpoint(self, sender, msg, now, out):
-        if len(msg) != 3 or not _is_uint(msg[1]) or not _is_digest(msg[2]) \
+        if len(msg) != 3 or not is_uint(msg[1]) or not is_digest(msg[2]) \
                 or msg[1] % self.cfg.checkpoint_interval:
             return False
         self._record_checkpoint(sender, msg[1], msg[2], now, out)
@@ -464,6 +456,7 @@ class Engine:
         if own is not None and own != d:
             self.stats["checkpoint_mismatch"] += 1
         self.stable = (seq, d)
+        self.log.set_stable(seq, d)
         self.stats["stable_checkpoints"] += 1
         self.pps = {k: v for k, v in self.pps.items() if k[1] > seq}
         self.votes = {k: v for k, v in self.votes.items() if k[2] > seq}
@@ -479,158 +472,6 @@ class Engine:
             self._start_fetch(now, out)
         self._propose(now, out)
 
-    # ---- view change ----------------------------------------------------------------------
-
-    def _start_view_change(self, view, now, out):
-        if view < self.view or (view == self.view and not self.active):
-            return
-        self.stats["view_changes"] += 1
-        self.view = view
-        self.active = False
-        self.req_deadline = None
-        self.vc_deadline = None
-        self.queue, self.proposed = [], set()
-        stable_seq = self.stable[0]
-        ckpts = dict(self.own_ckpts)
-        ckpts[stable_seq] = self.stable[1]
-        c = [[s, d] for s, d in sorted(ckpts.items()) if s >= stable_seq]
-        p = [[s, v, d, b] for s, (v, d, b) in sorted(self.pset.items()) if s > stable_seq]
-        q = [[s, v, d] for s, dv in sorted(self.qset.items()) if s > stable_seq
-             for d, v in sorted(dv.items())]
-        vc = self.my_vc = ["vc", view, stable_seq, c, p, q]
-        self._broadcast(vc, out)
-        self._record_view_change(self.id, vc, now, out)
-
-    def _valid_view_change(self, msg):
-        window = self.cfg.watermark_window
-        if len(msg) != 6 or not _is_uint(msg[1]) or not _is_uint(msg[2]):
-            return False
-        c, p, q = msg[3], msg[4], msg[5]
-        if not (_is_list(c, window) and _is_list(p, window) and _is_list(q, 4 * window)):
-            return False
-        for e in c:
-            if not (type(e) is list and len(e) == 2 and _is_uint(e[0]) and _is_digest(e[1])):
-                return False
-        seen = set()
-        for e in p:
-            if not (type(e) is list and len(e) == 4 and _is_uint(e[0]) and _is_uint(e[1])
-                    and _is_digest(e[2]) and self._valid_batch(e[3]) and e[0] not in seen
-                    and digest(e[3]) == e[2]):
-                return False
-            seen.add(e[0])
-        for e in q:
-            if not (type(e) is list and len(e) == 3 and _is_uint(e[0]) and _is_uint(e[1])
-                    and _is_digest(e[2])):
-                return False
-        return True
-
-    def _on_view_change(self, sender, msg, now, out):
-        if not self._valid_view_change(msg):
-            return False
-        self._record_view_change(sender, msg, now, out)
-        return True
-
-    def _record_view_change(self, sender, vc, now, out):
-        view = vc[1]
-        if self.my_nv is not None and self.my_nv[1] == view and sender != self.id:
-            out.append((sender, self.my_nv))  # it missed our NEW-VIEW
-        if view < self.view or (view == self.view and self.active) or view > self.view + self.n:
-            return
-        self.vcs.setdefault(view, {})[sender] = (digest(vc), vc)
-        # Join rule: f+1 others want a later view, so at least one honest replica does.
-        if view > self.view or self.active:
-            wanting = {}
-            for v, by in self.vcs.items():
-                if v > self.view or (v == self.view and self.active):
-                    for s in by:
-                        if s != self.id:
-                            wanting[s] = min(v, wanting.get(s, v))
-            if len(wanting) >= self.f + 1:
-                self._start_view_change(min(wanting.values()), now, out)
-        if self.active or view != self.view:
-            return
-        if self.vc_deadline is None and len(self.vcs[view]) >= 2 * self.f + 1:
-            self.vc_deadline = now + self.vc_timeout
-        if self.is_primary():
-            by = self.vcs[view]
-            decision = decide({s: m for s, (_, m) in by.items()}, self.f, self.cfg.watermark_window)
-            if decision is not None:
-                self.my_nv = ["nv", view, [[s, by[s][0]] for s in sorted(by)]]
-                self._broadcast(self.my_nv, out)
-                self._install(view, decision, now, out)
-                return
-        self._try_new_view(now, out)
-
-    def _on_new_view(self, sender, msg, now, out):
-        if len(msg) != 3 or not _is_uint(msg[1]) or not _is_list(msg[2], self.n):
-            return False
-        for e in msg[2]:
-            if not (type(e) is list and len(e) == 2 and type(e[0]) is int
-                    and 0 <= e[0] < self.n and _is_digest(e[1])):
-                return False
-        view = msg[1]
-        if sender != self.primary(view) or view < self.view or (view == self.view and self.active):
-            return True
-        self.nv = (view, msg[2])
-        self._try_new_view(now, out)
-        return True
-
-    def _try_new_view(self, now, out):
-        """Install a NEW-VIEW once we hold every VIEW-CHANGE it names, re-deciding ourselves."""
-        if self.nv is None:
-            return
-        view, ids = self.nv
-        if view < self.view or (view == self.view and self.active):
-            self.nv = None
-            return
-        have = self.vcs.get(view, {})
-        chosen = {}
-        for s, d in ids:
-            if s not in have or have[s][0] != d:
-                return  # wait: that VIEW-CHANGE has not reached us (yet)
-            chosen[s] = have[s][1]
-        decision = decide(chosen, self.f, self.cfg.watermark_window) if len(chosen) == len(ids) else None
-        if decision is None:
-            self.stats["bad_new_views"] += 1
-            self.nv = None
-            return
-        self._install(view, decision, now, out)
-
-    def _install(self, view, decision, now, out):
-        (ck_seq, ck_digest), chosen = decision
-        self.stats["new_views"] += 1
-        self.view = view
-        self.active = True
-        self.nv = None
-        self.vc_deadline = None
-        self.vc_timeout = self.cfg.view_change_timeout
-        self.vcs = {v: m for v, m in self.vcs.items() if v > view}
-        self.pps = {k: v for k, v in self.pps.items() if k[0] >= view}
-        self.votes = {k: v for k, v in self.votes.items() if k[1] >= view}
-        self.sent_commit = {k for k in self.sent_commit if k[0] >= view}
-        if ck_seq > self.stable[0]:
-            self._make_stable(ck_seq, ck_digest, now, out)
-        primary = self.is_primary()
-        reissued = set()
-        for seq, d, batch in chosen:
-            self.pps[(view, seq)] = (d, batch)
-            self._note_preprepared(seq, view, d)
-            reissued.update((c, ts) for c, ts, _ in batch)
-            if not primary:
-                self._vote("p", view, seq, d, self.id)
-                self._broadcast(["p", view, seq, d], out)
-        self.seq = max([ck_seq, self.handed] + [s for s, _, _ in chosen])
-        self.queue, self.proposed = [], set(reissued)
-        for (client, ts), op in self.pending.items():
-            if primary:
-                self._enqueue(client, ts, op, now)
-            elif (client, ts) not in reissued:
-                out.append((self.primary(), ["fwd", client, ts, op]))
-        self.req_deadline = now + self.cfg.request_timeout if self.pending else None
-        for seq, _, _ in chosen:
-            self._check_prepared(view, seq, now, out)
-        self._propose(now, out)
-
     # ---- status, catch-up and state transfer --------------------------------------------------
 
     def _on_status_query(self, sender, msg, now, out):
@@ -642,37 +483,17 @@ class Engine:
         return True
 
     def _on_status(self, sender, msg, now, out):
-        if len(msg) != 4 or not _is_uint(msg[1]) or type(msg[2]) is not bool or not _is_uint(msg[3]):
+        if len(msg) != 4 or not is_uint(msg[1]) or type(msg[2]) is not bool or not is_uint(msg[3]):
             return False
-        self.peer_status[sender] = (msg[1], msg[2], msg[3])
-        # f+1 peers at least this high: at least one honest one is, so it is real.
-        views = sorted((v for v, active, _ in self.peer_status.values() if active), reverse=True)
-        if len(views) > self.f and views[self.f] > self.view:
-            self._adopt_view(views[self.f], now, out)
+        self.peer_heights[sender] = msg[3]
+        self._claim(sender, msg[1], msg[2], now, out)
         if self._peers_height() > self.handed:
             self._start_fetch(now, out)
         return True
 
     def _peers_height(self):
-        heights = sorted((h for _, _, h in self.peer_status.values()), reverse=True)
+        heights = sorted(self.peer_heights.values(), reverse=True)
         return heights[self.f] if len(heights) > self.f else 0
-
-    def _adopt_view(self, view, now, out):
-        """Rejoin a view we slept through (restart, partition); blocks come by state transfer."""
-        self.stats["views_adopted"] += 1
-        self.view = view
-        self.active = True
-        self.nv = None
-        self.vc_deadline = None
-        self.vcs = {v: m for v, m in self.vcs.items() if v > view}
-        self.seq = max(self.seq, self._peers_height())
-        self.queue, self.proposed = [], set()
-        for (client, ts), op in self.pending.items():
-            if self.is_primary():
-                self._enqueue(client, ts, op, now)
-            else:
-                out.append((self.primary(), ["fwd", client, ts, op]))
-        self.req_deadline = now + self.cfg.request_timeout if self.pending else None
 
     def _start_fetch(self, now, out):
         if self.fetch is None:
@@ -684,19 +505,19 @@ class Engine:
         self._broadcast(["fetch", self.last_exec + 1], out)
 
     def _on_fetch(self, sender, msg, now, out):
-        if len(msg) != 2 or not _is_uint(msg[1]) or msg[1] == 0:
+        if len(msg) != 2 or not is_uint(msg[1]) or msg[1] == 0:
             return False
         if msg[1] <= self.store.height:
             out.append((sender, ["blocks", self.store.blocks(msg[1], self.cfg.fetch_max_blocks)]))
         return True
 
     def _on_blocks(self, sender, msg, now, out):
-        if len(msg) != 2 or not _is_list(msg[1], self.cfg.fetch_max_blocks):
+        if len(msg) != 2 or not is_list(msg[1], self.cfg.fetch_max_blocks):
             return False
         chain = []
         for r in msg[1]:
-            if not (type(r) is list and len(r) == 5 and _is_uint(r[0]) and _is_digest(r[1])
-                    and self._valid_batch(r[2]) and _is_digest(r[3]) and _is_digest(r[4])):
+            if not (type(r) is list and len(r) == 5 and is_uint(r[0]) and is_digest(r[1])
+                    and self._valid_batch(r[2]) and is_digest(r[3]) and is_digest(r[4])):
                 return False
             if chain and (r[0] != chain[-1][1][0] + 1 or r[1] != chain[-1][0]):
                 return False  # not a hash chain
@@ -756,56 +577,11 @@ class Engine:
         "p": _on_vote,
         "c": _on_vote,
         "ck": _on_checkpoint,
-        "vc": _on_view_change,
-        "nv": _on_new_view,
+        "vc": ViewChanges._on_view_change,
+        "nv": ViewChanges._on_new_view,
         "st?": _on_status_query,
         "st": _on_status,
         "fetch": _on_fetch,
         "blocks": _on_blocks,
     }
 
-
-def decide(vcs, f, window):
-    """The new view's starting checkpoint and re-issued batches, from VIEW-CHANGEs ``vcs``
-    (sender -> message), or None if they do not settle it yet. Deterministic: the new
-    primary and every backup compute it from the same set.
-
-    Castro's rules: the checkpoint is the highest one that f+1 replicas hold and that no
-    more than f claim to be below; for each later sequence number, a batch prepared in view
-    v is chosen if 2f+1 replicas prepared nothing that contradicts it (A1) and f+1
-    pre-prepared it in view v or later (A2); a null batch if 2f+1 prepared nothing there.
-    """
-    msgs = list(vcs.values())
-    if len(msgs) < 2 * f + 1:
-        return None
-    checkpoint = None
-    for seq, d in sorted({(c[0], c[1]) for m in msgs for c in m[3]}, reverse=True):
-        if sum(1 for m in msgs if m[2] <= seq) >= 2 * f + 1 and \
-                sum(1 for m in msgs if [seq, d] in m[3]) >= f + 1:
-            checkpoint = (seq, d)
-            break
-    if checkpoint is None:
-        return None
-    low = checkpoint[0]
-    prepared = [{e[0]: e for e in m[4]} for m in msgs]
-    preprepared = [{(e[0], e[2]): e[1] for e in m[5]} for m in msgs]
-    top = max([e[0] for m in msgs for e in m[4] if low < e[0] <= low + window] or [low])
-    chosen = []
-    for seq in range(low + 1, top + 1):
-        candidates = sorted({(e[1], e[2]) for p in prepared for e in p.values() if e[0] == seq},
-                            reverse=True)
-        pick = None
-        for view, d in candidates:
-            a1 = sum(1 for m, p in zip(msgs, prepared) if m[2] < seq and (
-                seq not in p or p[seq][1] < view or (p[seq][1] == view and p[seq][2] == d)))
-            a2 = sum(1 for q in preprepared if q.get((seq, d), -1) >= view)
-            if a1 >= 2 * f + 1 and a2 >= f + 1:
-                batch = next(p[seq][3] for p in prepared if seq in p and p[seq][2] == d)
-                pick = (seq, d, batch)
-                break
-        if pick is None:
-            if sum(1 for m, p in zip(msgs, prepared) if m[2] < seq and seq not in p) < 2 * f + 1:
-                return None
-            pick = (seq, digest(NULL_BATCH), NULL_BATCH)
-        chosen.append(pick)
-    return checkpoint, chosen

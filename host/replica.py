@@ -8,6 +8,10 @@ module only gives it durable storage, a clock and a network:
   block (height, prev hash, batch, results digest, app state digest) and the client reply
   cache in ONE SQLite transaction (WAL). A ``kill -9`` at any instant leaves either the
   whole block or none of it, and a reply only leaves after its block is committed.
+* The engine's protocol log (``pbft_log``: view, pre-prepared and prepared certificates,
+  stable checkpoint) is a second SQLite file, ``replica-N.pbft.sqlite``, committed in the
+  event loop before a turn's frames leave (at most one commit per turn, however many
+  batches it voted on).
 * One worker thread owns the SQLite connection while the replica runs: it executes the
   blocks the engine hands out (``pbft.Engine`` with ``deferred=True``) and answers queries
   and block reads in the same order, so a query never sees half a block. The event loop
@@ -42,7 +46,7 @@ import sqlite3
 import struct
 import sys
 
-from plugpay.host import cluster, pbft
+from plugpay.host import cluster, pbft, pbft_log
 from plugpay.protocol import codec
 from plugpay.protocol.port import sha256
 
@@ -312,6 +316,11 @@ class Replica:
         self.conn = open_database(self.db_path, config.get("sqlite_synchronous", "FULL"))
         app = load_application(config["app"], self.conn, config.get("app_options", {}))
         self.store = ChainStore(self.conn, app)
+        # The protocol log has its own file: the worker holds the chain's write lock while
+        # a block executes, and votes must not wait for that.
+        self.log_conn = open_database(os.path.join(config["data_dir"], "replica-%d.pbft.sqlite" % replica_id),
+                                      config.get("sqlite_synchronous", "FULL"))
+        self.log = pbft_log.ProtocolLog(self.log_conn)
         self.worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="replica-%d-store" % replica_id)
         self.loop = None
         self.engine = None
@@ -409,8 +418,10 @@ class Replica:
             self._arm_timer()
 
     def _flush(self):
-        """Write everything queued this loop turn: one MACed frame per destination."""
+        """Write everything queued this loop turn: one MACed frame per destination, once
+        the protocol log holds what these messages commit the replica to."""
         self.flush_pending = False
+        self.log.sync()
         outbox, self.outbox = self.outbox, collections.defaultdict(list)
         replies = collections.defaultdict(list)
         for dest, msgs in outbox.items():
@@ -572,8 +583,8 @@ class Replica:
     async def run(self, stop):
         """Serve until ``stop`` is set."""
         self.loop = asyncio.get_running_loop()
-        self.engine = pbft.Engine(self.id, self.pbft_config, WorkerStore(self.store, self.worker), self._now(),
-                                  deferred=True)
+        self.engine = pbft.Engine(self.id, self.pbft_config, WorkerStore(self.store, self.worker), self.log,
+                                  self._now(), deferred=True)
         host, port = cluster.address(self.config, self.id)
         server = await asyncio.start_server(self._on_connection, host, port, reuse_address=True)
         for peer in range(self.config["n"]):
@@ -597,6 +608,7 @@ class Replica:
                 self.timer.cancel()
             self.worker.shutdown()  # lets the block in hand finish and commit
             self.conn.close()
+            self.log_conn.close()
             log.info("replica %d stopped at height %d; engine %s; dropped %s", self.id,
                      self.engine.last_exec, dict(self.engine.stats), dict(self.dropped))
 

@@ -76,6 +76,10 @@ def _bench(args):
         from plugpay.tools import bench_dashboard
 
         return bench_dashboard.main(args)
+    if args.what == "recovery":
+        from plugpay.tools import bench_recovery
+
+        return bench_recovery.main(args)
     from plugpay.tools import bench_crypto
 
     return bench_crypto.main(args)
@@ -104,7 +108,7 @@ def parser():
 
     b = sub.add_parser("bench", help="benchmarks that print figures beside a baseline measured in the same run")
     b.add_argument("what", choices=["crypto", "ledger", "wallet", "session", "privacy", "memory", "device",
-                                    "dashboard"],
+                                    "dashboard", "recovery"],
                    help="crypto: key generation, sign, verify, 300 RA-signed accounts; "
                    "ledger: real transactions through four replica processes; "
                    "wallet: flash per key, O(1) key reads and the heap and sign time of a channel session"
@@ -116,7 +120,9 @@ def parser():
                    "device: sessions between MicroPython unix-port processes through the market, their installment "
                    "round trip and smallest heap, beside CPython devices, and the 32-bit heap figures; "
                    "dashboard: bench ledger's saturation alone and watched by `ledger watch --json` with the dashboard"
-                   " open in headless Chromium (the slowdown, keeping up), the page's first paint and update latency")
+                   " open in headless Chromium (the slowdown, keeping up), the page's first paint and update latency; "
+                   "recovery: seconds until 4 replica processes confirm again after kill -9 of one, two in a "
+                   "high view and all four, beside a failover, and what went missing")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     b.add_argument("--mode", choices=["channel", "htlc"], default="channel",
                    help="privacy: how the vehicle pays (default channel)")

@@ -51,7 +51,6 @@ def add_parser(sub, cluster_json):
     w.set_defaults(func=watch_command)
 
 
-@ledger_inspect.bad_input_exits_2
 def watch_command(args):
     if args.first is not None and args.first < 1:
         raise ledger_inspect.InspectError("--from: block heights start at 1, got %d" % args.first)
