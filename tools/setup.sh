@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up plugpay on a fresh Debian/Ubuntu machine, idempotently: the Debian packages it
 # needs (Node.js and npm, python3-venv, Mosquitto), a virtualenv in .venv with the project
-# and its test tools, and the pinned MicroPython WebAssembly port (npm) that runs device
-# code in the tests and benchmarks.
+# and its test tools, the pinned MicroPython WebAssembly port (npm) that runs device
+# code in the tests and benchmarks, and, where Go is installed, the pinned CometBFT release
+# and its ABCI definitions (tools/cometbft_setup.py; without Go it says so and goes on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,9 +37,12 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
 fi
+extras=test
+command -v go >/dev/null 2>&1 && extras=test,cometbft
 echo "setup: installing plugpay and its test tools into .venv"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"
+.venv/bin/python -m plugpay.tools.cometbft_setup
 
 port=tools/wasm_port/node_modules/@micropython/micropython-webassembly-pyscript
 want=$(node -p 'require("./tools/wasm_port/package.json").dependencies["@micropython/micropython-webassembly-pyscript"]')
