@@ -133,6 +133,8 @@ def generate(directory, n=4, app_options=None, hosts=None, ports=None, settings=
     free ones here)."""
     if n < 4 or (n - 1) % 3:
         raise ValueError("n must be 3f+1 with f >= 1 (4, 7, 10, ...), got %d" % n)
+    if cometbft.missing():
+        raise RuntimeError(cometbft.missing())
     hosts = list(hosts or ["127.0.0.1"] * n)
     if len(hosts) != n:
         raise ValueError("need %d hosts, got %d" % (n, len(hosts)))
