@@ -13,11 +13,11 @@ def engine(config):
 
 def make_client(config, secrets=None, name=None, lanes=256):
     """A PBFT ``Client`` (``lanes`` requests in flight under ``name``) or a ``CometClient``
-    submitting through the network's first node (the one beside the gateway)."""
+    submitting through the network's node ``local_node`` (default 0): the one beside us."""
     if engine(config) == "cometbft":
         from plugpay.host.comet_client import CometClient
 
-        return CometClient(config)
+        return CometClient(config, node=config.get("local_node", 0))
     from plugpay.host.client import Client
 
     return Client(config, secrets, name=name, lanes=lanes)

@@ -1,6 +1,7 @@
 """``plugpay ledger tx | block | audit``: fetch ledger records from a cluster and render them.
 
-No single replica is believed: a record is accepted on f+1 matching answers (at least one
+Either engine: a CometBFT network's reads come from its validators' RPC
+(``tools.comet_inspect``) under the same rule. No single replica is believed: a record is accepted on f+1 matching answers (at least one
 from an honest replica), then checked for shape before use, since f replicas may send any
 well-formed CBOR. A block's hash is recomputed from its contents rather than taken from
 anyone. The newest block is the one at the (f+1)-th highest height the replicas report,
@@ -21,7 +22,7 @@ import functools
 import json
 import sys
 
-from plugpay.host import certs, cluster, pbft, ra
+from plugpay.host import certs, cluster, comet_testnet, pbft, ra
 from plugpay.host.client import Client, NoQuorum
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import structures as S
@@ -254,6 +255,19 @@ def load_config(path):
 async def reader(config_path, timeout):
     """A ``LedgerReader`` on the cluster of ``config_path``; refused at once if fewer than
     f+1 replicas accept a connection."""
+    try:
+        engine = comet_testnet.engine_of(config_path)
+    except (OSError, ValueError) as e:
+        raise InspectError("cannot read the cluster config %s: %s" % (config_path, e))
+    if engine == "cometbft":
+        from plugpay.tools import comet_inspect
+
+        read, quorum = await comet_inspect.open_reader(config_path, timeout)
+        try:
+            yield read
+        finally:
+            await quorum.close()
+        return
     config, secrets = load_config(config_path)
     client = Client(config, secrets)
     await client.start(wait_for=config["n"], timeout=timeout / 2)
