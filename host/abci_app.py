@@ -86,6 +86,7 @@ class LedgerApp:
         self.finalized = None  # (height, app hash, txs, applied) of the block awaiting Commit
         self.trusted = collections.OrderedDict()  # request SHA-256 -> its verified signatures
         self.stats = collections.Counter()
+        self.server = None  # the AbciServer serving this app: its counters go into /status
 
     # -- connection and state --------------------------------------------------------
 
@@ -112,6 +113,9 @@ class LedgerApp:
                       "finalized": None if self.finalized is None else self.finalized[0],
                       "trusted": len(self.trusted), "stats": dict(self.stats),
                       "rejections": self.ledger.rejections()}
+            if self.server is not None:
+                status.update(requests=dict(self.server.stats),
+                              busy_seconds=dict((k, round(v, 3)) for k, v in self.server.busy.items()))
             response.value = json.dumps(status, sort_keys=True).encode()
         else:
             response.code = L.NOT_FOUND
@@ -233,7 +237,7 @@ def serve(home, make_app=open_app):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        server = await AbciServer(app).start(address)
+        server = app.server = await AbciServer(app).start(address)
         log.info("ABCI application on %s, height %d, app hash %s", address, app.height, app.app_hash.hex())
         try:
             await stop.wait()

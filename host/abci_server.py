@@ -3,7 +3,8 @@ answers out.
 
 CometBFT opens four connections to the application (consensus, mempool, query, snapshot)
 and on each sends requests in order, expecting the responses in the same order; a Flush
-asks for everything answered so far to be sent. All four are served by one event loop and
+asks for everything answered so far to be sent, so responses wait for it and leave in one
+write. All four are served by one event loop and
 one application object whose handlers run to completion one at a time, so a CheckTx or a
 Query never sees half a block.
 
@@ -20,12 +21,14 @@ import collections
 import logging
 import os
 import socket
+import time
 
 from google.protobuf.message import DecodeError
 
 from plugpay.host import abci_wire as W
 
 MAX_CONNECTIONS = 16  # CometBFT needs 4; a few more for operators' tools
+MAX_UNFLUSHED = 1 << 20  # responses held for the next Flush beyond this many bytes go out at once
 log = logging.getLogger("plugpay.abci")
 
 
@@ -49,7 +52,8 @@ class AbciServer:
         self.app = app
         self.server = None
         self.writers = set()
-        self.stats = collections.Counter()
+        self.stats = collections.Counter()  # requests served by kind, connections refused
+        self.busy = collections.Counter()  # seconds (wall) in the application's handlers, by kind
 
     async def start(self, address):
         kind, host, port = parse_address(address)
@@ -86,6 +90,9 @@ class AbciServer:
             writer.close()
 
     async def _requests(self, reader, writer):
+        """Answer requests in order; responses go out together at each Flush (CometBFT's
+        client sends its queued requests with a Flush and waits for that one)."""
+        out = bytearray()
         while True:
             try:
                 body = await W.read_frame(reader)
@@ -109,15 +116,19 @@ class AbciServer:
             if kind == "echo":
                 answer.message = request.echo.message
             elif kind != "flush":
+                start = time.perf_counter()
                 try:
                     getattr(self.app, kind)(getattr(request, kind), answer)
                 except Exception as e:
                     log.exception("the application failed on %s", kind)
                     await self._refuse(writer, "the application failed on %s: %s" % (kind, e), count="app_failures")
                     return
+                self.busy[kind] += time.perf_counter() - start
             self.stats[kind] += 1
-            writer.write(W.frame(response))
-            if kind == "flush":
+            out += W.frame(response)
+            if kind == "flush" or len(out) > MAX_UNFLUSHED:
+                writer.write(bytes(out))
+                out.clear()
                 await writer.drain()
 
     async def _refuse(self, writer, reason, count="refused"):

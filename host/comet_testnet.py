@@ -25,6 +25,8 @@ Settings chosen for low latency on a few machines (``SETTINGS``; each can be ove
 * mempool: ``recheck`` off (the application would answer OK anyway: a request that passed
   CheckTx is decided by a block, never dropped), 10,000 requests, 64 KiB per request (the
   ledger itself refuses over 8 KiB, with its reason).
+* no transaction index (``kv``): plugpay looks nothing up by transaction hash (a re-sent
+  request is checked again instead), and indexing costs every node CPU and disk per request.
 * blocks of at most 4 MiB (22 MiB), logs at error level but for one line per block.
 """
 import base64
@@ -54,6 +56,7 @@ SETTINGS = {
     ("mempool", "size"): 10000,
     ("mempool", "cache_size"): 20000,
     ("mempool", "max_tx_bytes"): 65536,
+    ("tx_index", "indexer"): "null",
     (None, "log_level"): "state:info,*:error",
 }
 MAX_BLOCK_BYTES = 4 << 20
