@@ -22,6 +22,7 @@ from plugpay.protocol.port import sha256
 
 LEDGER_PATH = "/ledger"
 IN_CACHE = "tx already exists in cache"
+TOO_LARGE = "tx too large"
 
 
 class Unavailable(TimeoutError):
@@ -108,8 +109,12 @@ class CometClient:
         self.last_height = height
         for tx, result in zip(txs, results):
             future = self.waiting.get(sha256(tx))
-            if future is not None and not future.done():
+            if future is None or future.done():
+                continue
+            try:
                 future.set_result(_result_bytes(sha256(tx), result))
+            except RpcError as e:  # the node's answer for this request is malformed: no result
+                future.set_exception(Unavailable(str(e)))
 
     # -- the PBFT client's interface ---------------------------------------------------------
 
@@ -137,6 +142,10 @@ class CometClient:
         try:
             checked = await self.rpc.call("broadcast_tx_sync", tx=base64.b64encode(op).decode())
         except RpcError as e:
+            if TOO_LARGE in str(e).lower():  # CometBFT's own limit, above the ledger's: the ledger's reason
+                if not future.done():
+                    future.set_result(L.Result(digest, False, L.TOO_LARGE, str(e)[:L.MAX_DETAIL_BYTES], None).encode())
+                return
             if IN_CACHE not in str(e):
                 raise Unavailable(str(e)) from None
             self.stats["already_seen"] += 1

@@ -3,10 +3,12 @@
 node's home; a context manager that always stops what it started.
 
 A node starts application first: CometBFT retries a refused ABCI connection only every
-3 s. It stops CometBFT first, so the application sees its connections close rather than
+3 s. A node dialing a peer that is not up yet retries after seconds too, so ``wait_ready``
+waits for the full mesh, not only for the first block. It stops CometBFT first, so the application sees its connections close rather than
 CometBFT its application die (which CometBFT answers by stopping itself). A CometBFT
 process also ends itself when its application does; ``kill_app`` is that crash.
 """
+import json
 import os
 import signal
 import socket
@@ -75,11 +77,13 @@ class LocalCometCluster:
         for i in range(self.config["n"]):
             self.start_node(i)
 
-    def wait_ready(self, timeout=60.0, nodes=None):
-        """Block until every running node (or ``nodes``) answers RPC and has a block."""
-        for i in sorted(self.nodes) if nodes is None else nodes:
-            self._wait(lambda i=i: _has_blocks(self.rpc(i)), self.nodes[i], "CometBFT node %d" % i, timeout,
-                       self.log_path(i))
+    def wait_ready(self, timeout=60.0):
+        """Block until every running node has a block and a peer connection to every other
+        running node."""
+        running = self.running()
+        for i in running:
+            self._wait(lambda i=i: _has_blocks(self.rpc(i)) and _peers(self.rpc(i)) >= len(running) - 1,
+                       self.nodes[i], "CometBFT node %d" % i, timeout, self.log_path(i))
 
     @staticmethod
     def _wait(ready, proc, what, timeout, log):
@@ -152,6 +156,14 @@ def _accepts(kind, host, port):
         return False
     finally:
         s.close()
+
+
+def _peers(rpc):
+    try:
+        with urllib.request.urlopen(rpc + "/net_info", timeout=1.0) as reply:
+            return int(json.load(reply)["result"]["n_peers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def _has_blocks(rpc):

@@ -120,7 +120,7 @@ def node_config(node, nodes, settings):
     options.update({
         (None, "moniker"): "plugpay-%d" % node["id"],
         (None, "proxy_app"): node["abci"],
-        ("rpc", "laddr"): "tcp://%s:%d" % (node["rpc_host"], node["rpc_port"]),
+        ("rpc", "laddr"): "tcp://%s:%d" % (node["listen"], node["rpc_port"]),
         ("p2p", "laddr"): "tcp://%s:%d" % (node["listen"], node["p2p_port"]),
         ("p2p", "persistent_peers"): peers,
     })
@@ -131,9 +131,9 @@ def generate(directory, n=4, app_options=None, hosts=None, ports=None, settings=
     """Write a network of ``n`` validators into ``directory``; return ``cluster.json``'s path.
 
     ``hosts`` (one address per node, default all 127.0.0.1) is where each node is reached
-    by its peers; a node on loopback listens there, any other on all interfaces, and every
-    node's RPC and ABCI stay on loopback. ``ports`` are (p2p, rpc, abci) per node (default:
-    free ones here)."""
+    by its peers and by the tools (P2P and RPC); a node on loopback listens there, any other
+    on all interfaces. The ABCI socket stays on loopback. ``ports`` are (p2p, rpc, abci) per
+    node (default: free ones here)."""
     if n < 4 or (n - 1) % 3:
         raise ValueError("n must be 3f+1 with f >= 1 (4, 7, 10, ...), got %d" % n)
     if cometbft.missing():
@@ -153,7 +153,7 @@ def generate(directory, n=4, app_options=None, hosts=None, ports=None, settings=
         home = os.path.join(directory, "node%d" % i)
         local = hosts[i] in ("127.0.0.1", "localhost", "::1")
         nodes.append({"id": i, "home": "node%d" % i, "host": hosts[i], "listen": hosts[i] if local else "0.0.0.0",
-                      "p2p_port": ports[i][0], "rpc_host": "127.0.0.1", "rpc_port": ports[i][1],
+                      "p2p_port": ports[i][0], "rpc_port": ports[i][1],
                       "abci": "tcp://127.0.0.1:%d" % ports[i][2], "node_id": node_id(home)})
     chain_id = None
     for node in nodes:
@@ -171,7 +171,7 @@ def generate(directory, n=4, app_options=None, hosts=None, ports=None, settings=
             os.chmod(os.path.join(home, "config", secret), 0o600)
     config = {"engine": ENGINE, "cometbft": cometbft.VERSION, "n": n, "f": (n - 1) // 3, "chain_id": chain_id,
               "app": APP, "app_options": app_options or {},
-              "nodes": [{"id": x["id"], "home": x["home"], "rpc": "http://%s:%d" % (x["rpc_host"], x["rpc_port"]),
+              "nodes": [{"id": x["id"], "home": x["home"], "rpc": "http://%s:%d" % (x["host"], x["rpc_port"]),
                          "p2p": "%s@%s:%d" % (x["node_id"], x["host"], x["p2p_port"]), "abci": x["abci"]}
                         for x in nodes]}
     path = os.path.join(directory, "cluster.json")

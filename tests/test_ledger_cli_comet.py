@@ -86,7 +86,7 @@ def test_ledger_up_on_cometbft_serves_devices_and_every_inspect_command(ledger_u
     code, out, _ = plugpay(capsys, "ledger", "status", "--config", config, "--json")
     rows = json.loads(out)
     assert code == 0 and [r["id"] for r in rows] == [0, 1, 2, 3] and all(r["reachable"] for r in rows)
-    assert all(r["peers"] == 3 for r in rows) and rows[0]["refused"] >= 1  # the double spend, before ordering
+    assert all(r["peers"] == 3 for r in rows) and rows[0]["refused"] >= 1, json.dumps(rows)  # the double spend, before ordering
 
     code, out, _ = plugpay(capsys, "ledger", "tx", pay.txhash().hex(), "--config", config, "--json")
     described = json.loads(out)
@@ -104,3 +104,47 @@ def test_ledger_up_on_cometbft_serves_devices_and_every_inspect_command(ledger_u
     named = {line.split()[0]: line for line in out.splitlines()[2:]}
     assert set(named) == {k.address() for k in (ada[0], ada[1], ada[2], alan[0])}
     assert "Ada Lovelace" in named[ada[0].address()] and "Alan Turing" in named[alan[0].address()]
+
+
+def test_init_writes_a_network_for_machines_and_validator_runs_one_node_each(tmp_path, capsys):
+    """``ledger init`` for four machines writes what each needs; on loopback, four
+    ``ledger validator`` processes (``ledger replica``'s counterpart) form the network."""
+    skip_without_cometbft()
+    ra_dir, key_file = str(tmp_path / "ra"), str(tmp_path / "ra.key")
+    ra.create_key_file(key_file)
+    ra.init(ra_dir, ra.Unlock(key_file=key_file))
+    hosts = "10.0.0.1,10.0.0.2,10.0.0.3,10.0.0.4"
+    code, out, _ = plugpay(capsys, "ledger", "init", "--dir", tmp_path / "lan", "--hosts", hosts, "--ra-dir", ra_dir)
+    assert code == 0 and "plugpay ledger validator --id N --config cluster.json" in out
+    lan = json.loads((tmp_path / "lan" / "cluster.json").read_text())
+    assert [n["p2p"].split("@")[1] for n in lan["nodes"]] == ["10.0.0.%d:26656" % i for i in range(1, 5)]
+    assert lan["nodes"][2]["rpc"] == "http://10.0.0.3:26657" and lan["nodes"][2]["abci"] == "tcp://127.0.0.1:26658"
+    toml = (tmp_path / "lan" / "node2" / "config" / "config.toml").read_text()
+    assert 'laddr = "tcp://0.0.0.0:26656"' in toml and "@10.0.0.4:26656" in toml and "@10.0.0.3:" not in toml
+    assert os.stat(tmp_path / "lan" / "node2" / "config" / "priv_validator_key.json").st_mode & 0o777 == 0o600
+    code, _, err = plugpay(capsys, "ledger", "init", "--dir", tmp_path / "x", "--hosts", "h,h,h,h", "--ra-dir", ra_dir)
+    assert code == 1 and "repeats an address" in err
+
+    from plugpay.host import comet_testnet
+    from plugpay.host.comet_client import CometClient
+
+    config = comet_testnet.generate(str(tmp_path / "local"), app_options={
+        "ra_pubkeys": {str(e): k.hex() for e, k in H.RA_PUBKEYS.items()}, "faucet_pubkey": H.FAUCET_PUBKEY.hex()})
+    validators = [subprocess.Popen([sys.executable, "-m", "plugpay.tools.cli", "ledger", "validator", "--id", str(i),
+                                    "--config", config], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                  for i in range(4)]
+    try:
+        for i, v in enumerate(validators):
+            assert v.stdout.readline().startswith("validator %d: home " % i)
+
+        async def submit():
+            async with CometClient(comet_testnet.load(config), node=2) as client:
+                return L.Result.decode(await client.submit(H.faucet([(H.Key("v"), 5)]).encode(), timeout=60))
+        import asyncio
+
+        assert asyncio.run(submit()).ok
+    finally:
+        for v in validators:
+            v.send_signal(signal.SIGTERM)
+        outs = [v.communicate(timeout=30)[0] for v in validators]
+    assert all(out.strip().endswith("stopped") for out in outs) and all(v.returncode == 0 for v in validators)

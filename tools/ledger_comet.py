@@ -31,7 +31,7 @@ def add_parsers(sub, up):
     init.add_argument("--faucet-pubkey", help="hex public key allowed to mint (default: a new DIR/faucet.key)")
     init.add_argument("--ports", default="26656,26657,26658",
                       help="P2P, RPC and ABCI ports of every validator (default 26656,26657,26658)")
-    init.set_defaults(func=_init)
+    init.set_defaults(func=_init, app="ledger")
 
     val = sub.add_parser("validator", help="run one CometBFT validator and its ABCI application in the foreground")
     val.add_argument("--id", type=int, required=True)
