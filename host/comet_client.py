@@ -131,6 +131,9 @@ class CometClient:
                 if owner:
                     await self._broadcast(op, digest, future)
                 return await asyncio.shield(future)
+        except Unavailable:
+            self.stats["unavailable"] += 1
+            raise
         except TimeoutError:
             self.stats["timeouts"] += 1
             raise TimeoutError("no result within %.1f s" % timeout) from None
