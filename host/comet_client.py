@@ -18,6 +18,7 @@ import collections
 
 from plugpay.host.comet_rpc import Rpc, RpcError, b64, parse_block
 from plugpay.protocol import ledger_ops as L
+from plugpay.protocol.codec import DecodeError
 from plugpay.protocol.port import sha256
 
 LEDGER_PATH = "/ledger"
@@ -52,7 +53,7 @@ class CometClient:
     async def __aexit__(self, *exc):
         await self.close()
 
-    async def start(self, wait_for=None, timeout=5.0):
+    async def start(self, timeout=5.0):
         """Follow the node's blocks; wait up to ``timeout`` for the stream to be up."""
         loop = asyncio.get_running_loop()
         self.closed = asyncio.Event()
@@ -189,8 +190,8 @@ class CometClient:
 
 def _result_bytes(digest, result, hex_data=False):
     """The encoded ``Result`` an ``ExecTxResult`` (``data`` in base64) or a broadcast's
-    CheckTx answer (in hex) carries; one made from its code and log if it carries none (a
-    refusal of CometBFT's own)."""
+    CheckTx answer (in hex) carries, checked to be one for request ``digest``; one made
+    from its code and log if it carries none (a refusal of CometBFT's own)."""
     if not isinstance(result, dict):
         raise RpcError("a transaction result that is no object")
     try:
@@ -198,6 +199,12 @@ def _result_bytes(digest, result, hex_data=False):
     except (TypeError, ValueError):
         raise RpcError("a malformed hex value in the node's answer") from None
     if data:
+        try:
+            decoded = L.Result.decode(data)
+        except DecodeError:
+            decoded = None
+        if decoded is None or decoded.request_digest != digest:
+            raise RpcError("the node's result is no ledger result for this request")
         return data
     code = result.get("code") or 0
     if not code:
