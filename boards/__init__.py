@@ -1,1 +1,1 @@
-"""Board profiles and entry points: ESP32, Raspberry Pi and the simulated board."""
+"""Board profiles and entry points: ESP32, Raspberry Pi, what they share, and the simulated board."""

@@ -60,6 +60,28 @@ def remove_record(record):
     record.seq, record.slot = 0, 1
 
 
+def load_each(storage, prefix, load, key):
+    """Every record named ``prefix...``, loaded by ``load(name)``: ``({key(obj): obj},
+    [(record name, why it is unusable)])``. ``load`` returns None for a record whose only
+    copy is a first write that never finished; its leftover is removed (nothing was done
+    on its strength) and it is not a record."""
+    objects = {}
+    broken = []
+    for name in record_names(storage, prefix):
+        try:
+            obj = load(name)
+        except ValueError as e:  # RecordCorrupt, WalletError
+            broken.append((name, str(e)))
+            continue
+        if obj is None:
+            for slot in SLOTS:
+                if storage.exists(name + slot):
+                    storage.remove(name + slot)
+        else:
+            objects[key(obj)] = obj
+    return objects, broken
+
+
 def record_names(storage, prefix):
     """Names of the A/B records in ``storage`` whose name starts with ``prefix``."""
     found = []

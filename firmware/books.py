@@ -47,10 +47,11 @@ from plugpay.protocol.structures import (
     TxOutput,
 )
 
+from . import names
 from .bookkeeping import KEY_INDEX, TAG_BOOK, WalletError, strict
 from .coins import CLEAN, Coin, coin_plan, cover, exact
 from .keystore import MAX_KEYS
-from .records import ABRecord
+from .records import SLOTS, ABRecord
 
 MAX_COINS = const(128)  # receive/split refuse beyond this: consolidate with a payment to self
 MAX_SPENDS = const(16)  # signed requests waiting for their result
@@ -185,7 +186,7 @@ class Books:
     ``WalletError`` (a malformed record) pass through for the wallet to report."""
 
     def __init__(self, storage, keystore, ra_pubkeys):
-        self.record = ABRecord(storage, "books", keystore.state_key)
+        self.record = ABRecord(storage, names.BOOKS, keystore.state_key)
         self.keystore = keystore
         self.ra_pubkeys = ra_pubkeys
         self.coins = []
@@ -215,6 +216,20 @@ class Books:
                 len(payload), MAX_BOOK_BYTES))
         self.record.store(payload)
         self.coins, self.spends, self.lost = coins, spends, lost
+
+    def save(self):
+        """Write the book as it stands (the empty one of a new wallet)."""
+        self._commit(self.coins, self.spends, self.lost)
+
+    def rebuild(self, coins):
+        """Make ``coins`` the whole book (a recovery from the ledger): its spends and lost
+        coins are dropped and its copies, readable or not, replaced."""
+        storage = self.record.storage
+        for slot in SLOTS:
+            if storage.exists(names.BOOKS + slot):
+                storage.remove(names.BOOKS + slot)
+        self.record = ABRecord(storage, names.BOOKS, self.record.key)
+        self._commit(list(coins), [], [])
 
     # -- reading ---------------------------------------------------------------------------
 

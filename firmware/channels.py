@@ -31,7 +31,8 @@ from plugpay.protocol.port import const, sha256
 from plugpay.protocol.schema import ArrayOf, Nested, Struct, UInt
 from plugpay.protocol.structures import HASH, Account, ChannelState
 
-from .bookkeeping import KEY_INDEX, TAG_CHANNEL, WalletError, load_payload, record_names, remove_record, strict
+from . import names
+from .bookkeeping import KEY_INDEX, TAG_CHANNEL, WalletError, load_each, load_payload, remove_record, strict
 from .records import ABRecord
 
 CONSUMER = const(0)
@@ -40,7 +41,7 @@ OPEN = const(0)
 CLOSING = const(1)
 ROLES = ("consumer", "producer")
 STATUSES = ("open", "closing")
-PREFIX = "ch-"
+PREFIX = names.CHANNEL_PREFIX
 
 
 class ChannelError(WalletError):
@@ -111,6 +112,7 @@ class Channel:
         self.rec = rec
         self.record = record
         self.unsaved = False  # ``rec`` holds an acceptance not written yet (``accept``)
+        self.behind = None  # why the record may have lost a newer state (set by the wallet)
 
     @classmethod
     def create(cls, storage, keystore, role, channel_id, counterparty, terms, my_index):
@@ -133,11 +135,12 @@ class Channel:
 
     @classmethod
     def load(cls, storage, keystore, name):
-        """The channel stored under ``name``; ``RecordCorrupt``/``WalletError`` pass through."""
+        """The channel stored under ``name``, or None if it was never completely written;
+        ``RecordCorrupt``/``WalletError`` pass through."""
         record = ABRecord(storage, name, keystore.state_key)
         rec = load_payload(record, ChannelRecord)
         if rec is None:
-            raise ChannelError("%s: no such channel record" % name)
+            return None
         if record_name(rec.channel_id) != name:
             raise ChannelError("%s: holds channel %s" % (name, rec.channel_id.hex()))
         return cls(keystore, rec, record)
@@ -192,6 +195,14 @@ class Channel:
             raise ChannelError("only the %s may %s" % (ROLES[role], what))
         if self.rec.status != OPEN:
             raise ChannelError("the channel is closing: no more states are signed")
+        self._require_current(what)
+
+    def _require_current(self, what):
+        """A record that may be behind might sign a seq it signed before, or close on a
+        state older than one it signed: it only disputes with what it can prove."""
+        if self.behind is not None:
+            raise ChannelError("the channel record %s: it may not %s, only close alone with its latest state" % (
+                self.behind, what))
 
     def _check_amounts(self, paid, energy_wh):
         latest = self.rec.latest
@@ -287,6 +298,11 @@ class Channel:
         if self.rec.status != CLOSING:
             self._store(self._with(status=CLOSING))
 
+    def close_only(self):
+        """Sign no state from now on, only close (a record that may be behind, once a
+        recovery cleared its damage: it can prove nothing newer than what it holds)."""
+        self._closing()
+
     def _mine_and_theirs(self):
         """The names of my and the counterparty's signature fields on a ``ChannelClose``."""
         if self.rec.role == CONSUMER:
@@ -296,6 +312,7 @@ class Channel:
     def sign_close(self):
         """A cooperative ``ChannelClose`` on my latest state with my signature, for the
         counterparty to countersign (bytes). The channel signs no states from now on."""
+        self._require_current("sign a cooperative close")
         op = L.ChannelClose(self.rec.latest, b"", b"")
         mine, _ = self._mine_and_theirs()
         setattr(op, mine, signing.sign(self._secret(), op))
@@ -305,6 +322,7 @@ class Channel:
     def countersign_close(self, data):
         """Add my signature to the counterparty's ``ChannelClose``; only on my latest state
         and only with a valid counterparty signature. Returns the complete request."""
+        self._require_current("countersign a close")
         op = strict(L.ChannelClose, data, "channel close")
         if not _same(op.state, self.rec.latest):
             raise ChannelError("the close is on seq %d; my latest is seq %d" % (op.state.seq, self.rec.latest.seq))
@@ -354,7 +372,7 @@ class Channel:
 
     def finish(self, data, books):
         """Take the ledger's answer to ``query()`` for a closed channel: my payout goes into
-        ``books`` and the record is removed. Returns my payout amount."""
+        ``books`` (then the wallet removes the record). Returns my payout amount."""
         row = self.ledger_row(data)
         if row is None:
             raise ChannelError("the ledger has no channel %s" % self.rec.channel_id.hex())
@@ -365,7 +383,6 @@ class Channel:
         if amount:
             txhash, sn = self.payout()
             books.receive(txhash, sn, self.rec.my_index, amount, self.rec.channel_id)  # names this session
-        self.remove()
         return amount
 
     def remove(self):
@@ -403,12 +420,4 @@ class Channel:
 
 def load_all(storage, keystore):
     """Every channel record: ``(channels by id, [(record name, why it is unusable)])``."""
-    channels = {}
-    broken = []
-    for name in record_names(storage, PREFIX):
-        try:
-            channel = Channel.load(storage, keystore, name)
-            channels[channel.channel_id] = channel
-        except ValueError as e:  # RecordCorrupt, WalletError
-            broken.append((name, str(e)))
-    return channels, broken
+    return load_each(storage, PREFIX, lambda name: Channel.load(storage, keystore, name), lambda c: c.channel_id)

@@ -296,7 +296,10 @@ class BoardConsole:
         elif what == "status":
             self.status(wallet)
         elif what == "meter":
-            self.meter(board, 0)
+            if board is None:  # a simulated board exists for a session only
+                self.error("console: no board to read before a session starts")
+            else:
+                self.meter(board, 0)
         else:
             self.error("console: ASK for %r: ask for hello, status or meter" % (what,))
 
@@ -305,7 +308,7 @@ class BoardConsole:
 
     def meter(self, board, now):
         """What the board measured through its end (out for a producer, in for a consumer)."""
-        board.update(board.clock.now_ms())
+        board.update()
         self.send(METER, {"t": now, "measured_wh": board.measured_wh})
         self._meter_at = now
 
@@ -410,20 +413,16 @@ def read_start(payload):
     return terms, _field(payload, "timestamp", int), _field(payload, "fund", int)
 
 
-def run_started(console, wallet, board, mqtt, payload, now, timeout_ms):
-    """A board's session on the host's ``START`` payload, over ``mqtt`` (connected), the
-    console reporting as it goes; returns the ``Session`` (``None`` after an ``ERR``: bad
-    terms or a refused faucet). ``now`` is the link clock in ms."""
+def run_started(console, wallet, board, mqtt, start, now, timeout_ms):
+    """A board's session on the host's ``START`` (``read_start``'s triple), over ``mqtt``
+    (connected), the console reporting as it goes; returns the ``Session`` (``None`` after
+    an ``ERR``: a refused faucet). ``now`` is the link clock in ms."""
     from . import issuing
     from .gateway_client import GatewayClient, GatewayError
     from .runner import SessionRunner
     from .session import Session
 
-    try:
-        terms, timestamp, fund = read_start(payload)
-    except ConsoleError as e:
-        console.error(e)
-        return None
+    terms, timestamp, fund = start
     if fund:
         try:
             result = issuing.fund(wallet, GatewayClient(mqtt), fund)
@@ -445,20 +444,28 @@ def run_started(console, wallet, board, mqtt, payload, now, timeout_ms):
 def serve(console, wallet, board, connect, read, now, timeout_ms):
     """The board side of ``plugpay hil``, until ``read`` raises (the console is gone):
     greet, answer each ``ASK``, and run the session of each ``START`` on an MQTT connection
-    of its own (``connect()`` returns it connected; it is closed after the session, so
-    every session has a fresh client id). ``read(ms)`` returns the bytes that came, ``b""``
-    after ``ms`` without any."""
+    of its own, named by the session id (``connect(username)`` returns it connected; it is
+    closed after the session, so every session has a fresh client id). ``board`` is the
+    hardware, or ``make(terms, role)`` for a simulated board sized by each session's terms.
+    ``read(ms)`` returns the bytes that came, ``b""`` after ``ms`` without any."""
     console.hello()  # a host that opens the port later asks for it again
+    hardware = None if callable(board) else board
     while True:
         data = read(100)
         if not data:
             continue
         for frame in console.commands(data):
             if frame.kind == ASK:
-                console.answer(frame, wallet, board)
+                console.answer(frame, wallet, hardware)
                 continue
-            mqtt = connect()
             try:
-                run_started(console, wallet, board, mqtt, frame.payload, now, timeout_ms)
+                start = read_start(frame.payload)
+            except ConsoleError as e:
+                console.error(e)
+                continue
+            mqtt = connect(start[0].session_id.hex())
+            try:
+                sized = hardware if hardware is not None else board(start[0], console.role)
+                run_started(console, wallet, sized, mqtt, start, now, timeout_ms)
             finally:
                 mqtt.close()

@@ -29,14 +29,15 @@ from plugpay.protocol.port import const, sha256
 from plugpay.protocol.schema import Bytes, Nested, Struct, UInt
 from plugpay.protocol.structures import Account, Htlc
 
-from .bookkeeping import KEY_INDEX, TAG_HTLC_SERIES, WalletError, load_payload, record_names, remove_record, strict
+from . import names
+from .bookkeeping import KEY_INDEX, TAG_HTLC_SERIES, WalletError, load_each, load_payload, remove_record, strict
 from .records import ABRecord
 
 PAYER = const(0)
 PAYEE = const(1)
 MAX_SERIES = const(64)  # HTLCs in one series: each is an on-chain create and claim
 SERIES_ID_BYTES = const(16)
-PREFIX = "ht-"
+PREFIX = names.HTLC_PREFIX
 ROLES = ("payer", "payee")
 
 # The state of each HTLC of a series (one byte each).
@@ -170,7 +171,7 @@ class HtlcSeries:
         record = ABRecord(storage, name, keystore.state_key)
         rec = load_payload(record, SeriesRecord)
         if rec is None:
-            raise HtlcError("%s: no such series record" % name)
+            return None  # never completely written
         if record_name(rec.series_id) != name:
             raise HtlcError("%s: holds series %s" % (name, rec.series_id.hex()))
         return cls(keystore, rec, record)
@@ -410,15 +411,7 @@ class HtlcSeries:
 
 def load_all(storage, keystore):
     """Every series record: ``(series by id, [(record name, why it is unusable)])``."""
-    series = {}
-    broken = []
-    for name in record_names(storage, PREFIX):
-        try:
-            s = HtlcSeries.load(storage, keystore, name)
-            series[s.series_id] = s
-        except ValueError as e:
-            broken.append((name, str(e)))
-    return series, broken
+    return load_each(storage, PREFIX, lambda name: HtlcSeries.load(storage, keystore, name), lambda s: s.series_id)
 
 
 def compact_terms(series):

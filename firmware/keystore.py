@@ -15,20 +15,26 @@ Files (``Storage``):
   ``epoch(4) || ra_sig(64) || mac(8)``, the MAC binding the record to its index. All
   zeros is a gap (a batch that never came back); a record failing its MAC is reported and
   never used. Records are read one at a time: RAM does not grow with the number of keys.
-* ``counters`` (an ``ABRecord``): ``reserved`` (every index below it has been handed
-  out: never again) and ``requested`` (every index below it was sent to the RA: never
-  sent again), plus the registration in flight so a reply arriving after a reboot is
-  still accepted.
+* ``counters`` (an ``ABRecord``): the reservation limit (every index below it may have
+  been handed out: never again) and ``requested`` (every index below it was sent to the
+  RA: never sent again), plus the registration in flight so a reply arriving after a
+  reboot is still accepted.
 
-Order of writes is what makes a power cut harmless: the counter moves on flash *before*
-a public key leaves the device (``reserve``, ``registration_request``), and records are
-written only after every signature in the reply verified.
+Order of writes is what makes a power cut harmless: the limit moves on flash *before* a
+public key leaves the device (``reserve``, ``registration_request``), and records are
+written only after every signature in the reply verified. Keys are reserved in blocks,
+as Trezor's counters are: the limit moves ``BLOCK`` indices at a time, a reopened
+keystore starts at the limit (the rest of a block it may have been using is skipped),
+and one write serves ``BLOCK`` reservations. A counters record that may be behind (its
+newest copy lost: ``records``) skips one more block past the next registered key, and one that is gone while keys
+exist takes every registered key as used: a key is never handed out twice.
 """
 from plugpay.protocol import aead, codec, signing
 from plugpay.protocol import ra_messages as ra
 from plugpay.protocol.port import collect, const, hmac_sha256, urandom
 from plugpay.protocol.structures import Account
 
+from . import names
 from .devicekey import PIN_ROUNDS, sealing_key
 from .records import SLOTS, ABRecord
 
@@ -42,6 +48,7 @@ MAC_BYTES = const(8)
 MAX_EPOCH = const(0xFFFFFFFF)
 MAX_KEYS = const(1000000)
 GAP = bytes(RECORD)
+BLOCK = const(8)  # keys reserved per write of the counters
 
 
 class KeystoreError(ValueError):
@@ -68,9 +75,11 @@ class Keystore:
         self._seed = seed
         self._record_key = _derive(seed, b"plugpay/key-record-mac")
         self.state_key = _derive(seed, b"plugpay/wallet-state")  # for the wallet's other records
-        self.counters = ABRecord(storage, "counters", self.state_key)
-        self.reserved = 0
+        self.counters = ABRecord(storage, names.COUNTERS, self.state_key)
+        self.reserved = 0  # the next index to hand out
+        self.limit = 0  # on flash: every index below it may have been handed out
         self.requested = 0
+        self.skipped = None  # why keys were skipped at open (damage), for status and check
         self.pending = None  # [start, count, nonce, identity_id] of a registration in flight
         self.problems = []
 
@@ -79,7 +88,7 @@ class Keystore:
     @classmethod
     def create(cls, storage, device_key, pin=None, seed=None):
         """A new keystore with a fresh seed (or ``seed``, restoring a backup)."""
-        if storage.exists("seed"):
+        if storage.exists(names.SEED):
             raise KeystoreError("a keystore exists here already: refusing to replace it")
         seed = seed or urandom(32)
         salt = urandom(16)
@@ -90,15 +99,15 @@ class Keystore:
         # interrupted create left behind was never used (nothing is handed out without a
         # seed), so it is cleared.
         for suffix in SLOTS:
-            storage.remove("counters" + suffix)
-        storage.replace("keys", _key_header())
+            storage.remove(names.COUNTERS + suffix)
+        storage.replace(names.KEYS, _key_header())
         ks._save()
-        storage.replace("seed", header + aead.seal(key, seed, header))
+        storage.replace(names.SEED, header + aead.seal(key, seed, header))
         return ks
 
     @classmethod
     def open(cls, storage, device_key, pin=None):
-        blob = storage.read("seed")
+        blob = storage.read(names.SEED)
         if blob is None:
             raise KeystoreError("no keystore here (no seed file)")
         if len(blob) < SEED_HEADER + aead.OVERHEAD or blob[:3] != SEED_MAGIC or blob[3] != SEED_VERSION:
@@ -112,7 +121,7 @@ class Keystore:
         except aead.AuthError:
             raise KeystoreError("the seed does not unseal: wrong device key or PIN, or a tampered file")
         ks = cls(storage, seed)
-        head = storage.read_at("keys", 0, KEYS_HEADER)
+        head = storage.read_at(names.KEYS, 0, KEYS_HEADER)
         if head[:4] != KEYS_MAGIC or len(head) != KEYS_HEADER or head[5] != RECORD:
             raise KeystoreError("the keys file is missing or not a plugpay key file")
         ks._load()
@@ -121,15 +130,26 @@ class Keystore:
     def _load(self):
         value = self.counters.load()
         self.problems = list(self.counters.problems)
-        if value is None:
+        if value is None:  # create writes the counters before the seed: gone means damage
+            end = self.capacity()
+            self.reserved = self.limit = self.requested = end
+            self.skipped = "the key counters are missing: every registered key (%d) is taken as used" % end
+            self._save()
             return
-        v = codec.loads(value, "counters")
+        v = codec.loads(value, names.COUNTERS)
         if not isinstance(v, list) or len(v) != 3 or type(v[0]) is not int or type(v[1]) is not int:
             raise KeystoreError("the counters record is malformed")
-        self.reserved, self.requested, self.pending = v
+        self.limit, self.requested, self.pending = v
+        self.reserved = self.limit
+        if self.counters.behind:  # the lost write moved the limit at most one block past a key
+            end, start = self.capacity(), self.limit
+            self.reserved = self.limit = max(start, min(self._next_registered(start)[0] + BLOCK, end))
+            self.skipped = "the key counters may be behind (%s): skipped keys %d..%d" % (
+                self.counters.behind, start, self.limit - 1)
+            self._save()
 
     def _save(self):
-        self.counters.store(codec.dumps([self.reserved, self.requested, self.pending]))
+        self.counters.store(codec.dumps([self.limit, self.requested, self.pending]))
 
     # -- keys ----------------------------------------------------------------------------
 
@@ -157,7 +177,7 @@ class Keystore:
 
     def capacity(self):
         """How many key records the file holds (gaps and bad ones included)."""
-        size = self.storage.size("keys") or KEYS_HEADER
+        size = self.storage.size(names.KEYS) or KEYS_HEADER
         return (size - KEYS_HEADER) // RECORD
 
     def _mac(self, index, body):
@@ -166,7 +186,7 @@ class Keystore:
     def record(self, index):
         """``(epoch, ra_sig)`` of key ``index``, or None for a gap or an unregistered index.
         A record failing its MAC raises ``KeystoreError``: never used, always reported."""
-        data = self.storage.read_at("keys", KEYS_HEADER + index * RECORD, RECORD)
+        data = self.storage.read_at(names.KEYS, KEYS_HEADER + index * RECORD, RECORD)
         if len(data) < RECORD or data == GAP:
             return None
         if self._mac(index, data[:-MAC_BYTES]) != data[-MAC_BYTES:]:
@@ -184,25 +204,38 @@ class Keystore:
         """Registered indices not yet reserved (gaps counted out only when met)."""
         return max(0, self.capacity() - self.reserved)
 
-    def reserve(self):
-        """Hand out the next unused registered key: ``(index, account)``. The counter is on
-        flash before this returns, so the key is spent even if the power goes next."""
-        index = self.reserved
+    def _next_registered(self, index):
+        """``(index, record)`` of the first usable key at or after ``index``, or
+        ``(capacity, None)``; records failing their MAC are reported and passed over."""
         end = self.capacity()
         while index < end:
             try:
                 rec = self.record(index)
             except KeystoreError as e:
-                self.problems.append(("keys", str(e)))
+                self.problems.append((names.KEYS, str(e)))
                 rec = None
             if rec is not None:
-                break
+                return index, rec
             index += 1
-        else:
+        return end, None
+
+    def reserve(self):
+        """Hand out the next unused registered key: ``(index, account)``. The limit is on
+        flash before a key past it leaves, so no key is handed out twice across a power cut."""
+        index, rec = self._next_registered(self.reserved)
+        if rec is None:
             raise Exhausted("no registered one-time key left (%d handed out): register more" % self.reserved)
+        if index >= self.limit:  # keys past the file's end cannot leave before a registration
+            self.limit = min(index + BLOCK, self.capacity())
+            self._save()
         self.reserved = index + 1
-        self._save()
         return index, Account(signing.public_key(self.secret(index)), rec[0], rec[1])
+
+    def skip_past(self, index):
+        """Never hand out key ``index`` or any before it (a recovery found it in use)."""
+        if index >= self.reserved:
+            self.reserved = self.limit = index + 1
+            self._save()
 
     # -- registration (sans-IO: bytes out, bytes in) --------------------------------------
 
@@ -267,8 +300,8 @@ class Keystore:
                 collect()
         have = self.capacity()
         if have < start:  # indices of an earlier batch that never came back stay gaps
-            self.storage.write_at("keys", KEYS_HEADER + have * RECORD, GAP * (start - have))
-        self.storage.write_at("keys", KEYS_HEADER + start * RECORD, bytes(block))
+            self.storage.write_at(names.KEYS, KEYS_HEADER + have * RECORD, GAP * (start - have))
+        self.storage.write_at(names.KEYS, KEYS_HEADER + start * RECORD, bytes(block))
         self.pending = None
         self._save()
         return count
@@ -289,7 +322,7 @@ class Keystore:
                 gaps += 1
             else:
                 valid += 1
-        size = self.storage.size("keys") or 0
+        size = self.storage.size(names.KEYS) or 0
         torn = (size - KEYS_HEADER) % RECORD
         return {
             "records": end, "valid": valid, "gaps": gaps, "bad_mac": bad, "torn_tail_bytes": torn,

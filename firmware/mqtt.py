@@ -4,10 +4,10 @@ One ``Mqtt`` per session, driven by the role's own loop: ``connect``, ``subscrib
 ``publish``, and ``poll(timeout_ms)`` for what arrived. Nothing runs in the background, so
 a role stays single-threaded and deterministic. The backend is picked at import time, like
 the other shims (``protocol.port``): paho-mqtt on CPython (its ``loop_read`` /
-``loop_write`` / ``loop_misc`` driven from ``poll``, no network thread), ``umqtt.simple``
-(micropython-lib) on MicroPython. The umqtt backend needs the ``timeout`` argument of
-``MQTTClient.connect`` (current micropython-lib); it cannot run in CI (the WebAssembly
-port has no sockets), so it is kept to the few calls umqtt documents.
+``loop_write`` / ``loop_misc`` driven from ``poll``, no network thread), our own MQTT
+3.1.1 client on MicroPython (``mqtt_socket``, which says why no registry client fits).
+Both behave alike; the tests run the MicroPython one in a unix-port process against
+Mosquitto and amqtt.
 
 Privacy: without a ``client_id`` every ``Mqtt`` takes a fresh random one, so no client id
 repeats across sessions. It is kept across reconnects of the same session. The MQTT user
@@ -17,9 +17,10 @@ every other connection takes a random name of the same form, so the login does n
 which connections carry a session. Devices send no password: the broker must not know
 who they are.
 
-TLS (``mqtts://``): ``tls`` is an ``ssl.SSLContext`` that verifies the broker (CPython,
-``host.broker.tls_context``); a broker whose certificate fails is refused with the reason.
-The umqtt backend refuses TLS for now.
+TLS (``mqtts://``): ``tls`` is an ``ssl.SSLContext`` that verifies the broker
+(``mqtt_tls.context(ca_file)`` on either runtime, ``host.broker.tls_context`` on a host);
+one that does not verify is refused here, and a broker whose certificate fails is refused
+with the reason.
 
 Every socket gets TCP_NODELAY: without it each small publish can wait ~40 ms for the
 peer's delayed ACK (DESIGN.md).
@@ -34,7 +35,6 @@ only when ``give_up_ms`` was given and the link has been down that long; by defa
 keeps trying, and the session's own timeouts decide when to stop. ``poll`` also sends the
 keep-alive pings: call it at least every ``keepalive / 2`` seconds.
 """
-import socket
 import time
 
 from plugpay.protocol.port import MICROPYTHON, ticks_diff, ticks_ms, urandom
@@ -48,206 +48,29 @@ class MqttError(Exception):
     """The broker cannot be reached, refused us, or the link stayed down past ``give_up_ms``."""
 
 
-def _nodelay(sock):
+def nodelay(sock):
     """TCP_NODELAY on ``sock``. Some MicroPython builds lack the constants: the values are
     6 and 1 on Linux and in lwIP alike. A socket that refuses the option stays as it is."""
+    import socket
+
     try:
         sock.setsockopt(getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1), 1)
     except (AttributeError, OSError):
         pass
 
 
-def _pending(sock):
-    """Bytes a TLS socket has decrypted and buffered already: ``select`` does not see them."""
-    pending = getattr(sock, "pending", None)
-    return pending() if pending is not None else 0
-
-
 def _elapsed(start):
     return ticks_diff(ticks_ms(), start)
 
 
-class _PahoLink:
-    """One connection through paho-mqtt 2.x, driven by hand from ``wait``."""
+if MICROPYTHON:
+    from plugpay.firmware.mqtt_socket import SocketLink as _Link
 
-    def __init__(self, host, port, client_id, keepalive, inbox, username, tls):
-        paho = self.paho = _paho
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=paho.MQTTv311, clean_session=True)
-        self.client.username_pw_set(username)
-        if tls is not None:
-            self.client.tls_set_context(tls)  # verifies the chain and the host name
-        self.host, self.port, self.keepalive = host, port, keepalive
-        self.connack = None
-        self.subacks = {}
-        self.client.on_socket_open = lambda client, userdata, sock: _nodelay(sock)
-        self.client.on_connect = self._connected
-        self.client.on_subscribe = self._subscribed
-        self.client.on_message = self._message
-        self.inbox = inbox
+    BACKEND = "mqtt_socket"
+else:
+    from plugpay.firmware.mqtt_paho import PahoLink as _Link
 
-    def _message(self, client, userdata, message):
-        try:
-            topic = message.topic
-        except UnicodeError:  # not one of our (ASCII) topics: a broker gone wrong
-            return
-        self.inbox.append((topic, bytes(message.payload)))
-
-    def _connected(self, client, userdata, flags, reason, properties):
-        self.connack = reason
-
-    def _subscribed(self, client, userdata, mid, reasons, properties):
-        self.subacks[mid] = reasons
-
-    def socket(self):
-        return self.client.socket()
-
-    def open(self, timeout_ms):
-        self.client.connect_timeout = timeout_ms / 1000
-        try:
-            self.client.connect(self.host, self.port, self.keepalive)  # OSError if unreachable
-        except OSError as e:
-            why = getattr(e, "verify_message", None)  # ssl.SSLCertVerificationError
-            if why:
-                raise MqttError("the broker's TLS certificate failed verification: %s" % why)
-            raise
-        start = ticks_ms()
-        while self.connack is None:
-            left = timeout_ms - _elapsed(start)
-            if left <= 0:
-                raise OSError("no CONNACK within %d ms" % timeout_ms)
-            self.wait(left)
-        if self.connack.is_failure:
-            raise MqttError("the broker refused the connection: %s" % self.connack)
-
-    def subscribe(self, topic, qos, timeout_ms):
-        rc, mid = self.client.subscribe(topic, qos)
-        if rc != self.paho.MQTT_ERR_SUCCESS:
-            raise OSError("cannot subscribe: %s" % self.paho.error_string(rc))
-        start = ticks_ms()
-        while mid not in self.subacks:
-            left = timeout_ms - _elapsed(start)
-            if left <= 0:
-                raise OSError("no SUBACK for %s within %d ms" % (topic, timeout_ms))
-            self.wait(left)
-        if self.subacks.pop(mid)[0].is_failure:
-            raise MqttError("the broker refused the subscription to %s" % topic)
-
-    def publish(self, topic, payload, qos):
-        info = self.client.publish(topic, payload, qos)
-        if info.rc != self.paho.MQTT_ERR_SUCCESS:
-            raise OSError("publish failed: %s" % self.paho.error_string(info.rc))
-
-    def wait(self, timeout_ms):
-        """Wait up to ``timeout_ms`` for the socket, then read every packet that is there."""
-        import select
-
-        sock = self.client.socket()
-        if sock is None:
-            raise OSError("not connected")
-        writing = [sock] if self.client.want_write() else []
-        buffered = _pending(sock)
-        readable, writable, _ = select.select([sock], writing, [], 0 if buffered else max(timeout_ms, 0) / 1000)
-        if writable:
-            self._check(self.client.loop_write())
-        readable = readable or buffered
-        while readable:
-            self._check(self.client.loop_read())
-            sock = self.client.socket()
-            readable = sock is not None and (_pending(sock) or select.select([sock], [], [], 0)[0])
-        self._check(self.client.loop_misc())  # keep-alive
-
-    def _check(self, rc):
-        if rc != self.paho.MQTT_ERR_SUCCESS:
-            raise OSError("connection lost: %s" % self.paho.error_string(rc))
-
-    def close(self):
-        if self.client.is_connected():
-            self.client.disconnect()
-        sock = self.client.socket()
-        if sock is not None:
-            sock.close()
-
-
-class _UmqttLink:
-    """One connection through ``umqtt.simple`` (MicroPython). Untested in CI: no sockets
-    in the WebAssembly port."""
-
-    def __init__(self, host, port, client_id, keepalive, inbox, username, tls):
-        if tls is not None:
-            raise MqttError("TLS (mqtts://) is not supported on the umqtt backend yet: use an mqtt:// broker")
-        from umqtt.simple import MQTTClient
-
-        # umqtt.simple sends a user name only with a password (it takes the len() of both): an empty one
-        self.client = MQTTClient(client_id, host, port, user=username, password="", keepalive=keepalive)
-        self.client.set_callback(self._message)
-        self.inbox = inbox
-        self.keepalive_ms = keepalive * 1000
-        self.poller = None
-        self.sent_at = 0
-
-    def _message(self, topic, payload):
-        try:
-            topic = bytes(topic).decode()
-        except UnicodeError:  # not one of our (ASCII) topics: a broker gone wrong
-            return
-        self.inbox.append((topic, bytes(payload)))
-
-    def socket(self):
-        return self.client.sock
-
-    def open(self, timeout_ms):
-        import select
-
-        try:
-            self.client.connect(True, timeout_ms / 1000)
-        except OSError:
-            raise
-        except Exception as e:  # umqtt's MQTTException(code) or an assert on a bad CONNACK
-            raise MqttError("the broker refused the connection: %r" % (e,))
-        _nodelay(self.client.sock)
-        self.poller = select.poll()
-        self.poller.register(self.client.sock, select.POLLIN)
-        self.sent_at = ticks_ms()
-
-    def subscribe(self, topic, qos, timeout_ms):
-        try:
-            self.client.subscribe(topic.encode(), qos)  # blocks until the SUBACK
-        except OSError:
-            raise
-        except Exception as e:
-            raise MqttError("the broker refused the subscription to %s: %r" % (topic, e))
-        self.sent_at = ticks_ms()
-
-    def publish(self, topic, payload, qos):
-        self.client.publish(topic.encode(), payload, False, qos)  # QoS 1 waits for the PUBACK
-        self.sent_at = ticks_ms()
-
-    def wait(self, timeout_ms):
-        if self.keepalive_ms and _elapsed(self.sent_at) >= self.keepalive_ms // 2:
-            self.client.ping()
-            self.sent_at = ticks_ms()
-        if self.poller.poll(max(timeout_ms, 0)):
-            while True:
-                self.client.check_msg()  # raises OSError on a closed connection
-                if not self.poller.poll(0):
-                    break
-
-    def close(self):
-        try:
-            self.client.disconnect()
-        except OSError:
-            pass
-
-
-try:
-    import paho.mqtt.client as _paho  # CPython
-
-    _Link = _PahoLink
     BACKEND = "paho-mqtt"
-except ImportError:
-    _Link = _UmqttLink
-    BACKEND = "umqtt.simple"
 
 
 def _sleep_ms(ms):
@@ -265,6 +88,10 @@ class Mqtt:
         self.port = port
         self.client_id = client_id or "pp" + urandom(10).hex()
         self.username = username or urandom(16).hex()
+        if tls is not None:
+            from plugpay.firmware import mqtt_tls
+
+            mqtt_tls.check(tls)
         self.tls = tls
         self.keepalive = keepalive
         self.give_up_ms = give_up_ms

@@ -24,7 +24,7 @@ from plugpay.protocol import link_messages as M
 from plugpay.protocol.codec import DecodeError
 from plugpay.protocol.port import sha256, sleep_ms, ticks_diff, ticks_ms
 
-from . import issuing, market
+from . import issuing, market, position
 from .refill import NOT_NEEDED, REFILLED, refill
 from .session import CHANNEL, HTLC, Session, Terms
 
@@ -52,24 +52,10 @@ class RoleFailure(Exception):
 def parse_position(text):
     """``(lat_e6, lon_e6)`` micro-degrees of ``"LAT,LON"`` in decimal degrees, exactly (no
     floats: a position is compared on both sides of a market)."""
-    parts = text.split(",") if isinstance(text, str) else ()
-    if len(parts) != 2:
-        raise PlanError("position wants LAT,LON in degrees (e.g. 47.80,13.04), got %r" % (text,))
-    site = (_micro(parts[0].strip(), text), _micro(parts[1].strip(), text))
-    for value, field, name in zip(site, (L.LATITUDE_E6, L.LONGITUDE_E6), ("latitude", "longitude")):
-        try:
-            field.check(value, name)
-        except DecodeError as e:
-            raise PlanError("position %r: %s" % (text, e))
-    return site
-
-
-def _micro(degrees, text):
-    sign = -1 if degrees.startswith("-") else 1
-    whole, _, frac = degrees.lstrip("+-").partition(".")
-    if not (whole or frac) or not (whole + frac).isdigit() or len(frac) > 6:
-        raise PlanError("position wants LAT,LON in degrees with up to 6 decimals (e.g. 47.80,13.04), got %r" % (text,))
-    return sign * (int(whole or "0") * 1000000 + int((frac + "000000")[:6]))
+    try:
+        return position.parse_position(text)
+    except ValueError as e:
+        raise PlanError("position %s" % e)
 
 
 def charge_parameters(request, unit_price, installments):
@@ -144,9 +130,12 @@ class Plan:
         """The plan a board's checked profile (its ``config.json``) sets; ``more`` adds what
         a profile has no field for (``fund``, ``timeout_ms``, ``bid_window_ms`` ...)."""
         s = profile["session"]
+        options = {"bid_window_ms": s.get("bid_window_ms", 3000), "timeout_ms": s.get("timeout_ms", 120000),
+                   "fund": s.get("fund") or None}
+        options.update(more)
         return cls(profile["role"], s["region"], s["position"], scenario=s["scenario"], mode=s["mode"],
                    installments=s["installments"], energy_wh=s["energy_wh"], window_min=s["window_min"],
-                   price=s["price"], power_w=profile["power_w"], produce=s["produce"], **more)
+                   price=s["price"], power_w=profile["power_w"], produce=s["produce"], **options)
 
 
 class Device:
@@ -413,6 +402,28 @@ class Device:
         return record(self.plan, terms, session, board)
 
 
+def reporter(say, every_ms=1000):
+    """An ``on_step`` for ``Device`` that says what a running session does: each of its
+    log lines as it comes, and at a steady pace the energy, the installments and this
+    side's exposure against its bound (a real charge is silent for hours otherwise)."""
+    state = {"session": None, "shown": 0, "at": None}
+
+    def step(session, now):
+        if state["session"] is not session:
+            state["session"], state["shown"], state["at"] = session, 0, None
+        for at, text in session.log[state["shown"]:]:
+            say("  %6.2f s  %s" % (at / 1000, text))
+        state["shown"] = len(session.log)
+        if state["at"] is None or now - state["at"] >= every_ms or session.finished:
+            state["at"] = now
+            p = session.params
+            bound = 0 if session.producer else -(-session.terms.budget() // p.installments)
+            say("  %6.2f s  progress: %d of %d installments, %d Wh, exposure %d (bound %d)%s" % (
+                now / 1000, session.installments_paid, p.installments, session.board.measured_wh,
+                session.exposure(), bound, ", paused" if session.paused else ""))
+    return step
+
+
 def record(plan, terms, session, board):
     """What a session came to, as plain values (``plugpay session --json``, a board's
     console): the terms, the energy, the money, the exposure against the bound the code
@@ -429,7 +440,7 @@ def record(plan, terms, session, board):
         "installments": p.installments,
         "energy_wh": p.energy_wh,
         "metered_wh": board.measured_wh,
-        "installments_paid": session.machine.installments_paid,
+        "installments_paid": session.installments_paid,
         "budget": terms.budget(),
         "max_exposure": session.max_exposure,
         # The largest installment: what the consumer may have paid ahead (b/N, rounded up).
@@ -438,4 +449,6 @@ def record(plan, terms, session, board):
         "onchain": [sha256(raw).hex() for raw in session.onchain],
         "stop_code": None if session.stop_code is None else M.code_name(session.stop_code),
         "finished": session.finished,
+        # The consumer's installment round trips (sent to accepted, ms), for figures.
+        "installment_ms": sorted(accepted - sent for _, sent, accepted in session.installment_log),
     }

@@ -54,7 +54,7 @@ class SessionRunner:
         if self.mqtt.connects != self.connects:
             self._reconnected(now)
         elif not self.mqtt.connected:
-            s.machine.connection_lost(now)
+            s.connection_lost(now)
         for topic, payload in messages:
             if topic == self.incoming:
                 self.received += 1
@@ -101,12 +101,7 @@ class SessionRunner:
     def _reconnected(self, now):
         """The broker is back: resume the link and send again what waits for an answer."""
         self.connects = self.mqtt.connects
-        s = self.session
-        m = s.machine
-        if not m.paused:
-            m.connection_lost(now)
-        if m.paused and m.stop_code is None and not m.resuming and not s.held:  # else re-sent as it stands
-            m.resume(s.balance(), now)
+        self.session.reconnected(now)
         for topic, payload, key in self.requests.pending():
             self.mqtt.publish(topic, payload, 1)
             self.sent_at[key] = now

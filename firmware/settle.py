@@ -87,9 +87,9 @@ def _series(wallet, gateway, series_id):
             continue
         revealed = i < series.rec.revealed
         if series.role == PAYEE and revealed:
-            request, what = series.claim(i), "claimed"
+            request = series.claim(i)
         elif series.role == PAYER and not revealed:
-            request, what = series.refund(i), "refunded"
+            request = series.refund(i)
         else:
             continue  # the payer's revealed ones are the payee's to claim; the payee waits for preimages
         try:

@@ -25,54 +25,15 @@ from plugpay.protocol import ra_messages as ra
 from plugpay.protocol import signing
 from plugpay.protocol.codec import DecodeError
 from plugpay.protocol.port import collect
-from plugpay.protocol.schema import ArrayOf, Bytes, Nested, Record, Struct, UInt
 from plugpay.protocol.structures import Account
 
-from .bookkeeping import TAG_PROFILE, WalletError, load_payload, strict
+from . import names
+from .bookkeeping import WalletError, record_names, strict
 from .books import Books, check_account
 from .channels import CONSUMER, PRODUCER, Channel, channel_row
 from .channels import load_all as load_channels
-from .htlcs import NEW, PAYEE, PAYER, HtlcSeries
-from .htlcs import load_all as load_series
 from .keystore import Keystore, KeystoreError
-from .records import ABRecord
-
-MAX_RA_KEYS = 16
-
-
-class RaKey(Record):
-    NAME = "ra_key"
-    FIELDS = (("epoch", UInt(0xFFFFFFFF)), ("pubkey", Bytes(33)))
-
-
-class Profile(Struct):
-    """What the wallet was provisioned with: the identity id the RA registered in person
-    (``b""`` until known) and the RA public key of each epoch it accepts."""
-
-    NAME = "wallet_profile"
-    TAG = TAG_PROFILE
-    FIELDS = (("identity_id", Bytes(max=ra.IDENTITY_ID_BYTES)), ("ra_keys", ArrayOf(Nested(RaKey), MAX_RA_KEYS, 1)))
-
-    def validate(self, path):
-        if len(self.identity_id) not in (0, ra.IDENTITY_ID_BYTES):
-            raise DecodeError(path + ".identity_id", "an identity id is %d bytes" % ra.IDENTITY_ID_BYTES)
-
-
-def _profile(ra_pubkeys, identity_id):
-    if not isinstance(ra_pubkeys, dict) or not 1 <= len(ra_pubkeys) <= MAX_RA_KEYS:
-        raise WalletError("give 1..%d RA public keys as {epoch: pubkey}" % MAX_RA_KEYS)
-    keys = []
-    for epoch in sorted(ra_pubkeys):
-        pubkey = ra_pubkeys[epoch]
-        if type(epoch) is not int or not signing.valid_public_key(pubkey):
-            raise WalletError("RA key of epoch %r is not a compressed secp256k1 public key" % (epoch,))
-        keys.append(RaKey(epoch, pubkey))
-    if identity_id is None:
-        identity_id = b""
-    if not isinstance(identity_id, bytes) or len(identity_id) not in (0, ra.IDENTITY_ID_BYTES):
-        raise WalletError("an identity id is %d bytes" % ra.IDENTITY_ID_BYTES)
-    return Profile(identity_id, keys)
-
+from .wallet_profile import WalletProfile
 
 def _hex(ident):
     return ident.hex() if isinstance(ident, bytes) else repr(ident)
@@ -91,12 +52,11 @@ def _final_refusal(data, nonce):
 class Wallet:
     """Open with ``Wallet.create`` (provisioning) or ``Wallet.open`` (every boot)."""
 
-    def __init__(self, storage, keystore, profile_record, profile):
+    def __init__(self, storage, keystore, profile):
         self.storage = storage
         self.keystore = keystore
-        self.profile_record = profile_record
-        self.profile = profile
-        self.ra_pubkeys = dict((k.epoch, k.pubkey) for k in profile.ra_keys)
+        self.profile = profile  # a WalletProfile
+        self.ra_pubkeys = profile.ra_pubkeys()
         self.books = None
         self.channels = {}
         self.htlcs = {}
@@ -106,19 +66,20 @@ class Wallet:
 
     @classmethod
     def create(cls, storage, device_key, ra_pubkeys, identity_id=None, pin=None):
-        """A new wallet: keystore (fresh seed) and profile. An interrupted create (a seed
-        but no profile, nothing handed out yet) is completed."""
-        profile = _profile(ra_pubkeys, identity_id)
-        if storage.exists("seed"):
+        """A new wallet: keystore (fresh seed), an empty book and the profile listing it.
+        An interrupted create (a seed but no profile, nothing handed out yet) is completed."""
+        if storage.exists(names.SEED):
             keystore = Keystore.open(storage, device_key, pin)
-            record = ABRecord(storage, "profile", keystore.state_key)
-            if record.load() is not None or keystore.reserved or keystore.requested:
+            if WalletProfile.open(storage, keystore.state_key) is not None or keystore.reserved \
+                    or keystore.requested:
                 raise WalletError("a wallet exists here already: refusing to replace it")
         else:
             keystore = Keystore.create(storage, device_key, pin)
-            record = ABRecord(storage, "profile", keystore.state_key)
-        record.store(profile.encode())
-        return cls._open(storage, keystore, record, profile)
+        books = Books(storage, keystore, {})
+        if books.record.load() is None:
+            books.save()
+        profile = WalletProfile.create(storage, keystore.state_key, ra_pubkeys, identity_id, [names.BOOKS])
+        return cls._open(storage, keystore, profile)
 
     @classmethod
     def open(cls, storage, device_key, pin=None):
@@ -126,41 +87,89 @@ class Wallet:
         tampered seed, keys file or profile raise (``KeystoreError``, ``RecordCorrupt``,
         ``WalletError``); any other unusable record is reported in ``broken``."""
         keystore = Keystore.open(storage, device_key, pin)
-        record = ABRecord(storage, "profile", keystore.state_key)
-        profile = load_payload(record, Profile)
+        profile = WalletProfile.open(storage, keystore.state_key)
         if profile is None:
             raise WalletError("a keystore without a wallet profile: run wallet init again")
-        return cls._open(storage, keystore, record, profile)
+        return cls._open(storage, keystore, profile)
 
     @classmethod
-    def _open(cls, storage, keystore, record, profile):
-        w = cls(storage, keystore, record, profile)
+    def _open(cls, storage, keystore, profile):
+        w = cls(storage, keystore, profile)
         try:
             w.books = Books.open(storage, keystore, w.ra_pubkeys)
         except ValueError as e:  # RecordCorrupt, WalletError
-            w.broken.append(("books", str(e)))
+            w.broken.append((names.BOOKS, str(e)))
         w.channels, broken = load_channels(storage, keystore)
         w.broken.extend(broken)
-        w.htlcs, broken = load_series(storage, keystore)
-        w.broken.extend(broken)
+        if record_names(storage, names.HTLC_PREFIX):  # htlcs (11 KB of heap from .mpy) only if used
+            from .htlcs import load_all as load_series
+
+            w.htlcs, broken = load_series(storage, keystore)
+            w.broken.extend(broken)
         collect()
+        w._inspect()
         if w.books is not None:
             w._reconcile()
         return w
 
-    @staticmethod
-    def _keep(objects, key, obj):
-        """One object per record: a record shown again keeps the object already in use,
-        since two objects storing one A/B record could overwrite its newer copy."""
+    def _records(self):
+        """Every loaded A/B record of the wallet, by name."""
+        out = {names.COUNTERS: self.keystore.counters, names.PROFILE: self.profile.record}
+        if self.books is not None:
+            out[names.BOOKS] = self.books.record
+        for obj in list(self.channels.values()) + list(self.htlcs.values()):
+            out[obj.record.name] = obj.record
+        return out
+
+    def _inspect(self):
+        """Hold the records against the profile's list (see ``wallet_profile``): a listed one
+        gone, one read from an older copy that may not be the newest written, one that
+        cannot be used, or skipped keys are damage, stored in the profile until a recovery.
+        Then the damaged book spends nothing and a damaged channel signs nothing new."""
+        storage, profile = self.storage, self.profile
+        present = record_names(storage, names.BOOKS) + record_names(storage, names.CHANNEL_PREFIX) \
+            + record_names(storage, names.HTLC_PREFIX)
+        if profile.upgraded:  # a version-1 profile listed nothing: take what is here
+            if names.BOOKS not in present and self.books is not None:
+                self.books.save()
+            present = sorted(set(present + [names.BOOKS]))
+        damage = [(n, "both copies are gone") for n in profile.records() if n not in present]
+        for name, record in self._records().items():
+            if record.behind:
+                damage.append((name, "may be behind: " + record.behind))
+        damage.extend(self.broken)
+        if self.keystore.skipped:
+            damage.append((names.COUNTERS, self.keystore.skipped))
+        profile.update(set(present + profile.records()), damage)
+        found = profile.damage()
+        for channel in self.channels.values():
+            channel.behind = found.get(channel.record.name)
+        collect()
+
+    def damage(self):
+        """``{record name: why}`` of what may have lost its newest state: the book spends
+        nothing and a listed channel signs nothing new until ``plugpay wallet recover``."""
+        return self.profile.damage()
+
+    def _keep(self, objects, key, obj):
+        """List the record of ``obj`` (just written) and keep one object per record: a
+        record shown again keeps the object already in use, since two objects storing one
+        A/B record could overwrite its newer copy."""
+        self.profile.register(obj.record.name)
         return objects.setdefault(key, obj)
+
+    def _forget(self, objects, key):
+        """Unlist, then remove, a finished record."""
+        obj = objects.pop(key)
+        self.profile.unregister(obj.record.name)
+        obj.remove()
 
     def _reconcile(self):
         """Finish operations a power cut cut between their two writes (see the module doc)."""
         for channel_id in list(self.channels):
             channel = self.channels[channel_id]
             if self.books.knows(*channel.payout()):
-                channel.remove()
-                del self.channels[channel_id]
+                self._forget(self.channels, channel_id)
         for series in self.htlcs.values():
             series.reconcile(self.books)
 
@@ -176,8 +185,16 @@ class Wallet:
 
     def _books(self):
         if self.books is None:
-            raise WalletError("the book record cannot be used: %s" % dict(self.broken).get("books"))
+            raise WalletError("the book record cannot be used: %s" % dict(self.broken).get(names.BOOKS))
         return self.books
+
+    def _spending_books(self):
+        """The book, for a new spend: refused while it may be missing coins or spends."""
+        why = self.damage().get(names.BOOKS)
+        if why is not None:
+            raise WalletError("the book cannot be used to spend (%s): run `plugpay wallet recover` to rebuild it "
+                              "from the ledger" % why)
+        return self._books()
 
     def channel(self, channel_id):
         channel = self.channels.get(channel_id)
@@ -197,20 +214,20 @@ class Wallet:
         other one is the newest completed write), so it is a warning, not a failure; it
         heals at the record's next store, which rewrites the unusable copy."""
         out = []
-        records = [self.keystore.counters, self.profile_record]
-        if self.books is not None:
-            records.append(self.books.record)
-        records.extend(c.record for c in self.channels.values())
-        records.extend(s.record for s in self.htlcs.values())
-        for record in records:
+        for record in self._records().values():
             for name, why in record.problems:
                 out.append("%s %s (the other copy was used)" % (name, why))
         return out
 
     def problems(self):
-        """What is wrong but does not stop the wallet: unusable records, records read from
-        their older copy, key records failing their MAC, coins the ledger disagrees on."""
-        out = ["%s: %s" % b for b in self.broken] + self.fallbacks()
+        """What is wrong but does not stop the wallet: damage (records gone, unusable or
+        read from a copy that may be older than the newest written, skipped keys), records
+        read from their other copy, key records failing their MAC, coins the ledger
+        disagrees on."""
+        damage = self.damage()
+        out = ["%s: %s: run `plugpay wallet recover`" % (n, damage[n]) for n in sorted(damage)]
+        out.extend("%s: %s" % b for b in self.broken if b[0] not in damage)
+        out.extend(self.fallbacks())
         out.extend("%s: %s" % p for p in self.keystore.problems if p[0] == "keys")
         if self.books is not None:
             for lost in self.books.lost:
@@ -272,9 +289,7 @@ class Wallet:
     def set_identity(self, identity_id):
         """Store the identity id the RA gave the owner (after ``device_pubkey`` was
         registered in person)."""
-        profile = _profile(self.ra_pubkeys, identity_id)
-        self.profile_record.store(profile.encode())
-        self.profile = profile
+        self.profile.set_identity(identity_id)
 
     def new_account(self):
         """A fresh one-time account to be paid at: ``(key index, Account)``; the key is
@@ -315,7 +330,7 @@ class Wallet:
 
     def pay(self, payees, fee=0, unit_price=0):
         """A signed payment (``[(Account, amount)]``), stored before its bytes are returned."""
-        return self._books().pay(payees, fee, unit_price).request
+        return self._spending_books().pay(payees, fee, unit_price).request
 
     def pending_requests(self):
         """Every signed ledger request still waiting for its result: send (again) after a
@@ -326,7 +341,7 @@ class Wallet:
         """The ``RedeemRequest`` (bytes, for the issuer, sealed) handing the coins of session
         ``group`` back for fresh clean ones; stored before it is returned. The issuer's
         answer goes to ``handle_result``."""
-        books = self._books()
+        books = self._spending_books()
         return books.redeem_request(books.redeem(group, fee))
 
     def to_redeem(self):
@@ -362,7 +377,7 @@ class Wallet:
     def open_channel(self, producer, collateral, installments, window, fee=0):
         """Consumer: a signed ``ChannelOpen`` to the producer's account: ``(channel id,
         bytes)``. The channel record is written when the ledger confirms the open."""
-        spend = self._books().fund_channel_open(producer, collateral, installments, window, fee)
+        spend = self._spending_books().fund_channel_open(producer, collateral, installments, window, fee)
         return spend.ident, spend.request
 
     def accept_channel(self, channel_id, answer, my_index, collateral, installments, window):
@@ -397,7 +412,7 @@ class Wallet:
         """The ledger's answer to ``channel(channel_id).query()`` once it is closed: the
         payout goes into the book, the record goes away. Returns my payout."""
         amount = self.channel(channel_id).finish(data, self._books())
-        del self.channels[channel_id]
+        self._forget(self.channels, channel_id)
         return amount
 
     # -- HTLC series ---------------------------------------------------------------------
@@ -408,17 +423,20 @@ class Wallet:
         if type(count) is not int or type(amount) is not int or type(timeout) is not int \
                 or count < 1 or amount < 1 or timeout < 1:
             raise WalletError("count, amount and timeout must be positive integers")
+        from .htlcs import HtlcSeries
+
         index, _ = self.keystore.reserve()
         series = HtlcSeries.start(self.storage, self.keystore, index, payee, amount, count, timeout)
-        self.htlcs[series.series_id] = series
-        return series
+        return self._keep(self.htlcs, series.series_id, series)
 
     def fund_htlc(self, series_id, i, fee=0):
         """Payer: the signed ``HtlcCreate`` of HTLC ``i`` (bytes). Refused while one is
         pending or once it was funded: the same HTLC id funded twice would make the
         ledger's DUPLICATE ambiguous."""
+        from .htlcs import NEW, PAYER
+
         series = self.series(series_id)
-        books = self._books()
+        books = self._spending_books()
         if series.role != PAYER:
             raise WalletError("only the payer funds HTLCs")
         if type(i) is not int or not 0 <= i < series.count():
@@ -431,11 +449,15 @@ class Wallet:
         """Payee: the payer's signed terms for a series paying my key ``my_index``."""
         if type(my_index) is not int or not 0 <= my_index < self.keystore.reserved:
             raise WalletError("key %r was never handed out" % (my_index,))
+        from .htlcs import HtlcSeries
+
         series = HtlcSeries.accept(self.storage, self.keystore, self.ra_pubkeys, my_index, terms)
         return self._keep(self.htlcs, series.series_id, series)
 
     def settle_htlc(self, series_id, i, data):
         """The ledger's result for my ``refund(i)`` (payer) or ``claim(i)`` (payee)."""
+        from .htlcs import PAYEE
+
         series = self.series(series_id)
         if series.role == PAYEE:
             return series.claimed(i, data, self._books())
@@ -447,5 +469,4 @@ class Wallet:
         if not series.done() or (self.books is not None and any(
                 isinstance(s.meta, list) and s.meta[:1] == [series_id] for s in self.books.spends)):
             raise WalletError("the series still holds money of mine")
-        series.remove()
-        del self.htlcs[series_id]
+        self._forget(self.htlcs, series_id)

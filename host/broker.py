@@ -80,6 +80,7 @@ class Endpoint:
         if ca_file and not tls:
             raise ValueError("CA file %s: the broker URL %r is not TLS (use mqtts://)" % (ca_file, url))
         self.tls = tls_context(ca_file) if tls else None
+        self.ca_file = ca_file if tls else None
         self.login = login
 
     @property

@@ -5,24 +5,25 @@ Same bytes as libsecp256k1 (coincurve) and python-ecdsa: 33-byte compressed publ
 digest and low S. ``verify`` rejects high S, ``r``/``s`` outside 1..n-1 and bad keys by
 returning False. Runs unchanged on CPython and MicroPython.
 
-Speed (the point of this module on a microcontroller, where a field multiplication and
+Speed and heap (a board without the native module; there a field multiplication and
 reduction ``a * b % P`` is a few microseconds and everything else is interpreter overhead):
 
-* k*G (sign, public_key) adds one precomputed affine point per signed window
-  (``secp256k1_table``, in flash when frozen) and never doubles. The scalar is split with
-  the GLV endomorphism (lambda*(x, y) = (beta*x, y)) into two halves of at most 128 bits,
-  so one table over 128 bits serves both halves.
-* u1*G + u2*Q (verify) splits both scalars with GLV and runs one doubling chain of ~129
-  steps over four wNAF digit streams (Shamir's trick); the odd multiples of Q are made
-  affine with one batched inversion, those of G come from the table. The x coordinate is
-  compared as r * Z**2 == X, so no final inversion.
+* k*G (sign, public_key) and u1*G + u2*Q (verify) split each scalar with the GLV
+  endomorphism (lambda*(x, y) = (beta*x, y)) into halves of at most 128 bits and run one
+  doubling chain of ~129 steps over their wNAF digit streams (Shamir's trick): two streams
+  for k*G, four for verify. The odd multiples of G come from ``secp256k1_table`` (1 KB);
+  those of Q are made affine with one batched inversion. The x coordinate is compared as
+  r * Z**2 == X, so no final inversion.
+* Why no bigger table: loaded from a .mpy file, a table is heap (a board without PSRAM has
+  ~110 KB); the 35 KB fixed-base table signing used before made k*G ~1.8x faster and cost a
+  third of that heap.
 * Jacobian coordinates specialised for a = 0, mixed Jacobian + affine additions, lazy
   reductions, hot loops inlined with globals hoisted into locals.
 
 Not constant-time (big integers are not): see ``signing``.
 """
 from .port import const, hmac_sha256
-from .secp256k1_table import GODD_TABLE, GODD_W, SIGN_TABLE, SIGN_WIDTHS
+from .secp256k1_table import GODD_TABLE, GODD_W
 
 P = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFC2F
 N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -40,7 +41,6 @@ _A2 = 0x114CA50F7A8E2F3F657C1108D9D44CFD8
 _ROUND = N >> 1
 
 _WQ = const(5)  # wNAF width for Q in verify: odd multiples 1..15
-_MASK256 = (1 << 256) - 1
 
 
 def _inv(a, m):
@@ -179,77 +179,101 @@ def _split(k):
     return k - c1 * _A1 - c2 * _A2, -c1 * _B1 - c2 * _A1
 
 
-def _fixed(k):
-    """k * G in Jacobian coordinates for 0 <= k < 2**128 from SIGN_TABLE; None for k = 0."""
+def _streams(ks, qxs, qys):
+    """The additions of u1*G + u2*Q (or k*G) as ``ev``: ev[i] lists the affine points
+    (x, y, x, y, ...) to add after the doubling at bit i. ``ks`` holds GLV halves: two over
+    G (from GODD_TABLE, the second times lambda) and, for verify, two over Q (odd multiples
+    ``qxs``, ``qys``)."""
     p = P
-    tbl = SIGN_TABLE
-    widths = SIGN_WIDTHS
-    last = len(widths) - 1
-    X = None
-    off = 0
-    carry = 0
-    for i in range(last + 1):
-        w = widths[i]
-        if i == last:
-            dg = k + carry
-        else:  # signed digit in [-2**(w-1), 2**(w-1)]
-            dg = (k & ((1 << w) - 1)) + carry
-            k >>= w
-            half = 1 << (w - 1)
-            if dg > half:
-                dg -= half << 1
-                carry = 1
+    ev = [None] * 140
+    tbl = GODD_TABLE
+    beta = BETA
+    for src in range(len(ks)):
+        k = ks[src]
+        sgn = k < 0
+        if sgn:
+            k = -k
+        digits = _wnaf(k, GODD_W if src < 2 else _WQ)
+        for t in range(0, len(digits), 2):
+            d = digits[t + 1]
+            neg = (d < 0) != sgn
+            if d < 0:
+                d = -d
+            j = d >> 1
+            if src < 2:
+                o = j * 64
+                x = int.from_bytes(tbl[o : o + 32], "big")
+                y = int.from_bytes(tbl[o + 32 : o + 64], "big")
+                if src:
+                    x = x * beta % p
             else:
-                carry = 0
-        if dg:
-            if dg > 0:
-                o = off + (dg - 1) * 64
-                xy = int.from_bytes(tbl[o : o + 64], "big")
-                y2 = xy & _MASK256
+                x = qxs[j] if src == 2 else qxs[j] * beta % p
+                y = qys[j]
+            if neg:
+                y = p - y
+            i = digits[t]
+            e = ev[i]
+            if e is None:
+                ev[i] = [x, y]
             else:
-                o = off - (dg + 1) * 64
-                xy = int.from_bytes(tbl[o : o + 64], "big")
-                y2 = p - (xy & _MASK256)
-            x2 = xy >> 256
-            if X is None:
-                X = x2
-                Y = y2
-                Z = 1
-            else:
+                e.append(x)
+                e.append(y)
+    return ev
+
+
+def _chain(ev):
+    """Sum of the points of ``_streams`` by one doubling chain (Shamir's trick): Jacobian
+    (X, Y, Z), Z = 0 for infinity."""
+    p = P
+    top = len(ev) - 1
+    while top >= 0 and ev[top] is None:
+        top -= 1
+    inf = True
+    X = Y = Z = 0
+    for i in range(top, -1, -1):
+        if not inf:
+            b = Y * Y % p
+            d = (X * b << 2) % p
+            e = X * X % p * 3
+            Z = (Y * Z << 1) % p
+            X = (e * e - (d << 1)) % p
+            Y = (e * (d - X) - (b * b << 3)) % p
+        e = ev[i]
+        if e is not None:
+            ev[i] = None  # free the points as they are used
+            j = 0
+            le = len(e)
+            while j < le:
+                x2 = e[j]
+                y2 = e[j + 1]
+                j += 2
+                if inf:
+                    X = x2
+                    Y = y2
+                    Z = 1
+                    inf = False
+                    continue
                 zz = Z * Z % p
                 h = x2 * zz % p - X
-                r = y2 * (zz * Z % p) % p - Y
-                if h:
-                    hh = h * h % p
-                    hhh = h * hh  # left unreduced: only subtracted and multiplied once
-                    v = X * hh
-                    X = (r * r - hhh - (v << 1)) % p
-                    Y = (r * (v - X) - Y * hhh) % p
-                    Z = Z * h % p
-                else:  # unreachable: the partial sum is smaller than the point added
+                rr = y2 * (zz * Z % p) % p - Y
+                if not h:
                     X, Y, Z = _jadd(X, Y, Z, x2, y2, 1)
-        off += 64 << (w - 1)
-    if X is None:
-        return None
+                    inf = not Z
+                    continue
+                hh = h * h % p
+                hhh = h * hh  # left unreduced: only subtracted and multiplied once
+                v = X * hh
+                X = (rr * rr - hhh - (v << 1)) % p
+                Y = (rr * (v - X) - Y * hhh) % p
+                Z = Z * h % p
+    if inf:
+        return 0, 1, 0
     return X, Y, Z
 
 
 def _mul_g(k):
     """k * G as Jacobian (X, Y, Z), Z = 0 for infinity; 0 <= k < N."""
-    k1, k2 = _split(k)
-    p = P
-    neg1 = k1 < 0
-    neg2 = k2 < 0
-    a = _fixed(-k1 if neg1 else k1)
-    b = _fixed(-k2 if neg2 else k2)
-    if a is None:
-        a = (0, 1, 0)
-    elif neg1:
-        a = (a[0], p - a[1], a[2])
-    if b is None:
-        return a
-    y = p - b[1] if neg2 else b[1]
-    return _jadd(a[0], a[1], a[2], BETA * b[0] % p, y, b[2])
+    return _chain(_streams(_split(k), None, None))
 
 
 def _to_affine(X, Y, Z):
@@ -419,84 +443,8 @@ def verify(pubkey33, digest, sig64):
         qxs[j] = txs[j] * zi2 % p
         qys[j] = tys[j] * zi2 % p * zi % p
 
-    # Four digit streams: u1 = a1 + a2*lambda over G, u2 = b1 + b2*lambda over Q; ev[i] lists
-    # the affine points (x, y, x, y, ...) to add after the doubling at bit i.
-    ev = [None] * 140
-    tbl = GODD_TABLE
-    beta = BETA
-    ks = _split(u1) + _split(u2)
-    for src in (0, 1, 2, 3):
-        k = ks[src]
-        sgn = k < 0
-        if sgn:
-            k = -k
-        digits = _wnaf(k, GODD_W if src < 2 else _WQ)
-        for t in range(0, len(digits), 2):
-            d = digits[t + 1]
-            neg = (d < 0) != sgn
-            if d < 0:
-                d = -d
-            j = d >> 1
-            if src < 2:
-                o = j * 64
-                xy = int.from_bytes(tbl[o : o + 64], "big")
-                x = xy >> 256
-                y = xy & _MASK256
-                if src:
-                    x = x * beta % p
-            else:
-                x = qxs[j] if src == 2 else qxs[j] * beta % p
-                y = qys[j]
-            if neg:
-                y = p - y
-            i = digits[t]
-            e = ev[i]
-            if e is None:
-                ev[i] = [x, y]
-            else:
-                e.append(x)
-                e.append(y)
-    top = 139
-    while top >= 0 and ev[top] is None:
-        top -= 1
-    inf = True
-    X = Y = Z = 0
-    for i in range(top, -1, -1):
-        if not inf:
-            b = Y * Y % p
-            d = (X * b << 2) % p
-            e = X * X % p * 3
-            Z = (Y * Z << 1) % p
-            X = (e * e - (d << 1)) % p
-            Y = (e * (d - X) - (b * b << 3)) % p
-        e = ev[i]
-        if e is not None:
-            j = 0
-            le = len(e)
-            while j < le:
-                x2 = e[j]
-                y2 = e[j + 1]
-                j += 2
-                if inf:
-                    X = x2
-                    Y = y2
-                    Z = 1
-                    inf = False
-                    continue
-                zz = Z * Z % p
-                h = x2 * zz % p - X
-                rr = y2 * (zz * Z % p) % p - Y
-                if not h:
-                    X, Y, Z = _jadd(X, Y, Z, x2, y2, 1)
-                    inf = not Z
-                    continue
-                hh = h * h % p
-                hhh = h * hh  # left unreduced: only subtracted and multiplied once
-                v = X * hh
-                X = (rr * rr - hhh - (v << 1)) % p
-                Y = (rr * (v - X) - Y * hhh) % p
-                Z = Z * h % p
-    if inf:
+    X, Y, Z = _chain(_streams(_split(u1) + _split(u2), qxs, qys))
+    if not Z:
         return False
     zz = Z * Z % p
     if r * zz % p == X:

@@ -1,15 +1,20 @@
-"""Pytest plugin: run ``tests/device/test_*.py`` under the real MicroPython.
+"""Pytest plugin: run ``tests/device/test_*.py`` under the real MicroPython, on each port.
 
 Why: those files only mean something on MicroPython, so CPython must never import them.
 Each top-level ``test_*`` function (found with ``ast``, in definition order) becomes one
-pytest item; the first item to run executes the whole file once through
-``plugpay.tools.micropython`` with ``mpyunit`` and every item takes its pass/fail from its
-``@@`` record. Heap per test and per ``mpyunit.step()`` goes to ``user_properties`` and to
-a "MicroPython heap" terminal section (steps on the WebAssembly port: see mpyunit).
+pytest item per port, ``test_x[wasm]`` and ``test_x[unix]``: the 32-bit WebAssembly port
+(heap figures as on an ESP32) and the unix port (sockets, TLS, ``cryptolib``; 64-bit).
+A module that applies to one port only says so at top level, ``PORTS = ("unix",)``.
+The first item of a port to run executes the whole file once on that port through
+``plugpay.tools.micropython`` with ``mpyunit``, and every item takes its pass/fail from
+its ``@@`` record. Heap per test and per ``mpyunit.step()`` goes to ``user_properties``
+and to a "MicroPython heap" terminal section (steps on the WebAssembly port: see mpyunit).
 
-Without Node or the port the items FAIL with the install hint, unless
-``PLUGPAY_SKIP_MICROPYTHON=1`` makes them skip. ini options: ``micropython_test_dirs``
-(extra folders, relative to rootdir), ``micropython_timeout``, ``micropython_heap``.
+Without Node, the WebAssembly port or the unix port, the items of that port FAIL with the
+install hint, unless ``PLUGPAY_SKIP_MICROPYTHON=1`` makes them skip. ini options:
+``micropython_test_dirs`` (extra folders, relative to rootdir), ``micropython_timeout``,
+``micropython_heap`` (the WebAssembly port's initial heap), ``micropython_unix_heap`` (the
+unix port's cap).
 """
 from __future__ import annotations
 
@@ -26,13 +31,15 @@ DEFAULT_DIR = HERE / "device"
 MPYUNIT = DEFAULT_DIR / "mpyunit.py"
 SKIP_ENV = "PLUGPAY_SKIP_MICROPYTHON"
 DRIVER_NAME = "mpyunit_driver.py"
+PORTS = ("wasm", "unix")
 
 
 def pytest_addoption(parser):
     parser.addini("micropython_test_dirs", "extra folders of MicroPython test files (relative to rootdir)", type="paths", default=[])
     # Below pytest-timeout's 300 s per item: the first item of a file pays for the whole file.
     parser.addini("micropython_timeout", "seconds one MicroPython test file may run", default="240")
-    parser.addini("micropython_heap", "initial MicroPython GC heap in bytes", default=str(1 << 20))
+    parser.addini("micropython_heap", "initial MicroPython GC heap in bytes (WebAssembly port)", default=str(1 << 20))
+    parser.addini("micropython_unix_heap", "MicroPython GC heap cap in bytes (unix port)", default=str(4 << 20))
 
 
 def _test_dirs(config) -> list[Path]:
@@ -59,25 +66,42 @@ class MicroPythonTestFailure(Exception):
     """A MicroPython-side failure; its text is shown as the failure report."""
 
 
-class MicroPythonFile(pytest.File):
-    """One MicroPython test file, executed at most once per session."""
+def declared_ports(tree, path) -> tuple:
+    """The module's ``PORTS = (...)`` (names from ``PORTS``), or every port."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "PORTS" for t in node.targets):
+            try:
+                ports = tuple(ast.literal_eval(node.value))
+            except ValueError:
+                ports = ()
+            if not ports or any(p not in PORTS for p in ports):
+                raise ValueError(f"{path}: PORTS must be a tuple of {PORTS}, got {ast.unparse(node.value)}")
+            return ports
+    return PORTS
 
-    _outcome = None  # (records by name, file-level error text or None, harness unavailable?)
+
+class MicroPythonFile(pytest.File):
+    """One MicroPython test file, executed at most once per port and session."""
+
+    _outcomes = None  # port -> (records by name, file-level error text or None, harness unavailable?)
 
     def collect(self):
         try:
             tree = ast.parse(self.path.read_text(encoding="utf-8"), filename=str(self.path))
-        except SyntaxError as exc:
+            ports = declared_ports(tree, self.path)
+        except (SyntaxError, ValueError) as exc:
             raise self.CollectError(f"cannot parse {self.path}: {exc}") from exc
         seen = set()
         for node in tree.body:
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_") and node.name not in seen:
                 seen.add(node.name)
-                yield MicroPythonItem.from_parent(self, name=node.name, lineno=node.lineno)
+                for port in ports:
+                    yield MicroPythonItem.from_parent(self, name=f"{node.name}[{port}]", func_name=node.name,
+                                                      port=port, lineno=node.lineno)
 
-    def _selected_names(self) -> list[str]:
-        names = [item.name for item in self.session.items if item.parent is self]
-        return names or [item.name for item in self.collect()]
+    def _selected_names(self, port) -> list[str]:
+        names = [item.func_name for item in self.session.items if item.parent is self and item.port == port]
+        return names or [item.func_name for item in self.collect() if item.port == port]
 
     def _files(self) -> dict[str, bytes]:
         """Every .py beside the test file (helpers import by name), plus mpyunit."""
@@ -85,28 +109,33 @@ class MicroPythonFile(pytest.File):
         files.setdefault("mpyunit.py", MPYUNIT.read_bytes())
         return files
 
-    def outcome(self):
-        if self._outcome is None:
-            self._outcome = self._execute()
-        return self._outcome
+    def outcome(self, port):
+        if self._outcomes is None:
+            self._outcomes = {}
+        if port not in self._outcomes:
+            self._outcomes[port] = self._execute(port)
+        return self._outcomes[port]
 
-    def _execute(self):
-        reason = mpy.unavailable_reason()
+    def _execute(self, port):
+        reason = mpy.unavailable_reason() if port == "wasm" else mpy.unix_unavailable_reason()
         if reason:
             return {}, reason, True
-        names = self._selected_names()
-        # ticker, not run_module: each slice returns to JS so the port's GC really runs.
-        driver = "import mpyunit\n__harness_next__ = mpyunit.ticker(%r, %r)\n" % (self.path.stem, names)
+        names = self._selected_names(port)
         ini = self.config.getini
+        timeout = float(ini("micropython_timeout"))
         try:
-            result = mpy.run(
-                driver,
-                files=self._files(),
-                heap=int(ini("micropython_heap")),
-                timeout=float(ini("micropython_timeout")),
-                script_name=DRIVER_NAME,
-            )
-            error = None if result.returncode == 0 else f"MicroPython runner exited {result.returncode}:\n{result.stderr.rstrip()}"
+            if port == "wasm":
+                # ticker, not run_module: each slice returns to JS so the port's GC really runs.
+                driver = "import mpyunit\n__harness_next__ = mpyunit.ticker(%r, %r)\n" % (self.path.stem, names)
+                result = mpy.run(driver, files=self._files(), heap=int(ini("micropython_heap")), timeout=timeout,
+                                 script_name=DRIVER_NAME)
+            else:
+                driver = "import mpyunit\nmpyunit.run_module(%r, %r)\n" % (self.path.stem, names)
+                result = mpy.run_unix(driver, files=self._files(), heap=int(ini("micropython_unix_heap")),
+                                      timeout=timeout, script_name=DRIVER_NAME)
+            # the unix port prints an uncaught exception on stdout
+            error = None if result.returncode == 0 else \
+                f"MicroPython runner exited {result.returncode}:\n{(result.stderr or result.stdout).rstrip()}"
         except mpy.MicroPythonError as exc:
             result, error = exc.result, str(exc)
         records = result.records if result is not None else []
@@ -116,24 +145,27 @@ class MicroPythonFile(pytest.File):
             if r.get("kind") == "error":
                 error = f"importing {self.path.name} on MicroPython failed:\n{r['error'].rstrip()}"
         if error is None and summary is None:
-            error = "MicroPython run ended without a summary record:\n" + (result.stderr.rstrip() if result else "")
+            error = "MicroPython run ended without a summary record:\n" + \
+                ((result.stderr or result.stdout).rstrip() if result else "")
         return by_name, error, False
 
 
 class MicroPythonItem(pytest.Item):
-    """One ``test_*`` function of a MicroPython test file."""
+    """One ``test_*`` function of a MicroPython test file on one port."""
 
-    def __init__(self, *, lineno: int, **kwargs):
+    def __init__(self, *, func_name: str, port: str, lineno: int, **kwargs):
         super().__init__(**kwargs)
+        self.func_name = func_name
+        self.port = port
         self.lineno = lineno
 
     def runtest(self):
-        by_name, error, unavailable = self.parent.outcome()
+        by_name, error, unavailable = self.parent.outcome(self.port)
         if unavailable and os.environ.get(SKIP_ENV) == "1":
             pytest.skip(f"{SKIP_ENV}=1: {error}")
-        record = by_name.get(self.name)
+        record = by_name.get(self.func_name)
         if record is None:
-            raise MicroPythonTestFailure(error or f"no MicroPython record for {self.name}")
+            raise MicroPythonTestFailure(error or f"no MicroPython record for {self.func_name}")
         self._record_properties(record)
         if record.get("skipped"):
             pytest.skip(record.get("reason") or "skipped on MicroPython")
@@ -149,11 +181,11 @@ class MicroPythonItem(pytest.Item):
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, MicroPythonTestFailure):
-            return f"MicroPython {self.path.name}::{self.name}\n{excinfo.value}"
+            return f"MicroPython ({self.port} port) {self.path.name}::{self.name}\n{excinfo.value}"
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self):
-        return self.path, self.lineno - 1, f"{self.path.name}::{self.name} [micropython]"
+        return self.path, self.lineno - 1, f"{self.path.name}::{self.name} [micropython {self.port}]"
 
 
 def _heap_rows(reports):

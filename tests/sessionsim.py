@@ -13,18 +13,6 @@ from plugpay.host.ledger import Ledger
 from plugpay.protocol import ledger_ops as L
 
 
-class ScaledView:
-    """The boards' simulated time as a multiple of the link's manual clock, so a test's
-    energy flows ``scale`` times faster than its timeouts run, as ``ScaledClock`` does."""
-
-    def __init__(self, clock, scale):
-        self.clock = clock
-        self.scale = scale
-
-    def now_ms(self):
-        return self.clock.now_ms() * self.scale
-
-
 class InProcessLedger:
     """The real ledger state machine without replicas: a block per submitted request."""
 

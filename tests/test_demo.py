@@ -57,7 +57,7 @@ def test_bad_options_are_refused_before_anything_starts(capsys):
     with pytest.raises(SystemExit):
         cli.main(["demo", "--mode", "cheque"])
     capsys.readouterr()
-    assert cli.main(["demo", "--mode", "htlc", "-n", "65"]) == 1
+    assert cli.main(["demo", "--mode", "htlc", "-n", "65"]) == 2  # bad input: exit 2, as every command gives it
     assert "at most 64 HTLCs" in capsys.readouterr().err
-    assert cli.main(["demo", "--scenario", "v2v", "--pause", "charger"]) == 1
+    assert cli.main(["demo", "--scenario", "v2v", "--pause", "charger"]) == 2
     assert "the v2v scenario has a vehicle and a vehicle-2" in capsys.readouterr().err

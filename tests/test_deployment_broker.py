@@ -17,7 +17,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import types
 
 import paho.mqtt.client as paho
 import pytest
@@ -25,6 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from plugpay.firmware import mqtt as device_mqtt
+from plugpay.firmware import mqtt_tls
 from plugpay.firmware.gateway_client import GatewayClient
 from plugpay.firmware.mqtt import MqttError
 from plugpay.host import broker, broker_pki, cluster, deployment, ra
@@ -266,17 +266,44 @@ def test_the_gateway_needs_its_password(mosquitto):
     asyncio.run(connect(("gateway", _password(record))))
 
 
-def test_the_umqtt_backend_refuses_tls_and_logs_in_with_an_empty_password(monkeypatch):
-    with pytest.raises(MqttError, match="TLS .mqtts://. is not supported on the umqtt backend yet"):
-        device_mqtt._UmqttLink("broker.test", 8883, "c", 30, [], "u", broker.tls_context())
-    made = []
-    umqtt = types.ModuleType("umqtt")
-    umqtt.simple = types.SimpleNamespace(MQTTClient=lambda *args, **kwargs: made.append((args, kwargs))
-                                         or types.SimpleNamespace(set_callback=lambda f: None))
-    monkeypatch.setitem(sys.modules, "umqtt", umqtt)
-    monkeypatch.setitem(sys.modules, "umqtt.simple", umqtt.simple)
-    device_mqtt._UmqttLink("broker.test", 1883, "c", 30, [], "ab" * 16, None)
-    assert made == [(("c", "broker.test", 1883), {"user": "ab" * 16, "password": "", "keepalive": 30})]
+def test_the_device_side_tls_context_verifies_on_cpython_too(mosquitto, tmp_path):
+    """``mqtt_tls.context`` is what a MicroPython device builds (tests/test_device_mqtt_unix.py
+    runs it there); on CPython it gives paho the same verifying context."""
+    record, m = mosquitto
+    tls = mqtt_tls.context(_ca(record))
+    assert tls.verify_mode == ssl.CERT_REQUIRED and tls.check_hostname
+    mqtt = device_mqtt.Mqtt("localhost", m.port, tls=tls)
+    mqtt.connect()
+    mqtt.close()
+    stranger = mqtt_tls.context(_ca(_init(tmp_path)))
+    with pytest.raises(MqttError, match="failed verification"):
+        device_mqtt.Mqtt("localhost", m.port, tls=stranger).connect()
+
+
+def test_a_context_that_would_not_verify_is_refused():
+    unverified = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    unverified.check_hostname = False
+    for context in (unverified, ssl._create_unverified_context()):
+        with pytest.raises(ValueError, match="the TLS context does not verify the broker"):
+            device_mqtt.Mqtt("broker.test", 8883, tls=context)
+
+
+def test_ca_files_are_read_as_pem_and_bad_ones_named(mosquitto, tmp_path):
+    record, _ = mosquitto
+    with open(_ca(record)) as f:
+        pem = f.read()
+    (der,) = mqtt_tls.certificates(pem)
+    assert der == ssl.PEM_cert_to_DER_cert(pem)
+    assert mqtt_tls.certificates("junk\n" + pem + pem) == [der, der]
+    for name, text, says in (("none.pem", "no certificate", "no PEM certificate in it"),
+                             ("cut.pem", pem[:-30], "a certificate without its END line"),
+                             ("bad.pem", "-----BEGIN CERTIFICATE-----\n@@@@\n-----END CERTIFICATE-----\n",
+                              "a certificate (that is not base64|this platform cannot load)")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match="CA file %s: (%s)" % (tmp_path / name, says)):
+            mqtt_tls.context(str(tmp_path / name))
+    with pytest.raises(ValueError, match="CA file %s: .*No such file" % (tmp_path / "missing.pem")):
+        mqtt_tls.context(str(tmp_path / "missing.pem"))
 
 
 # -- the ACL -------------------------------------------------------------------------------

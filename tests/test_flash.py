@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from plugpay.boards.esp32 import profile
+from plugpay.boards.common import profile
 from plugpay.tools import flash_cli
 
 ROOT = flash_cli.ROOT
@@ -46,11 +46,12 @@ def test_esp32_offset_follows_the_chip(capsys, tmp_path):
 def test_compile_stages_the_board_layout(tmp_path):
     compiled = flash_cli.stage_esp32(tmp_path)
     for rel in ("lib/plugpay/protocol/signing.mpy", "lib/plugpay/firmware/session.mpy",
-                "lib/plugpay/boards/esp32/board.mpy", "lib/plugpay/boards/esp32/meter_line.mpy",
-                "lib/plugpay/boards/sim/power.mpy"):
+                "lib/plugpay/firmware/meter.mpy", "lib/plugpay/boards/esp32/board.mpy",
+                "lib/plugpay/boards/common/hardware.mpy", "lib/plugpay/boards/common/meter_line.mpy"):
         assert rel in compiled
         data = (tmp_path / rel).read_bytes()
         assert data[:1] == b"M" and data[1] == 6  # .mpy header: 'M', version 6 (MicroPython 1.23+)
+    assert not any("/boards/sim/" in rel for rel in compiled)  # the simulator stays on the host
     assert (tmp_path / "boot.py").read_text() == (ROOT / "boards/esp32/boot.py").read_text()
     assert (tmp_path / "main.py").is_file()
     assert not list(tmp_path.rglob("*.py"))[2:]  # only boot.py and main.py stay source
@@ -91,8 +92,8 @@ def _config(tmp_path, edit):
     (lambda d: d["meter"].pop("baud"), "config meter.baud: missing"),
     (lambda d: d["relay"].update(pin=36), "config relay.pin: expected an integer 0..33"),
     (lambda d: d.update(broker="http://x"), "config broker: expected mqtt://HOST:PORT"),
-    (lambda d: d.update(broker="mqtts://x"), "config broker: mqtts:// (TLS) is not supported on the ESP32 yet"),
-    (lambda d: d.update(broker_ca="/ca.crt"), "config broker_ca: only for an mqtts:// broker on the Pi"),
+    (lambda d: d.update(broker="mqtts://x:0"), "config broker: port must be 1..65535"),
+    (lambda d: d.update(broker_ca="/ca.crt"), "config broker_ca: only for an mqtts:// broker"),
     (lambda d: d["session"].update(position="47.8"), "config session.position"),
     (lambda d: d.update(board="rpi"), "config board: this file is for 'rpi'"),
 ])

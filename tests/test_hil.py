@@ -104,8 +104,8 @@ class PtyBoard:
             ready, _, _ = select.select([self.master], [], [], ms / 1000)
             return os.read(self.master, 4096) if ready else b""
 
-        def connect():
-            self.mqtt = Mqtt(*self.broker)
+        def connect(username=None):
+            self.mqtt = Mqtt(*self.broker, username=username)
             self.mqtt.connect()
             return self.mqtt
 

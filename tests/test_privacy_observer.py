@@ -139,6 +139,26 @@ def test_values_every_device_has_do_not_link_but_one_device_alone_does():
     assert unlinked(excluded, 3)
 
 
+def test_hex_in_topics_is_compared_as_the_bytes_it_spells():
+    """Eight hex digits are 32 bits: two random ids share such a run by chance (it happened
+    between a session id and another session's client id). Sixteen are 8 bytes: a link."""
+    vehicle, others = [Session(), Session()], [Session(), Session()]
+    run = os.urandom(4).hex()
+    vehicle[0].cid = "pp" + run + vehicle[0].cid[8:]
+    vehicle[1].cid = vehicle[1].cid[:10] + run + "z"
+    for s in vehicle:
+        s.query(L.QUERY_HEIGHT, bytes(32))
+    for s in others:
+        s.query(L.QUERY_HEIGHT, bytes(32))
+    assert unlinked(observe(vehicle, others), 2)
+    shared = os.urandom(8).hex()
+    vehicle[0].cid, vehicle[1].cid = "pp" + shared, "qq" + shared + "z"
+    for s in vehicle:
+        s.query(L.QUERY_HEIGHT, bytes(32))
+    report = observe(vehicle, others)
+    assert report["linked_pairs"] == 1 and report["values"][0]["value"] == shared
+
+
 def test_small_integers_do_not_link_an_integer_filling_eight_bytes_does():
     vehicle, others = [Session() for _ in range(2)], [Session()]
     for s in vehicle + others:

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from plugpay.boards.esp32.profile import parse
+from plugpay.boards.common.profile import parse
 from plugpay.firmware import market
 from plugpay.firmware.role import Plan, PlanError, RoleFailure, charge_parameters, parse_position, sides
 from plugpay.protocol import ledger_ops as L
@@ -27,11 +27,11 @@ def test_positions_are_exact_micro_degrees(text, site):
 
 
 @pytest.mark.parametrize("text, match", [
-    ("47.8", "LAT,LON"),
+    ("47.8", "expected LAT,LON"),
     ("47.8,13,1", "LAT,LON"),
     ("47.1234567,13", "6 decimals"),
-    ("91,13", "latitude"),
-    ("47,-181", "longitude"),
+    ("91,13", "beyond \\+-90 degrees"),
+    ("47,-181", "beyond \\+-180 degrees"),
     ("north,east", "degrees"),
     ("4 7,13", "degrees"),
     (",", "degrees"),
@@ -81,7 +81,7 @@ def test_both_sides_derive_the_same_terms_from_the_market():
     ({"fund": 0}, "fund must be an integer of at least 1"),
     ({"region": ""}, "region must be 1 to 32 bytes"),
     ({"region": "x" * 33}, "region must be 1 to 32 bytes"),
-    ({"position": "here"}, "position wants LAT,LON"),
+    ({"position": "here"}, "position expected LAT,LON"),
     ({"role": "charger", "produce": True}, "charger takes no part in v2v"),
 ])
 def test_a_plan_that_cannot_work_is_refused_naming_the_value(change, match):

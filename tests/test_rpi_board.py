@@ -9,9 +9,9 @@ import tty
 
 import pytest
 
-from plugpay.boards.esp32 import meter_line as ML
-from plugpay.boards.esp32.board import HardwareBoard
-from plugpay.boards.esp32.profile import ConfigError, parse
+from plugpay.boards.common import meter_line as ML
+from plugpay.boards.common.hardware import HardwareBoard
+from plugpay.boards.common.profile import ConfigError, parse
 from plugpay.boards.rpi import board as rpi
 from plugpay.boards.rpi.main import main as board_main
 from plugpay.boards.rpi.main import endpoint as rpi_endpoint
@@ -84,10 +84,10 @@ def test_board_over_the_pty_delivers_to_its_limit(meter):
     relay = []
     board = HardwareBoard("pi", relay.append, rpi.open_meter(_profile(meter.path)["meter"]), 11000, poll_ms=50)
     board.reset_session(True)
-    board.start_delivery(board.clock.now_ms(), 20)
+    board.start_delivery(20)
     assert relay == [False, True]
     meter.wh = 5025
-    board.update(board.clock.now_ms(), True)
+    board.update(True)
     assert board.measured_wh == 25 and relay[-1] is False and not board.contactor.closed
 
 
@@ -95,10 +95,10 @@ def test_a_silent_meter_is_a_clear_error_and_opens_the_relay(meter):
     relay = []
     board = HardwareBoard("pi", relay.append, rpi.open_meter(_profile(meter.path)["meter"]), 11000)
     board.reset_session(True)
-    board.start_delivery(board.clock.now_ms())
+    board.start_delivery()
     meter.silent = True
     with pytest.raises(ML.MeterLineError, match="no valid reading from the meter within 300 ms"):
-        board.update(board.clock.now_ms(), True)
+        board.update(True)
     assert relay[-1] is False and not board.contactor.closed
 
 
@@ -138,5 +138,5 @@ def test_a_pi_reaches_a_tls_broker_with_the_deployment_ca(tmp_path):
     assert (broker.host, broker.port) == ("broker.example", 8883)
     assert broker.tls.verify_mode == ssl.CERT_REQUIRED and broker.tls.check_hostname
     data.update(broker="mqtt://broker.example")
-    with pytest.raises(ConfigError, match="config broker_ca: only for an mqtts:// broker on the Pi"):
+    with pytest.raises(ConfigError, match="config broker_ca: only for an mqtts:// broker"):
         parse(json.dumps(data), "rpi")

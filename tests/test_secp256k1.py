@@ -389,7 +389,9 @@ def test_rfc6979_retries_match_python_ecdsa():
 
 
 def test_glv_split_bounds():
-    bound = gen.glv_bound()
+    # The rounded split errs by at most 1/2 per basis vector (b2 = a1): the halves stay
+    # within 128 bits, so their wNAF digits sit below bit 130 (secp256k1._streams).
+    bound = max((abs(S._A1) + abs(S._A2)) // 2, (abs(S._B1) + abs(S._A1)) // 2) + 1
     assert bound < 2**128
     assert pow(S.BETA, 3, P) == 1 and pow(S.LAMBDA, 3, N) == 1
     lg = PrivateKey(b32(S.LAMBDA)).public_key.format(compressed=False)
@@ -480,20 +482,8 @@ def test_table_is_fresh():
 def test_table_entries_are_multiples_of_g():
     from plugpay.protocol import secp256k1_table as T
 
-    assert len(T.SIGN_TABLE) + len(T.GODD_TABLE) <= 40 * 1024
-    rnd = random.Random(4)
-    off = 0
-    s = 0
-    last = len(T.SIGN_WIDTHS) - 1
-    for i, w in enumerate(T.SIGN_WIDTHS):
-        cnt = T.SIGN_TOP if i == last else 1 << (w - 1)
-        for j in {1, cnt, rnd.randrange(1, cnt + 1)}:
-            o = off + (j - 1) * 64
-            full = PrivateKey(b32(j << s)).public_key.format(compressed=False)
-            assert T.SIGN_TABLE[o : o + 64] == full[1:]
-        off += 64 * cnt
-        s += w
-    assert off == len(T.SIGN_TABLE)
+    # Loaded from a .mpy file the table is heap: it stays small (see the module's docstring).
+    assert len(T.GODD_TABLE) == 64 << (T.GODD_W - 2) <= 2048
     for j in range(1 << (T.GODD_W - 2)):
         full = PrivateKey(b32(2 * j + 1)).public_key.format(compressed=False)
         assert T.GODD_TABLE[64 * j : 64 * j + 64] == full[1:]

@@ -9,18 +9,19 @@ import sqlite3
 
 import pytest
 
-from plugpay.boards.esp32.board import HardwareBoard
+from plugpay.boards.common.hardware import HardwareBoard
 from plugpay.boards.sim.board import SimBoard
-from plugpay.boards.sim.clock import ManualClock
+from plugpay.boards.sim.clock import ManualClock, ScaledView
 from plugpay.boards.sim.power import Battery, Meter
-from plugpay.firmware.session import ACCEPT_WRITE_MS, CHANNEL, HTLC, Misbehaviour, Session, Terms
+from plugpay.firmware.session import CHANNEL, HTLC, Misbehaviour, Session, Terms
+from plugpay.firmware.session_channel import ACCEPT_WRITE_MS
 from plugpay.firmware.storage import Storage
 from plugpay.firmware.wallet import Wallet
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import link
 from plugpay.protocol import link_messages as M
 from plugpay.protocol.port import sha256
-from sessionsim import InProcessLedger, Pair, ScaledView
+from sessionsim import InProcessLedger, Pair
 import ledger_helpers as H
 from wallet_helpers import Party, mint, ra_keys
 
@@ -35,10 +36,11 @@ def parameters(n=10, energy_wh=2000, unit_price=300, tolerance_wh=5):
 
 
 class World:
-    """A vehicle and a charger (or two vehicles) and the ledger, for one scenario."""
+    """A vehicle and a charger (or two vehicles) and the ledger, for one scenario; without
+    ``cable`` each board stands alone, as in two processes (``plugpay session``)."""
 
     def __init__(self, tmp_path, authority, scenario="g2v", mode=CHANNEL, n=10, energy_wh=2000, cheat=None,
-                 meter_error_ppm=0, latency=1, scale=SCALE):
+                 meter_error_ppm=0, latency=1, scale=SCALE, cable=True):
         self.clock = ManualClock(0)
         conn = sqlite3.connect(str(tmp_path / "ledger.db"))
         self.ledger = InProcessLedger(conn, ra_keys(authority), H.FAUCET_PUBKEY)
@@ -55,8 +57,8 @@ class World:
             sides[name] = (party, board, initiator, producer)
         self.consumer_name = "b" if initiator_produces else "a"
         self.producer_name = "a" if initiator_produces else "b"
-        consumer_board = sides[self.consumer_name][1]
-        consumer_board.connect(sides[self.producer_name][1])  # the cable: it measures what flows in
+        if cable:  # the consumer measures what flows in
+            sides[self.consumer_name][1].connect(sides[self.producer_name][1])
         b = self.params.energy_wh * self.params.unit_price // 1000
         mint(self.ledger.ledger, sides[self.consumer_name][0], [b + 500], height=1)
         self.sessions = {}
@@ -132,6 +134,24 @@ def test_the_consumer_writes_an_acceptance_with_its_next_proposal_or_soon_after(
     assert c.wallet.storage.writes - before == 8
     w.run()
     assert c.stop_code == M.OK and w.producer.payout == c.terms.budget()
+
+
+@pytest.mark.parametrize("scenario", ["g2v", "v2g", "v2v"])
+def test_a_consumer_on_a_board_of_its_own_measures_what_it_paid_for(tmp_path, authority, scenario):
+    """Each side in a process of its own (``plugpay session``): no shared cable, each board
+    trades with the grid in the peer's place. The consumer's board takes each chunk it paid
+    for, to the tolerance, however long the session waits between chunks (a vehicle once
+    measured 4799 Wh of a 2000 Wh session: its end flowed from the deposit to the end)."""
+    w = World(tmp_path, authority, scenario, CHANNEL, n=10, cable=False)
+    w.run()
+    c, p = w.consumer, w.producer
+    assert c.stop_code == p.stop_code == M.OK and p.payout == c.terms.budget()
+    energy, tolerance = w.params.energy_wh, w.params.tolerance_wh
+    assert energy <= w.sessions["b"].board.measured_wh <= energy + 1  # the responder's meter, as on one cable
+    assert energy - tolerance <= c.board.measured_wh <= energy + tolerance
+    assert energy - tolerance <= p.board.measured_wh <= energy + tolerance
+    assert c.max_exposure <= w.per_installment()
+    assert p.max_exposure <= -(-tolerance * w.params.unit_price // 1000)  # a producer that does not meter
 
 
 @pytest.mark.parametrize("scenario", ["g2v", "v2g"])
@@ -255,14 +275,14 @@ def test_v2g_the_vehicle_refuses_a_charger_meter_that_under_counts(tmp_path, aut
 def test_v2g_a_charger_that_draws_more_than_was_paid_for_gets_no_more_than_the_tolerance(tmp_path, authority):
     w = World(tmp_path, authority, "v2g", CHANNEL, n=10)
     c, p = w.consumer, w.producer
-    honest = c._start_chunk
+    honest = c.energy.start_chunk
 
     def greedy(now):  # the charger's meter would take the next 100 Wh as well
         honest(now)
-        c.chunk += 100
-        c.board.start_delivery(c._board_now(), c.chunk)
+        c.energy.chunk += 100
+        c.board.start_delivery(c.energy.chunk)
 
-    c._start_chunk = greedy
+    c.energy.start_chunk = greedy
     w.run()
     assert c.stop_code == p.stop_code == M.FAILED_Timeout  # the energy it wanted never came
     assert p.board.measured_wh == w.params.due_wh(1) + w.params.tolerance_wh  # the vehicle's limit held
@@ -278,7 +298,7 @@ class LineOnCable:
         self.end = end
 
     def read_wh(self):
-        self.end.update(self.end.clock.now_ms())
+        self.end.update()
         return 100000 + self.end.flowed_mj // 3600000
 
 
@@ -288,20 +308,20 @@ def test_v2g_a_vehicle_on_hardware_keeps_its_own_limit_against_a_greedy_charger(
     clock = ScaledView(w.clock, SCALE)
     end = SimBoard("vehicle end", clock, POWER_W)  # what the vehicle's relay switches
     c.board.connect(end)
-    relay = lambda on: (end.start_delivery if on else end.stop_delivery)(clock.now_ms())  # noqa: E731
+    relay = lambda on: (end.start_delivery if on else end.stop_delivery)()  # noqa: E731
     board = HardwareBoard("vehicle", relay, LineOnCable(end), POWER_W, poll_ms=1000, clock=clock)
     terms = Terms(SESSION, w.params, CHANNEL, True, True, window=10, htlc_timeout=10 ** 6)
     p = w.sessions["a"] = w.pair.sides["a"] = Session(w.parties["a"].wallet, board, terms, 0, TIMEOUTS,
                                                       timestamp=1790000000)
-    honest = c._start_chunk
+    honest = c.energy.start_chunk
 
     def greedy(now):  # the charger's meter would take another 1000 Wh
         honest(now)
-        if c.chunk is not None:
-            c.chunk += 1000
-            c.board.start_delivery(c._board_now(), c.chunk)
+        if c.energy.chunk is not None:
+            c.energy.chunk += 1000
+            c.board.start_delivery(c.energy.chunk)
 
-    c._start_chunk = greedy
+    c.energy.start_chunk = greedy
     w.run()
     assert c.stop_code == p.stop_code == M.FAILED_Timeout
     # The vehicle reads its meter every second of board time: it opens its relay at the
@@ -323,9 +343,9 @@ def test_a_flow_slower_than_the_agreed_power_is_waited_for(tmp_path, authority):
 def test_a_pause_on_its_way_is_not_taken_for_the_end_of_the_flow(tmp_path, authority):
     w = World(tmp_path, authority, "v2g", CHANNEL, n=10, latency=40)
     c, p = w.consumer, w.producer  # the charger meters; the vehicle will pause just short of the end
-    now = w.pair.run(until=lambda: c.chunk is not None and c.machine.readings == w.params.installments - 1)
+    now = w.pair.run(until=lambda: c.energy.chunk is not None and c.machine.readings == w.params.installments - 1)
     while True:
-        c.board.update(c._board_now())
+        c.board.update()
         if c.board.measured_wh >= w.params.energy_wh - w.params.tolerance_wh:
             break
         now += 1

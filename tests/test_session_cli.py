@@ -87,6 +87,9 @@ def test_a_charger_and_a_vehicle_meet_in_the_market_and_settle_a_channel(host):
     assert len(set(v["onchain"]) | set(c["onchain"])) == 2  # channel open and cooperative close
     assert 0 < v["max_exposure"] <= v["exposure_bound"] == -(-v["budget"] // 10)  # the largest installment
     assert c["max_exposure"] <= 0 and c["metered_wh"] == 2000
+    # The vehicle's board stands alone in its process: it takes what it paid for, to the tolerance.
+    tolerance_wh = 2  # 1 % of an installment's energy (session_cli.charge_parameters)
+    assert 2000 - tolerance_wh <= v["metered_wh"] <= 2000 + tolerance_wh
     assert "market: my bid of %d per kWh was chosen" % c["unit_price"] in c_err
     assert "47.81" not in v_out + v_err and "47810000" not in v_out + v_err  # the position stays private
 

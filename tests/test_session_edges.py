@@ -57,7 +57,7 @@ def test_htlcs_are_not_funded_further_once_the_link_stopped(tmp_path, authority)
     (kind, raw), = held
     c.ledger_answer(w.ledger.submit(raw), w.clock.now_ms())
     w.run()
-    assert c.finished and c.funded == 0
+    assert c.finished and c.payment.funded == 0
     assert [op for _, op, ok, _ in w.ledger.submitted if ok] == [L.TAG_HTLC_CREATE]  # one, to refund later
 
 
@@ -112,11 +112,11 @@ def test_the_consumer_pays_for_no_less_than_it_measured(tmp_path, authority):
     tol = w.params.tolerance_wh
 
     def short(now):  # and the charger (producing, metering) stops every chunk its tolerance early
-        p.chunk = p.params.due_wh(p.machine.readings + 1) - tol
-        p.board.start_delivery(p._board_now(), p.chunk)
-        p._read_meter(now)
+        p.energy.chunk = p.params.due_wh(p.machine.readings + 1) - tol
+        p.board.start_delivery(p.energy.chunk)
+        p.energy.read_meter(now)
 
-    p._start_chunk = short
+    p.energy.start_chunk = short
     w.run()
     assert w.consumer.stop_code == M.FAILED_ReceiptMismatch
     w.check_bounds()

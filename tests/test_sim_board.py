@@ -7,7 +7,8 @@ import pytest
 
 from plugpay.boards.sim.board import SimBoard
 from plugpay.boards.sim.clock import ManualClock, ScaledClock
-from plugpay.boards.sim.power import MJ_PER_WH, Battery, Contactor, Meter
+from plugpay.boards.sim.power import MJ_PER_WH, Battery, Meter
+from plugpay.firmware.board import Contactor
 from plugpay.protocol import signing
 from plugpay.protocol.port import sha256
 from plugpay.protocol.structures import MeterReading
@@ -35,16 +36,17 @@ def cable(clock, producer_w=11000, consumer_w=11000, producer_battery=None, cons
     return producer, consumer
 
 
-def start(*boards, now=0):
+def start(*boards):
     for board in boards:
-        board.start_delivery(now)
+        board.start_delivery()
 
 
 def test_energy_is_power_times_time_exactly():
     clock = ManualClock()
     producer, consumer = cable(clock)
     start(producer, consumer)
-    producer.update(HOUR_MS)
+    clock.advance(HOUR_MS)
+    producer.update()
     assert producer.measured_wh == 11000 and consumer.measured_wh == 11000
 
 
@@ -54,9 +56,11 @@ def test_many_small_steps_add_up_to_the_same_energy_as_one():
     producer, consumer = cable(clock, 3600, 3600)
     start(producer, consumer)
     for t in range(1, 1000):
-        (producer if t % 2 else consumer).update(t)
+        clock.advance(1)
+        (producer if t % 2 else consumer).update()
         assert producer.measured_wh == 0
-    consumer.update(1000)
+    clock.advance(1)
+    consumer.update()
     assert producer.measured_wh == consumer.measured_wh == 1
     assert producer.meter.session_mj == consumer.flowed_mj == MJ_PER_WH
 
@@ -66,8 +70,9 @@ def test_a_standalone_board_trades_with_the_grid():
     producer = charger(clock, 7)
     consumer = SimBoard("vehicle", clock, 5, battery=Battery(100, 0, 50, 50))
     start(producer, consumer)
-    producer.update(HOUR_MS)
-    consumer.update(HOUR_MS)
+    clock.advance(HOUR_MS)
+    producer.update()
+    consumer.update()
     assert producer.measured_wh == 7
     assert consumer.measured_wh == 5 and consumer.battery.soc_wh == 5
 
@@ -77,7 +82,8 @@ def test_the_flow_runs_at_the_lowest_power_on_the_cable():
     battery = Battery(80000, 60000, 50000, 3000)  # a vehicle that gives at most 3 kW
     producer, consumer = cable(clock, 11000, 7400, producer_battery=battery)
     start(producer, consumer)
-    consumer.update(HOUR_MS)
+    clock.advance(HOUR_MS)
+    consumer.update()
     assert producer.measured_wh == consumer.measured_wh == 3000
     assert battery.soc_wh == 57000
 
@@ -85,12 +91,15 @@ def test_the_flow_runs_at_the_lowest_power_on_the_cable():
 def test_an_open_contactor_on_either_end_stops_the_flow():
     clock = ManualClock()
     producer, consumer = cable(clock)
-    producer.start_delivery(0)
-    producer.update(HOUR_MS)  # the vehicle has not closed yet
+    producer.start_delivery()
+    clock.advance(HOUR_MS)
+    producer.update()  # the vehicle has not closed yet
     assert producer.measured_wh == 0
-    consumer.start_delivery(HOUR_MS)
-    consumer.stop_delivery(HOUR_MS + HOUR_MS // 2)
-    producer.update(3 * HOUR_MS)
+    consumer.start_delivery()
+    clock.advance(HOUR_MS // 2)
+    consumer.stop_delivery()
+    clock.advance(HOUR_MS + HOUR_MS // 2)
+    producer.update()
     assert producer.measured_wh == consumer.measured_wh == 5500
     assert producer.contactor.closed and not consumer.contactor.closed
     assert consumer.contactor.switches == 2 and consumer.contactor.changed_ms == HOUR_MS + HOUR_MS // 2
@@ -109,7 +118,7 @@ def test_boards_connect_only_with_contactors_open():
     clock = ManualClock()
     producer = charger(clock)
     consumer = SimBoard("vehicle", clock, 11000)
-    producer.start_delivery(0)
+    producer.start_delivery()
     with pytest.raises(ValueError, match="contactors open"):
         consumer.connect(producer)
 
@@ -119,7 +128,8 @@ def test_a_full_battery_absorbs_no_more():
     battery = Battery(20000, 19990, 50000, 50000)
     producer, consumer = cable(clock, consumer_battery=battery)
     start(producer, consumer)
-    consumer.update(HOUR_MS)
+    clock.advance(HOUR_MS)
+    consumer.update()
     assert battery.soc_wh == 20000 and battery.room_mj() == 0
     assert producer.measured_wh == consumer.measured_wh == 10  # the meter counts only what flowed
     assert producer.time_to_reach_ms(11) is None
@@ -131,7 +141,8 @@ def test_an_empty_battery_supplies_no_more():
     battery = Battery(80000, 5, 50000, 50000)
     producer, consumer = cable(clock, producer_battery=battery)
     start(producer, consumer)
-    producer.update(HOUR_MS)
+    clock.advance(HOUR_MS)
+    producer.update()
     assert battery.stored_mj == 0 and producer.measured_wh == consumer.measured_wh == 5
     assert battery.supply_mj(MJ_PER_WH) == 0
 
@@ -164,10 +175,11 @@ def test_bad_board_and_meter_settings_are_refused():
 def test_meter_readings_are_signed_chained_and_verifiable():
     clock = ManualClock()
     producer = charger(clock, 3600)
-    producer.start_delivery(0)
+    producer.start_delivery()
     readings = []
     for k in range(1, 4):
-        producer.update(k * HOUR_MS)
+        clock.advance(HOUR_MS)
+        producer.update()
         readings.append(producer.meter.read(k, 1790000000 + k))
     prev = bytes(32)
     for k, r in enumerate(readings, 1):
@@ -194,7 +206,7 @@ def test_a_new_session_starts_a_new_chain_and_register():
     assert producer.measured_wh == consumer.measured_wh == 0
     producer.meter.start(sha256(b"next")[:16], 250)
     clock.advance(HOUR_MS)
-    consumer.update(clock.now_ms())
+    consumer.update()
     r = producer.meter.read(1, 2)
     assert (r.index, r.prev_digest, r.cumulative_wh, r.unit_price) == (1, bytes(32), 3600, 250)
     assert consumer.measured_wh == 3600
@@ -211,7 +223,7 @@ def test_an_over_counting_meter_shows_its_error_and_the_vehicle_measures_the_tru
     start(producer, consumer)
     t = producer.time_to_reach_ms(204)
     clock.advance(t)
-    producer.stop_delivery(clock.now_ms())
+    producer.stop_delivery()
     assert producer.measured_wh == 204 and consumer.measured_wh == 200
     assert producer.meter.read(1, 1).cumulative_wh == 204
 
@@ -220,7 +232,8 @@ def test_a_measuring_error_on_the_consumer_side():
     clock = ManualClock()
     producer, consumer = cable(clock, measure_error_ppm=-10000)  # reads 1 % low
     start(producer, consumer)
-    producer.update(HOUR_MS)
+    clock.advance(HOUR_MS)
+    producer.update()
     assert producer.measured_wh == 11000 and consumer.measured_wh == 10890
 
 
@@ -228,13 +241,13 @@ def test_time_to_reach_is_exact_and_none_when_nothing_flows():
     clock = ManualClock()
     producer, consumer = cable(clock)
     assert producer.time_to_reach_ms(0) == 0
-    producer.start_delivery(0)
+    producer.start_delivery()
     assert producer.time_to_reach_ms(1) is None  # the vehicle's contactor is still open
-    consumer.start_delivery(0)
+    consumer.start_delivery()
     t = producer.time_to_reach_ms(1)
     assert t == 328  # 3 600 000 mJ at 11 000 W is 327.27 ms
     clock.advance(t - 1)
-    producer.update(clock.now_ms())
+    producer.update()
     assert producer.measured_wh == 0
     clock.advance(1)
     assert producer.time_to_reach_ms(1) == 0 and producer.measured_wh == 1
@@ -242,14 +255,15 @@ def test_time_to_reach_is_exact_and_none_when_nothing_flows():
 
 def deliver(clock, producer, consumer, energy_wh, n):
     """Drive a session as a producer does: close, sleep until the meter reaches e/N, open,
-    read; the consumer checks each reading against its own measurement."""
+    read; the consumer checks each reading against its own measurement. The board answers
+    in the caller's time: ``scale`` of its ms pass in each."""
     readings = []
     for k in range(1, n + 1):
         due = k * energy_wh // n
-        start(producer, consumer, now=clock.now_ms())
-        clock.sleep_ms(producer.time_to_reach_ms(due))
-        producer.stop_delivery(clock.now_ms())
-        consumer.stop_delivery(clock.now_ms())
+        start(producer, consumer)
+        clock.sleep_ms(producer.time_to_reach_ms(due) * clock.scale)
+        producer.stop_delivery()
+        consumer.stop_delivery()
         readings.append((producer.meter.read(k, 1790000000 + k), consumer.measured_wh, due))
     return readings
 
@@ -281,11 +295,11 @@ consumer = SimBoard("vehicle", clock, 11000, battery=Battery(80000, 20000, 50000
 consumer.connect(producer)
 out = []
 for k in range(1, 101):
-    producer.start_delivery(clock.now_ms())
-    consumer.start_delivery(clock.now_ms())
+    producer.start_delivery()
+    consumer.start_delivery()
     clock.sleep_ms(producer.time_to_reach_ms(k * 200))
-    producer.stop_delivery(clock.now_ms())
-    consumer.stop_delivery(clock.now_ms())
+    producer.stop_delivery()
+    consumer.stop_delivery()
     out.append([meter.read(k, 1790000000 + k).digest().hex(), consumer.measured_wh])
 print("@@ " + json.dumps({"readings": out, "now": clock.now_ms(), "soc": consumer.battery.soc_wh}))
 """
@@ -347,16 +361,16 @@ def test_v2g_the_consuming_charger_meters_and_either_end_limits_the_flow():
     charger_board.reset_session(False)
     vehicle.reset_session(True)
     meter.start(SESSION, 300)
-    vehicle.start_delivery(0, 1000)  # the vehicle gives at most 1000 Wh by its own (1 % low) measurement
-    charger_board.start_delivery(0, 500)  # the charger's meter stops the flow at 500 Wh
+    vehicle.start_delivery(1000)  # the vehicle gives at most 1000 Wh by its own (1 % low) measurement
+    charger_board.start_delivery(500)  # the charger's meter stops the flow at 500 Wh
     clock.advance(HOUR_MS)
-    charger_board.update(clock.now_ms())
+    charger_board.update()
     assert charger_board.measured_wh == meter.read(1, 1).cumulative_wh == 500
     assert vehicle.measured_wh == 495 and vehicle.battery.soc_wh == 59500
     assert charger_board.time_to_reach_ms(501) is None  # its own limit holds the flow
-    charger_board.start_delivery(clock.now_ms(), 2000)
+    charger_board.start_delivery(2000)
     clock.advance(HOUR_MS)
-    vehicle.update(clock.now_ms())
+    vehicle.update()
     assert vehicle.measured_wh == 1000 and charger_board.measured_wh == 1010  # the vehicle's limit holds now
 
 
@@ -364,10 +378,10 @@ def test_a_board_alone_takes_or_gives_to_the_grid_as_its_session_says():
     clock = ManualClock()
     board = charger(clock, 3600)
     board.reset_session(False)  # a charger that buys (V2G) consumes from its vehicle's side
-    board.start_delivery(0)
+    board.start_delivery()
     clock.advance(HOUR_MS)
-    board.update(clock.now_ms())
+    board.update()
     assert board.measured_wh == board.meter.session_wh == 3600 and board.cable.consumer is board
-    board.stop_delivery(clock.now_ms())
+    board.stop_delivery()
     board.reset_session(True)
     assert board.cable.producer is board and board.measured_wh == 0

@@ -91,8 +91,8 @@ class Session:
 
 
 def _session(tmp_path, authority, ledger, tag):
-    consumer = Party(tmp_path / ("c-" + tag), authority, keys=6)
-    producer = Party(tmp_path / ("p-" + tag), authority, keys=6)
+    consumer = Party(tmp_path / ("c-" + tag), authority, keys=40)
+    producer = Party(tmp_path / ("p-" + tag), authority, keys=40)
     return Session(ledger, consumer, producer)
 
 

@@ -2,6 +2,8 @@
 import argparse
 import sys
 
+from plugpay.tools import errors
+
 
 def _demo(args):
     from plugpay.tools import demo
@@ -34,6 +36,14 @@ def _bench(args):
         from plugpay.tools import bench_privacy
 
         return bench_privacy.main(args)
+    if args.what == "memory":
+        from plugpay.tools import bench_memory
+
+        return bench_memory.main(args)
+    if args.what == "device":
+        from plugpay.tools import bench_device
+
+        return bench_device.main(args)
     from plugpay.tools import bench_crypto
 
     return bench_crypto.main(args)
@@ -59,14 +69,17 @@ def parser():
     s.set_defaults(func=_selfcheck)
 
     b = sub.add_parser("bench", help="benchmarks that print figures beside a baseline measured in the same run")
-    b.add_argument("what", choices=["crypto", "ledger", "wallet", "session", "privacy"],
+    b.add_argument("what", choices=["crypto", "ledger", "wallet", "session", "privacy", "memory", "device"],
                    help="crypto: key generation, sign, verify, 300 RA-signed accounts; "
                    "ledger: real transactions through four replica processes; "
                    "wallet: flash per key, O(1) key reads and the heap and sign time of a channel session"
                    " under MicroPython; session: on-chain transactions, installments per second, exposure in"
                    " every scenario, the link step and concurrent sessions over Mosquitto and a 4-replica ledger; "
                    "privacy: what an observer of every broker message and block can tie together over a vehicle's "
-                   "sessions through the market (the deployment broker, real processes)")
+                   "sessions through the market (the deployment broker, real processes); "
+                   "memory: the heap one side of a channel session takes on the 32-bit port, code from .mpy; "
+                   "device: sessions between MicroPython unix-port processes through the market, their installment "
+                   "round trip and smallest heap, beside CPython devices, and the 32-bit heap figures")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     b.add_argument("--mode", choices=["channel", "htlc"], default="channel",
                    help="privacy: how the vehicle pays (default channel)")
@@ -85,10 +98,14 @@ def parser():
                    help="wallet: RA-signed keys in the keystore (default 10000; 300 with --quick)")
     b.add_argument("--installments", type=int, default=None,
                    help="wallet: installments of the channel session (default 100; 10 with --quick); "
-                   "session: installments of the timed channel (default 1000; 100 with --quick)")
+                   "session: installments of the timed channel (default 1000; 100 with --quick); memory: of the"
+                   " session (default 100; 10 with --quick); device: of each session (default 20)")
+    b.add_argument("--baseline", default=None, metavar="DIR",
+                   help="memory: a tree holding earlier protocol/ and firmware/ to measure beside (default: this"
+                   " code imported from source)")
     b.add_argument("--sessions", type=int, default=None,
                    help="session: concurrent sessions through one broker and ledger (default 100; 10 with --quick); "
-                   "privacy: the vehicle's sessions (default 20)")
+                   "privacy: the vehicle's sessions (default 20); device: MicroPython sessions (default 4)")
     b.set_defaults(func=_bench)
 
     from plugpay.tools import broker_cli, hil_cli, ledger_cli, provision_cli, ra_cli, session_cli, wallet_cli
@@ -118,6 +135,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except errors.UsageError as e:
+        print("plugpay: error: %s" % e, file=sys.stderr)
+        return errors.USAGE
     except Exception as e:  # one readable line for a user; tracebacks with PLUGPAY_DEBUG=1
         import os
 

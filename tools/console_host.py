@@ -83,16 +83,65 @@ def _ints(value, n):
     return isinstance(value, list) and len(value) == n and all(type(v) is int for v in value)
 
 
+class ProcessPort:
+    """The standard input and output of a board's process (a simulated board on the
+    MicroPython unix port) as the few calls of a pyserial port ``ConsoleLink`` makes."""
+
+    def __init__(self, proc, timeout=0.1):
+        self.proc = proc
+        self.timeout = timeout
+        self.fd = proc.stdout.fileno()
+
+    def __str__(self):
+        return "process %d" % self.proc.pid
+
+    @property
+    def in_waiting(self):
+        import fcntl
+        import struct
+        import termios
+
+        return struct.unpack("i", fcntl.ioctl(self.fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+    def read(self, size):
+        import os
+        import select
+
+        if not select.select([self.fd], [], [], self.timeout)[0]:
+            return b""
+        data = os.read(self.fd, size)
+        if not data:
+            raise OSError("the process ended (exit %s)" % self.proc.poll())
+        return data
+
+    def write(self, data):
+        self.proc.stdin.write(data)
+
+    def flush(self):
+        self.proc.stdin.flush()
+
+    def close(self):
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
 class ConsoleLink:
-    """A board's console on ``port`` (a device path or a pyserial URL), read in a thread."""
+    """A board's console on ``port`` (a device path or a pyserial URL, or an open port
+    such as a ``ProcessPort``), read in a thread."""
 
     def __init__(self, port, name, baudrate=115200):
         self.port = port
         self.name = name
-        try:
-            self.serial = serial.serial_for_url(port, baudrate=baudrate, timeout=0.1)
-        except (serial.SerialException, ValueError) as e:
-            raise ConnectionError("cannot open the console of %s on %s: %s" % (name, port, e))
+        if not isinstance(port, str):
+            self.serial = port
+        else:
+            try:
+                self.serial = serial.serial_for_url(port, baudrate=baudrate, timeout=0.1)
+            except (serial.SerialException, ValueError) as e:
+                raise ConnectionError("cannot open the console of %s on %s: %s" % (name, port, e))
         self.parser = C.Parser()
         self.writer = C.Writer(self._write)
         self.view = BoardView()

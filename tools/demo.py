@@ -11,6 +11,7 @@ session's id), simulated board and wallet, run one session (``firmware.session``
 exposure; the summary gives the on-chain transactions, the maximum exposure of each side
 against the b/N bound and the RA's audit of the session's accounts.
 """
+import argparse
 import os
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import link_messages as M
 from plugpay.protocol.port import urandom
 from plugpay.tools import broker_args
+from plugpay.tools.errors import UsageError
 
 MISBEHAVIOURS = {
     "none": (None, None),
@@ -76,20 +78,41 @@ def add_arguments(p):
     p.add_argument("--dir", help="keep the run's files here (default: a temporary directory, removed)")
     p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds (default 120)")
     p.add_argument("--record", metavar="FILE", help="write the session record (JSON, for plugpay report) here")
+    p.add_argument("--micropython", action="store_true",
+                   help="run the vehicle and the charger each as a MicroPython unix-port process (a whole device: "
+                   "wallet, link, crypto, MQTT client, simulated board), driven over its console as plugpay hil "
+                   "drives a board (g2v or v2g, no misbehaviour or pause)")
+    p.add_argument("--heap", type=int, default=2 * 1024 * 1024, metavar="BYTES",
+                   help="with --micropython: each process's MicroPython heap (-X heapsize; default 2 MiB)")
 
 
 def run(args):
+    if args.micropython:
+        return _micropython(args)
     n = args.installments or (100 if args.mode == "channel" else 10)
     if args.pause is not None and args.pause not in SCENARIOS[args.scenario][:2]:
-        raise ValueError("--pause %s: the %s scenario has a %s and a %s" % ((args.pause, args.scenario)
+        raise UsageError("--pause %s: the %s scenario has a %s and a %s" % ((args.pause, args.scenario)
                                                                            + SCENARIOS[args.scenario][:2]))
     if args.mode == "htlc" and n > 64:
-        raise ValueError("an HTLC series has at most 64 HTLCs (each is two ledger transactions); use -n 64 or less")
+        raise UsageError("an HTLC series has at most 64 HTLCs (each is two ledger transactions); use -n 64 or less")
     params = M.ChargeParameters(args.energy_wh, 1790000000, 1790007200, args.power_w, args.price, n, 5)
     if args.dir:
         return _run(args, params, args.dir)
     with tempfile.TemporaryDirectory(prefix="plugpay-demo-") as directory:
         return _run(args, params, directory)
+
+
+def _micropython(args):
+    """The demo with both devices as MicroPython processes: ``plugpay hil --vehicle mpy
+    --charger mpy`` with the demo's options."""
+    from plugpay.tools import hil_cli
+
+    if args.scenario == "v2v" or args.misbehave != "none" or args.pause is not None:
+        raise UsageError("--micropython runs g2v or v2g sessions without --misbehave or --pause")
+    hil_args = argparse.Namespace(**vars(args))
+    hil_args.vehicle = hil_args.charger = "mpy"
+    hil_args.baud, hil_args.ra_dir = 115200, None
+    return hil_cli.run(hil_args)
 
 
 def _say(text):
@@ -190,13 +213,12 @@ class Device:
 
     def _owner(self, session, now):
         """The owner at the controls, on the runner's own thread: the ``--pause`` plan."""
-        m = session.machine
-        if self.paused_at is None and m.installments_paid * 2 >= m.parameters.installments \
-                and m.phase == link.CHARGING and not m.paused:
+        if self.paused_at is None and session.installments_paid * 2 >= session.params.installments \
+                and session.charging:
             session.pause(now)
             self.paused_at = now
             _say("  %s: the owner pauses the session" % self.name)
-        elif self.paused_at and session.held and now - self.paused_at >= PAUSE_MS and m.stop_code is None:
+        elif self.paused_at and session.held and now - self.paused_at >= PAUSE_MS and session.stop_code is None:
             session.resume(now)
             _say("  %s: the owner resumes after %.1f s" % (self.name, (now - self.paused_at) / 1000))
 
@@ -248,11 +270,10 @@ def _watch(sides, timeout, per_installment):
 
 def _status(side, per_installment):
     s = side.session
-    m = s.machine
     energy = side.board.measured_wh
     return "%s (%s): %s%s, %d Wh, %d/%d paid, exposure %d (max %d)" % (
-        side.name, "producer" if side.producer else "consumer", m.state, " (paused)" if m.paused else "", energy,
-        m.installments_paid, s.params.installments, s.exposure(), s.max_exposure)
+        side.name, "producer" if side.producer else "consumer", s.state, " (paused)" if s.paused else "", energy,
+        s.installments_paid, s.params.installments, s.exposure(), s.max_exposure)
 
 
 def _summary(host, consumer, producer, params, budget, ok):

@@ -21,16 +21,17 @@ import tempfile
 from importlib import util
 from pathlib import Path
 
-from plugpay.boards.esp32 import profile as board_profile
+from plugpay.boards.common import profile as board_profile
 from plugpay.tools import mpycross
 
 ROOT = mpycross.ROOT
 BOARDS_HINT = "pip install 'plugpay[boards]'"
 FLASH_OFFSETS = {"esp32": "0x1000", "esp32s2": "0x1000", "esp32s3": "0x0", "esp32c3": "0x0", "esp32c6": "0x0"}
 # What the ESP32 imports from boards/ (boot.py, main.py and config.json go to the root).
-ESP32_BOARD_FILES = ("boards/__init__.py", "boards/sim/__init__.py", "boards/sim/power.py",
-                     "boards/esp32/__init__.py", "boards/esp32/board.py", "boards/esp32/meter_line.py",
-                     "boards/esp32/profile.py", "boards/esp32/startup.py", "boards/esp32/hil.py")
+ESP32_BOARD_FILES = ("boards/__init__.py", "boards/common/__init__.py", "boards/common/hardware.py",
+                     "boards/common/link.py", "boards/common/stdio_console.py",
+                     "boards/common/meter_line.py", "boards/common/profile.py", "boards/esp32/__init__.py",
+                     "boards/esp32/board.py", "boards/esp32/startup.py", "boards/esp32/hil.py")
 ROOT_FILES = ("boot.py", "main.py")
 RPI_DIR = "/opt/plugpay"
 RPI_CONFIG = "/etc/plugpay/board.json"

@@ -31,6 +31,7 @@ from plugpay.protocol import link_messages as M
 from plugpay.tools import broker_args, demo, session_record
 
 HELLO_WAIT_S = 5.0
+PROCESS_HELLO_WAIT_S = 60.0
 SCENARIOS = {"g2v": False, "v2g": True}  # does the vehicle produce?
 
 
@@ -44,8 +45,13 @@ def add_parser(subparsers):
 
     p = subparsers.add_parser("hil", help="a charging session between real (serial console) or simulated boards; "
                               "writes a session record", description=__doc__.split("\n\n")[1].replace("\n", " "))
-    p.add_argument("--vehicle", required=True, metavar="sim|PORT", help="sim, or the vehicle board's serial port")
-    p.add_argument("--charger", required=True, metavar="sim|PORT", help="sim, or the charger board's serial port")
+    p.add_argument("--vehicle", required=True, metavar="sim|mpy|PORT",
+                   help="sim (a simulated board in this process), mpy (a simulated board as a MicroPython "
+                   "unix-port process), or the vehicle board's serial port")
+    p.add_argument("--charger", required=True, metavar="sim|mpy|PORT", help="sim, mpy, or the charger board's "
+                   "serial port")
+    p.add_argument("--heap", type=int, default=2 * 1024 * 1024, metavar="BYTES",
+                   help="mpy sides: the MicroPython heap (-X heapsize; default 2 MiB)")
     p.add_argument("--baud", type=int, default=115200, help="serial consoles' baud rate (default 115200)")
     p.add_argument("--ra-dir", help="with a real board: the host's RA directory, to provision a simulated board")
     add_unlock_options(p)
@@ -81,10 +87,13 @@ def run(args):
         return _run(args, plan, hosting, directory)
 
 
+LOCAL = ("sim", "mpy")  # sides this command provisions and runs itself
+
+
 def _hosting(args):
     """With a real board, the running host's broker (an ``Endpoint``); else the broker
     keywords of the host stack started here."""
-    if any(spec != "sim" for spec in (args.vehicle, args.charger)):
+    if any(spec not in LOCAL for spec in (args.vehicle, args.charger)):
         if args.gateway_broker or args.gateway_password_file:
             raise UsageError("--gateway-broker and --gateway-password-file are for the host started here; with a "
                              "real board the running host's gateway serves")
@@ -101,7 +110,17 @@ def _plan(args):
             raise UsageError("--%s must be at least 1" % name.replace("_", "-"))
     if n < 1 or not args.scale > 0 or not args.timeout > 0:
         raise UsageError("-n, --scale and --timeout must be positive")
-    real = [spec for spec in (args.vehicle, args.charger) if spec != "sim"]
+    real = [spec for spec in (args.vehicle, args.charger) if spec not in LOCAL]
+    if "mpy" in (args.vehicle, args.charger):
+        from plugpay.tools import micropython as mpy
+
+        reason = mpy.unix_unavailable_reason()
+        if reason:
+            raise UsageError(reason)
+        if args.heap < 64 * 1024:
+            raise UsageError("--heap must be at least 65536 bytes, got %d" % args.heap)
+        if real:
+            raise UsageError("an mpy side runs with the host started here: give it a sim or mpy side beside it")
     if real and not args.broker:
         raise UsageError("a real board needs --broker: the broker of the host its wallet was provisioned with")
     if real and len(real) < 2 and not args.ra_dir:
@@ -140,20 +159,22 @@ class ExternalHost:
 
 
 class RealSide:
-    """A real board: its console, and the terms sent to it."""
+    """A board that runs its session itself, spoken to over its console: a real board on a
+    serial port, or a MicroPython process (``proc``) on its standard input and output."""
 
-    def __init__(self, name, port, initiator, producer, baud):
+    def __init__(self, name, port, initiator, producer, baud, proc=None):
         from plugpay.tools.console_host import ConsoleLink
 
         self.name = name
         self.initiator = initiator
         self.producer = producer
+        self.proc = proc
         self.console = ConsoleLink(port, name, baud)
+        wait = HELLO_WAIT_S if proc is None else PROCESS_HELLO_WAIT_S  # a process imports everything first
         self.console.send(C.ASK, {"what": "hello"})
         self.console.send(C.ASK, {"what": "status"})
-        if not self.console.wait(lambda v: v.status is not None and v.hello is not None, HELLO_WAIT_S):
-            why = self.console.lost or "no console frames within %g s: is it running the plugpay firmware?" % (
-                HELLO_WAIT_S)
+        if not self.console.wait(lambda v: v.status is not None and v.hello is not None, wait):
+            why = self.console.lost or "no console frames within %g s: is it running the plugpay firmware?" % wait
             self.console.close()
             raise ConnectionError("%s on %s: %s" % (name, port, why))
         hello = self.console.view.hello
@@ -178,6 +199,26 @@ class RealSide:
 
     def close(self):
         self.console.close()
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _mpy_side(name, host, directory, initiator, producer, args):
+    """A simulated board in a MicroPython unix-port process, provisioned here."""
+    from plugpay.tools import mpy_board
+    from plugpay.tools.console_host import ProcessPort
+
+    folder = mpy_board.provision(name, host, directory)
+    role = "vehicle" if name.startswith("vehicle") else "charger"
+    proc = mpy_board.start(mpy_board.config(name, role, folder, host, args.power_w, args.scale), directory, args.heap)
+    _say("  %s: a MicroPython unix-port process (pid %d, heap %d bytes)" % (name, proc.pid, args.heap))
+    return RealSide(name, ProcessPort(proc), initiator, producer, args.baud, proc)
 
 
 def _run(args, params, hosting, directory):
@@ -186,7 +227,7 @@ def _run(args, params, hosting, directory):
 
     vehicle_produces = SCENARIOS[args.scenario]
     specs = (("vehicle", args.vehicle, True, vehicle_produces), ("charger", args.charger, False, not vehicle_produces))
-    real = any(spec != "sim" for _, spec, _, _ in specs)
+    real = any(spec not in LOCAL for _, spec, _, _ in specs)
     _say("plugpay hil: %s, %s, N = %d, %d Wh at %d per kWh; vehicle %s, charger %s" % (
         args.scenario, args.mode, params.installments, params.energy_wh, params.unit_price, args.vehicle,
         args.charger))
@@ -201,6 +242,8 @@ def _run(args, params, hosting, directory):
             for name, spec, initiator, producer in specs:
                 if spec == "sim":
                     sides.append(demo.Device(name, initiator, producer, host, directory, params, args))
+                elif spec == "mpy":
+                    sides.append(_mpy_side(name, host, directory, initiator, producer, args))
                 else:
                     sides.append(RealSide(name, spec, initiator, producer, args.baud))
             return _session(args, params, sides)

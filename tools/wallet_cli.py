@@ -139,7 +139,9 @@ def _status(args):
     else:
         print("\n".join(table(status)))
     broken = _unusable(wallet)
-    return _fail(broken) if broken else 0
+    if broken:
+        return _fail(broken)
+    return 1 if wallet.damage() else 0  # as check: what may be behind waits for a recovery
 
 
 def _check(args):
@@ -188,6 +190,27 @@ def _settle(args):
     return 0
 
 
+def _recover(args):
+    from plugpay.tools import ledger_inspect, wallet_recover
+
+    wallet = _open(args)
+    before = wallet.damage()
+    try:
+        lines = wallet_recover.recover(wallet, args.config, args.timeout)
+    except (ledger_inspect.InspectError, wallet_recover.RecoverError) as e:
+        return _fail("%s (the wallet was not changed)" % e)
+    for name in sorted(before):
+        print("damage found: %s: %s" % (name, before[name]))
+    for line in lines:
+        print(line)
+    left = wallet.damage()
+    for name in sorted(left):
+        print("still damaged: %s: %s" % (name, left[name]))
+    if any(c.rec.status for c in wallet.channels.values()):
+        print("closing channels wait for `plugpay wallet settle`")
+    return 1 if left else 0
+
+
 def _guarded(func):
     def run(args):
         try:
@@ -219,7 +242,8 @@ def add_parser(subparsers):
     c.add_argument("--identity", metavar="HEX", help="the identity id the RA registered in person, if known yet")
     c = command("identity", _set_identity, "store the identity id the RA gave for this device's public key")
     c.add_argument("--identity", required=True, metavar="HEX")
-    c = command("status", _status, "balance, coins, keys, channels, HTLC series and problems")
+    c = command("status", _status, "balance, coins, keys, channels, HTLC series and problems "
+                "(exit 0 ok, 1 damage to recover from, 2 unusable)")
     c.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     command("check", _check, "integrity: every key record, every wallet record, every invariant "
             "(exit 0 ok, 1 problems, 2 unusable)")
@@ -228,4 +252,10 @@ def add_parser(subparsers):
                 "once a dispute window or HTLC timeout has passed")
     broker_args.add_broker(c, "the MQTT broker of the ledger's gateway, mqtt://host:port or mqtts://host:port",
                            required=True)
+    c = command("recover", _recover, "rebuild the key counters, the book and open channels from the seed and "
+                "the chain (after `check` named damage, or a restore from a backup); the chain is replayed "
+                "here, so no one learns which keys are this wallet's (exit 0 repaired, 1 damage left)")
+    c.add_argument("--config", required=True, metavar="CLUSTER.json", help="the ledger cluster's config "
+                   "(`plugpay ledger up` prints where it is)")
+    c.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each read (default 10)")
     return p

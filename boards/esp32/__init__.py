@@ -1,2 +1,2 @@
-"""The ESP32 profile: boot and main entry points, the board over real pins and UART, the
-meter line protocol and the config checker (see boot.py and main.py)."""
+"""The ESP32 profile: boot and main entry points and the board on real pins and UART (the
+board itself, the meter line and the config checker are in ``boards/common``)."""

@@ -3,7 +3,8 @@ clock. Runs before main.py on every reset. Wi-Fi credentials come from /config.j
 flash`` copies it), never from code. main.py checks the filesystem again and will not run
 the role on FAT.
 """
-from plugpay.boards.esp32 import profile, startup
+from plugpay.boards.common import profile
+from plugpay.boards.esp32 import startup
 
 CONFIG = "/config.json"
 

@@ -10,7 +10,8 @@ no ESP32 is attached where the project is tested.
 """
 import time
 
-from plugpay.boards.esp32 import profile, startup
+from plugpay.boards.common import profile
+from plugpay.boards.esp32 import startup
 from plugpay.protocol import signing
 
 CONFIG = "/config.json"
@@ -18,21 +19,15 @@ RETRY_MS = (1000, 5000, 15000, 60000)  # pauses after consecutive failures
 
 
 def _serve(config, board):
+    from plugpay.boards.common.link import connector
     from plugpay.firmware.devicekey import KeyFile
-    from plugpay.firmware.mqtt import Mqtt
     from plugpay.firmware.role import Device, Plan
     from plugpay.firmware.storage import Storage
     from plugpay.firmware.wallet import Wallet
 
-    host, port = config["broker_address"]
-
-    def connect(username):
-        mqtt = Mqtt(host, port, username=username)
-        mqtt.connect()
-        return mqtt
-
     wallet = Wallet.open(Storage(config["wallet"]), KeyFile(config["device_key"]).load())
-    device = Device(wallet, Plan.from_profile(config), connect, lambda terms, role: board, startup.unix_s, print)
+    device = Device(wallet, Plan.from_profile(config), connector(config), lambda terms, role: board, startup.unix_s,
+                    print)
     failures = 0
     while True:
         try:

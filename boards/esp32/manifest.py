@@ -16,7 +16,6 @@ import os
 import tempfile
 
 include("$(PORT_DIR)/boards/manifest.py")
-require("umqtt.simple")
 
 _REPO = os.path.abspath("../..")  # manifests run with their own folder as the working directory
 _TREE = tempfile.mkdtemp(prefix="plugpay-freeze-")
@@ -24,9 +23,9 @@ _LINKS = {
     "plugpay/protocol": "protocol",
     "plugpay/firmware": "firmware",
     "plugpay/boards/__init__.py": "boards/__init__.py",
-    "plugpay/boards/sim": "boards/sim",
+    "plugpay/boards/common": "boards/common",  # the board over a relay and a serial meter; not boards/sim
 }
-for _name in ("__init__.py", "board.py", "meter_line.py", "profile.py", "startup.py", "hil.py"):
+for _name in ("__init__.py", "board.py", "startup.py", "hil.py"):
     _LINKS["plugpay/boards/esp32/" + _name] = "boards/esp32/" + _name
 for _link, _target in _LINKS.items():
     _path = os.path.join(_TREE, _link)

@@ -1,6 +1,6 @@
-"""A Raspberry Pi board: ``HardwareBoard`` (boards/esp32/board.py, portable) with the relay
-and LED on GPIO through gpiozero and the meter on a serial port through pyserial, speaking
-the line protocol of ``boards/esp32/meter_line.py``.
+"""A Raspberry Pi board: ``HardwareBoard`` (boards/common/hardware.py, portable) with the
+relay and LED on GPIO through gpiozero and the meter on a serial port through pyserial,
+speaking the line protocol of ``boards/common/meter_line.py``.
 
 gpiozero and pyserial are optional (``pip install 'plugpay[boards]'``). On a machine without
 GPIO (a laptop, CI) opening the relay raises ``GpioUnavailable`` with the reason, so a
@@ -8,8 +8,8 @@ caller can say so and stop cleanly. No Pi is attached where the project is teste
 serial meter is tested over a pseudo-terminal pair (tests/test_rpi_board.py), the relay only
 on a Pi.
 """
-from plugpay.boards.esp32.board import HardwareBoard
-from plugpay.boards.esp32.meter_line import LineMeter
+from plugpay.boards.common.hardware import HardwareBoard
+from plugpay.boards.common.meter_line import LineMeter
 from plugpay.protocol.port import ticks_diff, ticks_ms
 
 READ_WAIT_S = 0.05  # ``read_some`` waits at most this long for the first byte
@@ -69,7 +69,7 @@ def open_output(spec, what):
 
 
 def rpi_board(profile):
-    """A ``HardwareBoard`` from a checked rpi profile (``boards.esp32.profile.parse(text,
+    """A ``HardwareBoard`` from a checked rpi profile (``boards.common.profile.parse(text,
     "rpi")``). The relay is opened first, so a machine without GPIO fails before the meter
     port is touched."""
     relay = open_output(profile["relay"], "relay")

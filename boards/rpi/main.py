@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 
-from plugpay.boards.esp32.profile import ConfigError, load
+from plugpay.boards.common.profile import ConfigError, load
 from plugpay.firmware.gateway_client import GatewayError
 from plugpay.firmware.mqtt import MqttError
 from plugpay.firmware.role import Device, Plan, PlanError, RoleFailure

@@ -1,2 +1,2 @@
-"""A simulated board for host runs: clock, contactor, battery and signing meter, so the
-vehicle and charger roles run whole sessions on CPython without hardware."""
+"""A simulated board for host runs and MicroPython processes: clock, cable, battery and a
+simulated meter, so the vehicle and charger roles run whole sessions without hardware."""

@@ -1,12 +1,15 @@
 """One side's simulated hardware: contactor, optional battery and meter, and the cable.
 
-Energy is integrated lazily and exactly: nothing happens between calls, and each
-``update(now)`` adds power x elapsed time in integer mJ for the interval since the last
-one. That is exact because power only changes when a contactor switches, and every switch
+A ``firmware.board.Board`` in simulated time (its ``clock``: see ``clock.py``). Energy is
+integrated lazily and exactly: nothing happens between calls, and each look at the board
+adds power x elapsed time in integer mJ for the interval since the last one. That is exact
+because power only changes when a contactor switches, and every switch
 (``start_delivery``, ``stop_delivery``) integrates up to its own time first. So a whole
 session costs a few integer operations per installment, whatever the time scale.
 """
-from .power import Contactor, check_ppm, mj_to_register, registered_wh
+from plugpay.firmware.board import Board
+
+from .power import check_ppm, mj_to_register, registered_wh
 
 
 class Cable:
@@ -85,26 +88,23 @@ class Cable:
                     board.meter.count(mj)
 
 
-class SimBoard:
+class SimBoard(Board):
     """One side's hardware. ``power_w`` is the most this side delivers or takes; a ``meter``
     signs readings (the charger's, or the responding vehicle's in V2V) and is also how this
     side measures; a board without one measures with its own instrument, off by
-    ``measure_error_ppm``. Standing alone, a board's cable leads to the grid, which gives
-    what it consumes or takes what it produces (``reset_session`` says which);
+    ``measure_error_ppm``. Standing alone (its peer is another process), a board's cable
+    leads to the grid, which gives what it consumes or takes what it produces
+    (``reset_session`` says which) whenever its contactor is closed and its limit allows;
     ``connect`` puts two boards on one cable (V2V, or a vehicle and a charger in one
-    process) so each measures what the other's end lets through. The clock is what "now"
-    means for ``time_to_reach_ms`` and ``reset_session``."""
+    process) so each measures what the other's end lets through."""
 
     def __init__(self, name, clock, power_w, battery=None, meter=None, measure_error_ppm=0):
         if not isinstance(power_w, int) or power_w < 0:
             raise ValueError("board %s: power must be a non-negative integer of watts, got %r" % (name, power_w))
-        self.name = name
-        self.clock = clock
+        Board.__init__(self, name, clock, meter)
         self.power_w = power_w
         self.battery = battery
-        self.meter = meter
         self.measure_error_ppm = check_ppm(measure_error_ppm)
-        self.contactor = Contactor()
         self.flowed_mj = 0  # true energy through this end in this session, in or out
         self.limit_mj = None  # the flow stops when this side has measured this much
         self.cable = Cable(self, None) if meter is not None else Cable(None, self)
@@ -118,19 +118,20 @@ class SimBoard:
             raise ValueError("connect %s to %s with both contactors open" % (self.name, producer.name))
         self.cable = producer.cable = Cable(producer, self)
 
-    def update(self, now_ms):
-        self.cable.update(now_ms)
+    def update(self):
+        self.cable.update(self.clock.now_ms())
 
-    def start_delivery(self, now_ms, limit_wh=None):
+    def start_delivery(self, limit_wh=None):
         """Close the contactor: energy flows once every end of the cable is closed. With
-        ``limit_wh`` the flow stops when this side measures that much, as energy-limited
-        charging does, so no more flows than was paid for however late the caller looks."""
+        ``limit_wh`` the flow stops when this side measures that much."""
+        now_ms = self.clock.now_ms()
         self.cable.update(now_ms)
         if limit_wh is not None:
             self.limit_mj = self.flowed_mj + mj_to_register(limit_wh, self.flowed_mj, self._error_ppm())
         self.contactor.close(now_ms)
 
-    def stop_delivery(self, now_ms):
+    def stop_delivery(self):
+        now_ms = self.clock.now_ms()
         self.cable.update(now_ms)
         self.contactor.open(now_ms)
 
@@ -141,10 +142,8 @@ class SimBoard:
         return registered_wh(self.flowed_mj, self._error_ppm())
 
     def time_to_reach_ms(self, target_wh):
-        """Simulated ms from now (the board's clock) until this side measures
-        ``target_wh`` at the power flowing now: after exactly that long it shows at least
-        the target. 0 if it already does; None if it never will as things stand (no power,
-        a limit, or a battery empties or fills first)."""
+        """Exact: after that long (the simulated ms until this side measures ``target_wh``
+        at the power flowing now, in the caller's time) it shows at least the target."""
         self.cable.update(self.clock.now_ms())
         need = mj_to_register(target_wh, self.flowed_mj, self._error_ppm())
         if need == 0:
@@ -153,7 +152,7 @@ class SimBoard:
         cap = self.cable.reachable_mj()
         if w == 0 or (cap is not None and need > cap):
             return None
-        return (need + w - 1) // w
+        return self.caller_ms((need + w - 1) // w)
 
     def reset_session(self, producing):
         """Start counting a new session in which this side produces (or consumes): the

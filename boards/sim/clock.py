@@ -1,7 +1,10 @@
 """Clocks for simulated boards, in integer milliseconds.
 
-``ScaledClock`` runs faster than real time (a 20 kWh session in seconds); ``ManualClock``
-moves only when told, so tests are deterministic and never sleep.
+A board's clock has ``now_ms()`` and ``scale``: how many of its ms pass in one ms of the
+time the session runs in (``firmware.board``). ``ScaledClock`` runs faster than real time
+(a 20 kWh session in seconds); ``ManualClock`` moves only when told, so tests are
+deterministic and never sleep; ``ScaledView`` is a manual clock seen ``scale`` times
+faster, so energy flows quickly while the link's timeouts run on the manual clock.
 """
 from plugpay.protocol.port import ticks_diff, ticks_us
 
@@ -49,6 +52,8 @@ class ScaledClock:
 class ManualClock:
     """Time that moves only by ``advance``; ``sleep_ms`` advances it at once."""
 
+    scale = 1
+
     def __init__(self, start=0):
         self._now = start
 
@@ -62,3 +67,14 @@ class ManualClock:
 
     def sleep_ms(self, ms):
         self.advance(ms)
+
+
+class ScaledView:
+    """``clock`` (a ``ManualClock``, the link's) seen ``scale`` times faster: a board's time."""
+
+    def __init__(self, clock, scale):
+        self.clock = clock
+        self.scale = scale
+
+    def now_ms(self):
+        return self.clock.now_ms() * self.scale

@@ -1,17 +1,16 @@
-"""The power parts of a simulated board: contactor, battery and signing energy meter.
+"""The power parts of a simulated board: battery and signing energy meter (the contactor and
+the meter's reading chain are production code: ``firmware/board.py``, ``firmware/meter.py``).
 
 Energy inside the simulation is counted in integer millijoules (mJ = W x ms), so a power in
 watts over a time in milliseconds adds up exactly, with no floats and no rounding step by
 step; only what is shown or signed is turned into whole Wh (1 Wh = 3 600 000 mJ), by
 flooring the exact count.
 """
-from plugpay.protocol import signing
+from plugpay.firmware.meter import Meter as SigningMeter
 from plugpay.protocol.port import const
-from plugpay.protocol.structures import MeterReading
 
 MJ_PER_WH = const(3600000)
 PPM = const(1000000)
-ZERO_DIGEST = bytes(32)
 
 
 def check_ppm(error_ppm):
@@ -33,28 +32,6 @@ def mj_to_register(wh, registered_mj, error_ppm):
         return 0
     scale = PPM + error_ppm
     return (short + scale - 1) // scale
-
-
-class Contactor:
-    """The relay that connects a board to the cable (a GPIO-driven contactor on a real
-    board). ``switches`` counts changes of state: relays wear, and a test can see chatter."""
-
-    def __init__(self):
-        self.closed = False
-        self.switches = 0
-        self.changed_ms = None  # when it last switched
-
-    def close(self, now_ms):
-        if not self.closed:
-            self.closed = True
-            self.switches += 1
-            self.changed_ms = now_ms
-
-    def open(self, now_ms):
-        if self.closed:
-            self.closed = False
-            self.switches += 1
-            self.changed_ms = now_ms
 
 
 class Battery:
@@ -93,31 +70,20 @@ class Battery:
         return given
 
 
-class Meter:
-    """A signing energy meter (the charger's, or a producing vehicle's).
-
-    It counts the true energy through it since ``start`` and shows it as whole Wh, off by
-    ``error_ppm`` (positive over-counts: a drifting or dishonest meter). Each ``read`` is a
-    ``MeterReading`` signed with the meter key and chained to the previous one by digest,
-    as the link checks it: index 1, 2, ... and ``prev_digest`` zeros for the first.
-    """
+class Meter(SigningMeter):
+    """A simulated signing meter (the charger's, or a producing vehicle's): the reading
+    chain of ``firmware.meter`` over a register that counts the true energy through it since
+    ``start`` and shows it as whole Wh, off by ``error_ppm`` (positive over-counts: a
+    drifting or dishonest meter)."""
 
     def __init__(self, key, error_ppm=0):
-        self.key = key
-        self.pubkey = signing.public_key(key)
+        SigningMeter.__init__(self, key)
         self.error_ppm = check_ppm(error_ppm)
-        self.session_id = None
-        self.unit_price = 0
-        self.index = 0
-        self.prev_digest = ZERO_DIGEST
         self.session_mj = 0  # true energy through the meter this session
 
     def start(self, session_id, unit_price):
         """Begin a session: a new reading chain and the session's register at zero."""
-        self.session_id = session_id
-        self.unit_price = unit_price
-        self.index = 0
-        self.prev_digest = ZERO_DIGEST
+        SigningMeter.start(self, session_id, unit_price)
         self.session_mj = 0
 
     def count(self, mj):
@@ -127,14 +93,3 @@ class Meter:
     def session_wh(self):
         """What the meter shows for this session (whole Wh, with its error)."""
         return registered_wh(self.session_mj, self.error_ppm)
-
-    def read(self, installment, timestamp):
-        """The next signed reading of this session's chain."""
-        if self.session_id is None:
-            raise ValueError("the meter has no session: call start first")
-        r = MeterReading(self.session_id, self.index + 1, self.session_wh, self.unit_price, installment,
-                         self.prev_digest, timestamp, b"")
-        r.meter_sig = signing.sign(self.key, r)
-        self.index += 1
-        self.prev_digest = r.digest()
-        return r

@@ -2,9 +2,9 @@
 line protocol and the board's relay and energy logic over a meter that answers in memory.
 No ESP32 is attached here: ``machine`` is not imported by these parts (only
 ``board.esp32_board`` and ``startup`` touch it, on a board)."""
-from plugpay.boards.esp32 import meter_line as ML
-from plugpay.boards.esp32 import profile
-from plugpay.boards.esp32.board import HardwareBoard
+from plugpay.boards.common import meter_line as ML
+from plugpay.boards.common import profile
+from plugpay.boards.common.hardware import HardwareBoard
 from plugpay.protocol.port import ticks_diff, ticks_ms
 
 CONFIG = """{"board": "esp32", "name": "c1", "role": "charger", "broker": "mqtt://10.0.0.2",
@@ -105,17 +105,18 @@ def test_board_switches_the_relay_at_the_limit_and_counts_from_the_session_start
     board = HardwareBoard("c1", relay.append, line, 11000, poll_ms=1000, clock=clock, meter_key=bytes(31) + b"\x07")
     board.reset_session(True)
     assert board.measured_wh == 0 and relay == [False]
-    board.start_delivery(0, 50)
+    board.start_delivery(50)
     assert board.contactor.closed and relay[-1] is True
     meter.wh = 1030
     clock.ms = 500
     assert board.time_to_reach_ms(50) == 1000 and board.measured_wh == 0  # polled at most every poll_ms
     clock.ms = 1000
     meter.junk = b"\xff\xfegarbage\r\n"
-    board.update(clock.ms)
+    board.update()
     assert board.measured_wh == 30 and line.bad_lines == 1 and board.contactor.closed
     meter.wh = 1052
-    board.update(2000)
+    clock.ms = 2000
+    board.update()
     assert board.measured_wh == 52 and not board.contactor.closed and relay[-1] is False
     board.meter.start(bytes(16), 300)
     reading = board.meter.read(1, 1700000000)
@@ -127,7 +128,8 @@ def test_a_meter_going_backwards_or_silent_opens_the_relay():
     board = HardwareBoard("c1", relay.append, ML.LineMeter(meter, (ticks_ms, ticks_diff), 50), 11000, clock=clock,
                           meter_key=bytes(31) + b"\x07")
     board.reset_session(True)
-    board.start_delivery(0)
+    board.start_delivery()
     meter.wh = 900
-    _raises(lambda: board.update(5000), "went backwards from 1000 to 900")
+    clock.ms = 5000
+    _raises(lambda: board.update(), "went backwards from 1000 to 900")
     assert not board.contactor.closed and relay[-1] is False

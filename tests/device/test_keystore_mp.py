@@ -4,7 +4,7 @@ import os
 
 import mpyunit
 from plugpay.firmware import records
-from plugpay.firmware.keystore import RECORD, Keystore, KeystoreError
+from plugpay.firmware.keystore import BLOCK, RECORD, Keystore, KeystoreError
 from plugpay.firmware.storage import Storage
 from plugpay.protocol import ra_messages as ra
 from plugpay.protocol import signing
@@ -36,16 +36,16 @@ def test_register_reserve_reopen():
     ra_keys = {0: signing.public_key(RA_SECRET)}
     ks = Keystore.create(st, DEVICE_KEY)
     yield "created"
-    assert ks.registration_reply(_answer(ks.registration_request(b"i" * 16, 6)), ra_keys) == 6
-    yield "6 keys registered"
+    assert ks.registration_reply(_answer(ks.registration_request(b"i" * 16, 12)), ra_keys) == 12
+    yield "12 keys registered"
     first = ks.reserve()
     again = Keystore.open(_folder("ks1"), DEVICE_KEY)
-    second = again.reserve()
-    assert first[0] == 0 and second[0] == 1 and first[1].pubkey != second[1].pubkey
+    second = again.reserve()  # a reopen starts past the block the first key came from
+    assert first[0] == 0 and second[0] == BLOCK and first[1].pubkey != second[1].pubkey
     assert signing.verify(ra_keys[0], second[1], second[1].ra_sig)
-    assert st.size("keys") == 8 + 6 * RECORD
+    assert st.size("keys") == 8 + 12 * RECORD
     report = again.check()
-    assert report["valid"] == 6 and report["bad_mac"] == 0 and report["reserved"] == 2, report
+    assert report["valid"] == 12 and report["bad_mac"] == 0 and report["reserved"] == BLOCK + 1, report
     yield "reserved and reopened"
 
 
@@ -58,7 +58,7 @@ def test_wrong_device_key_and_tampering_are_refused():
     except KeystoreError as e:
         assert "does not unseal" in str(e)
     blob = bytearray(st.read("counters.a"))
-    blob[-1] ^= 1
+    blob[-10] ^= 1  # inside the sealed payload (the last 4 bytes repeat the seq: a torn write)
     st.replace("counters.a", bytes(blob))
     try:
         Keystore.open(st, DEVICE_KEY)

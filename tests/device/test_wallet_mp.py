@@ -208,7 +208,7 @@ def test_an_htlc_series():
 
 
 def test_a_tampered_book_is_reported_and_not_used():
-    w = _wallet("tam", 3)
+    w = _wallet("tam", 12)  # a reopen starts past the block in use
     _mint(w, [90], 5)
     for slot in records.SLOTS:
         path = "tam/books" + slot

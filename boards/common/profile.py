@@ -8,22 +8,28 @@ no CPython-only modules.
 
 Fields (see ``boards/esp32/config.json`` and ``boards/rpi/config.json``):
 
-* ``board`` "esp32" or "rpi"; ``name`` (1-32 chars); ``role`` "vehicle" or "charger";
-* ``broker`` ``mqtt://HOST:PORT``; on the Pi also ``mqtts://HOST:PORT`` (TLS) with
-  ``broker_ca``, the deployment's CA file (the ESP32's umqtt has no TLS yet: refused);
-  ``power_w`` the most the relay switches (W);
-* ``relay`` and ``led`` ``{"pin": GPIO, "active_high": bool}`` (``led`` may be null);
+* ``board`` "esp32", "rpi" or "sim" (a simulated board in a process of its own: the
+  MicroPython unix port or CPython, ``boards/sim/main.py``); ``name`` (1-32 chars);
+  ``role`` "vehicle" or "charger";
+* ``broker`` ``mqtt://HOST:PORT`` or ``mqtts://HOST:PORT`` (TLS) with ``broker_ca``, the
+  deployment's CA file; ``power_w`` the most the relay switches (W);
+* ``sim`` only: ``scale``, simulated seconds per real second (default 2000);
+* not ``sim``: ``relay`` and ``led`` ``{"pin": GPIO, "active_high": bool}`` (``led`` may be null);
 * ``meter``: ESP32 ``{"uart": 1|2, "tx": GPIO, "rx": GPIO, "baud": int}``, Pi
   ``{"port": "/dev/tty...", "baud": int}``; both take ``timeout_ms`` (default 500);
 * ``poll_ms`` how often the meter is read while energy flows (default 1000);
 * ``wallet`` folder and ``device_key`` file (from ``plugpay provision``);
 * ``session``: what ``plugpay session`` is told (region, position, scenario, mode,
-  installments, price, energy_wh, window_min, produce);
+  installments, price, energy_wh, window_min, produce; optional bid_window_ms (3000),
+  timeout_ms for the market and again for the session (120000), and fund: what a test
+  network's faucet is asked for before the first session (0: nothing));
 * ESP32 only: ``wifi`` ``{"ssid", "password"}``.
 """
 import json
 
-BOARDS = ("esp32", "rpi")
+from plugpay.firmware.position import parse_position
+
+BOARDS = ("esp32", "rpi", "sim")
 PLACEHOLDER = "CHANGE-ME"  # what the examples hold where only the user knows the value
 ESP32_OUTPUT_PINS = 34  # GPIO 34-39 are input-only on the ESP32
 RPI_GPIO_PINS = 28  # BCM 0-27 on the 40-pin header
@@ -69,13 +75,10 @@ def _bool(table, key, path, default):
     return value
 
 
-def broker_address(url, board):
-    """``(host, port)`` of ``mqtt://HOST:PORT`` (port 1883 when left out), or on the Pi of
-    ``mqtts://HOST:PORT`` (8883)."""
+def broker_address(url):
+    """``(host, port)`` of ``mqtt://HOST:PORT`` (port 1883 when left out) or of
+    ``mqtts://HOST:PORT`` (TLS, 8883)."""
     tls = isinstance(url, str) and url.startswith("mqtts://")
-    if tls and board == "esp32":
-        raise ConfigError("config broker: mqtts:// (TLS) is not supported on the ESP32 yet (umqtt); use "
-                          "mqtt://HOST:PORT, got %r" % (url,))
     if not isinstance(url, str) or not (tls or url.startswith("mqtt://")):
         raise ConfigError("config broker: expected mqtt://HOST:PORT, got %r" % (url,))
     rest = url[8 if tls else 7:].rstrip("/")
@@ -88,19 +91,6 @@ def broker_address(url, board):
     if not host or "/" in host:
         raise ConfigError("config broker: no host in %r" % (url,))
     return host, port
-
-
-def degrees_e6(text, limit):
-    """Micro-degrees of a decimal degree string ("47.8", "-13.04"), without floats (an
-    ESP32's are single precision)."""
-    sign = -1 if text.startswith("-") else 1
-    whole, _, frac = text.lstrip("+-").partition(".")
-    if not whole.isdigit() or (frac and not frac.isdigit()) or len(frac) > 6:
-        raise ValueError("not a decimal number of degrees with at most 6 decimals: %r" % (text,))
-    value = sign * (int(whole) * 1000000 + int((frac + "000000")[:6]))
-    if abs(value) > limit * 1000000:
-        raise ValueError("%r is beyond +-%d degrees" % (text, limit))
-    return value
 
 
 def _pin(table, path, board):
@@ -133,12 +123,14 @@ def _session(table):
         "energy_wh": _int(table, "energy_wh", path, 1, 10 ** 9),
         "window_min": _int(table, "window_min", path, 1, 100000),
         "produce": _bool(table, "produce", path, False),
+        "bid_window_ms": _int(table, "bid_window_ms", path, 100, 600000, 3000),
+        "timeout_ms": _int(table, "timeout_ms", path, 1000, 86400000, 120000),
+        "fund": _int(table, "fund", path, 0, 10 ** 9, 0) if "fund" in table else 0,
     }
-    lat, _, lon = session["position"].partition(",")
     try:
-        session["position_e6"] = (degrees_e6(lat.strip(), 90), degrees_e6(lon.strip(), 180))
+        session["position_e6"] = parse_position(session["position"])
     except ValueError as e:
-        raise ConfigError("config session.position: expected LAT,LON in degrees: %s" % e)
+        raise ConfigError("config session.position: %s" % e)
     return session
 
 
@@ -154,17 +146,12 @@ def parse(text, board):
         raise ConfigError("config: expected a JSON object at the top")
     if _text(raw, "board", "", 1, 8) != board:
         raise ConfigError("config board: this file is for %r, not %r" % (raw["board"], board))
-    led = raw.get("led")
     profile = {
         "board": board,
         "name": _text(raw, "name", "", 1, 32),
         "role": _text(raw, "role", "", 7, 7, ("vehicle", "charger")),
         "broker": _text(raw, "broker", "", 8, 200),
         "power_w": _int(raw, "power_w", "", 1, 1000000),
-        "poll_ms": _int(raw, "poll_ms", "", 50, 60000, 1000),
-        "relay": _pin(_field(raw, "relay", ""), "relay", board),
-        "led": None if led is None else _pin(led, "led", board),
-        "meter": _meter(_field(raw, "meter", ""), board),
         "wallet": _text(raw, "wallet", "", 1, 200),
         "device_key": _text(raw, "device_key", "", 1, 200),
         "session": _session(_field(raw, "session", "")),
@@ -172,11 +159,19 @@ def parse(text, board):
         # drive the board over its console (USB serial)
         "console": _text(raw, "console", "", 3, 6, ("market", "hil")) if "console" in raw else "market",
     }
-    profile["broker_address"] = broker_address(profile["broker"], board)
+    if board == "sim":  # a simulated board, sized by each session's terms
+        profile["scale"] = _int(raw, "scale", "", 1, 1000000, 2000)
+    else:
+        led = raw.get("led")
+        profile["poll_ms"] = _int(raw, "poll_ms", "", 50, 60000, 1000)
+        profile["relay"] = _pin(_field(raw, "relay", ""), "relay", board)
+        profile["led"] = None if led is None else _pin(led, "led", board)
+        profile["meter"] = _meter(_field(raw, "meter", ""), board)
+    profile["broker_address"] = broker_address(profile["broker"])
     profile["broker_ca"] = None
     if "broker_ca" in raw:
-        if board != "rpi" or not profile["broker"].startswith("mqtts://"):
-            raise ConfigError("config broker_ca: only for an mqtts:// broker on the Pi")
+        if not profile["broker"].startswith("mqtts://"):
+            raise ConfigError("config broker_ca: only for an mqtts:// broker (TLS)")
         profile["broker_ca"] = _text(raw, "broker_ca", "", 1, 200)
     if board == "esp32":
         wifi = _field(raw, "wifi", "")
