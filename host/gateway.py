@@ -1,9 +1,11 @@
-"""The MQTT gateway between devices and the PBFT ledger replicas (and the RA).
+"""The MQTT gateway between devices and the ledger (and the RA).
 
-Devices speak MQTT (``protocol.topics``); the replicas speak authenticated PBFT over TCP.
-The gateway subscribes to the request topics, checks every payload, forwards good ones
-through one PBFT ``Client`` (its lanes keep many requests in flight), and publishes the
-answer (QoS 1) on the device's reply topic.
+Devices speak MQTT (``protocol.topics``); the ledger is our PBFT replicas (authenticated
+TCP) or a CometBFT network (its node's RPC), whichever the cluster config names
+(``host.ledger_client``). The gateway subscribes to the request topics, checks every
+payload, forwards good ones through one client of the engine (many requests in flight),
+and publishes the answer (QoS 1) on the device's reply topic: the ledger's ``Result``,
+confirmed or refused with its reason, the same bytes from either engine.
 
 Requests that name an identity or tie accounts of one wallet together come sealed to the
 RA's epoch key (``protocol.sealed``) on ``host/sealed``. The gateway opens them with the
@@ -33,8 +35,8 @@ import os
 from plugpay.host import faucet as faucet_mod
 from plugpay.host import issuer as issuer_mod
 from plugpay.host import ra as ra_mod
-from plugpay.host.client import Client
 from plugpay.host.faucet import Refused
+from plugpay.host.ledger_client import make_client
 from plugpay.host.mqtt import AsyncMqttClient
 from plugpay.protocol import codec, sealed
 from plugpay.protocol import ledger_ops as L
@@ -173,7 +175,7 @@ class Router:
 
 
 class Gateway:
-    """The running gateway: MQTT on one side, the PBFT client (and the RA) on the other.
+    """The running gateway: MQTT on one side, the ledger's client (and the RA) on the other.
 
     ``ra_vault`` (an unsealed ``ra.Vault``) opens sealed requests; with ``ra_directory``
     they may be RA registrations, with ``faucet`` (a ``faucet.Faucet``) faucet requests and
@@ -200,7 +202,7 @@ class Gateway:
         ra_keys = dict((int(e), bytes.fromhex(k)) for e, k in config.get("app_options", {}).get("ra_pubkeys", {}).items())
         self.issuer = None if faucet is None else issuer_mod.Issuer(faucet.secret, ra_keys)
         self.router = Router(None if ra_vault is None else ra_vault.epoch_secret, inner)
-        self.client = Client(config, secrets, name=name, lanes=lanes)
+        self.client = make_client(config, secrets, name=name, lanes=lanes)
         self.mqtt = AsyncMqttClient(mqtt_host, mqtt_port, self._on_message, self.router.subscriptions(),
                                     client_id="plugpay-%s-%s" % (name, os.urandom(8).hex()),
                                     tls=mqtt_tls, login=mqtt_login)
@@ -216,7 +218,7 @@ class Gateway:
         return self.router.stats
 
     async def start(self):
-        """Open the RA, the replica connections and the MQTT session; all or nothing."""
+        """Open the RA, the ledger's connections and the MQTT session; all or nothing."""
         try:
             if self.ra_vault is not None:
                 self.ra_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="plugpay-ra")
@@ -227,7 +229,7 @@ class Gateway:
         except BaseException:
             await self.stop()
             raise
-        log.info("gateway up: MQTT %s, replicas %d connected of %d, faucet %s, RA %s",
+        log.info("gateway up: MQTT %s, ledger nodes %d connected of %d, faucet %s, RA %s",
                  self.mqtt.url, len(self.client.conns), self.client.n,
                  "on" if self.faucet else "off", self.ra_directory or "off")
 

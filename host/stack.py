@@ -1,6 +1,7 @@
 """Everything on the host side of a charging network, started together on loopback.
 
-The RA (a fresh one, its key in a key file), a ledger of n replica processes trusting it,
+The RA (a fresh one, its key in a key file), a ledger of n replica processes trusting it
+(our PBFT replicas, or CometBFT validators each with its ABCI application: ``engine``),
 an MQTT broker (the embedded amqtt one, or an external one by URL) and the gateway with
 the faucet and RA registration: what ``plugpay demo`` and ``plugpay bench session`` need
 before the first device connects. On a deployment broker (``host.deployment``) the
@@ -49,9 +50,13 @@ class HostStack:
     way out, also after a failed start."""
 
     def __init__(self, directory, n=4, broker_url=None, faucet_limit=10 ** 9, progress=None, broker_ca=None,
-                 gateway_url=None, gateway_login=None):
+                 gateway_url=None, gateway_login=None, engine="pbft"):
+        if engine not in ("pbft", "cometbft"):
+            raise ValueError("the ledger engine is pbft or cometbft, got %r" % (engine,))
         self.directory = os.path.abspath(directory)
         self.n = n
+        self.engine = engine
+        self.secrets = None
         if gateway_url and not broker_url:
             raise ValueError("a gateway broker URL (%s) without the devices' broker URL" % gateway_url)
         self.external = broker_mod.Endpoint(broker_url, broker_ca) if broker_url else None
@@ -90,12 +95,7 @@ class HostStack:
         faucet_pubkey = faucet.create_key(faucet_key)
         options = {"ra_pubkeys": {str(e): k.hex() for e, k, _ in ra.public_epochs(ra_dir)},
                    "faucet_pubkey": faucet_pubkey.hex()}
-        config_path = cluster.generate(os.path.join(self.directory, "ledger"), n=self.n,
-                                       app="plugpay.host.ledger:Ledger", app_options=options)
-        self.lc = cluster.LocalCluster(config_path)
-        self.lc.start_all()
-        self.lc.wait_listening()
-        self.progress("ledger: %d replica processes listening" % self.n)
+        self._start_ledger(os.path.join(self.directory, "ledger"), options)
         self.loop = LoopThread()
         if self.devices is None:
             self.devices = broker_mod.Endpoint(broker_mod.url("127.0.0.1", cluster.free_ports(1)[0]))
@@ -107,12 +107,28 @@ class HostStack:
             self.devices.url, "external" if self.external else "embedded amqtt",
             " on %s" % gateway.url if gateway is not None and gateway.url != self.devices.url else ""))
 
+    def _start_ledger(self, directory, options):
+        if self.engine == "cometbft":
+            from plugpay.host import comet_cluster, comet_testnet
+
+            self.lc = comet_cluster.LocalCometCluster(comet_testnet.generate(directory, n=self.n, app_options=options))
+            self.lc.start_all()
+            self.lc.wait_ready()
+            self.progress("ledger: %d CometBFT validators, each with its ABCI application, committing blocks" % self.n)
+            return
+        self.lc = cluster.LocalCluster(cluster.generate(directory, n=self.n, app="plugpay.host.ledger:Ledger",
+                                                        app_options=options))
+        self.secrets = self.lc.secrets
+        self.lc.start_all()
+        self.lc.wait_listening()
+        self.progress("ledger: %d replica processes listening" % self.n)
+
     async def _start_services(self, the_faucet, ra_dir, vault):
         gateway = self.gateway_broker or self.devices
         if not self.external:
             self.broker = broker_mod.EmbeddedBroker(self.broker_host, self.broker_port)
             await self.broker.start()
-        self.gateway = Gateway(self.lc.config, self.lc.secrets, gateway.host, gateway.port,
+        self.gateway = Gateway(self.lc.config, self.secrets, gateway.host, gateway.port,
                                faucet=the_faucet, ra_directory=ra_dir, ra_vault=vault, mqtt_tls=gateway.tls,
                                mqtt_login=gateway.login)
         await self.gateway.start()

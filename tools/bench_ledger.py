@@ -1,4 +1,6 @@
-"""``plugpay bench ledger``: the payment ledger on four replica processes, real transactions.
+"""``plugpay bench ledger``: the payment ledger on four replica processes, real transactions;
+with ``--engine cometbft`` also on four CometBFT validators, the same transactions in the
+same run (``tools.bench_engines``), PBFT's figures beside as the baseline.
 
 Every transaction is a signed 2-input/2-output Gao transaction paying two fresh RA-signed
 one-time accounts, built before the clock starts and funded through the faucet over
@@ -10,7 +12,6 @@ That ceiling assumes four executors on two cores each run as fast as one alone. 
 also measures what they do run at: four processes executing the same work at once, with no
 consensus, network or client. Throughput over that figure is what the replication costs.
 """
-import asyncio
 import json
 import os
 import subprocess
@@ -18,14 +19,12 @@ import sys
 import tempfile
 import time
 
-from plugpay.host import cluster
-from plugpay.host.client import Client
 from plugpay.host.ledger import Ledger
 from plugpay.host.replica import open_database
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import signing
 from plugpay.protocol import structures as S
-from plugpay.tools import load
+from plugpay.tools import bench_engines
 
 PAPER = {"tps": 300, "confirmation_s": 2.0, "tx_bytes": 536}
 FAUCET_OUTPUTS = 16
@@ -163,11 +162,9 @@ def verify_cost_ms(count=1000):
     return 4 * (time.perf_counter() - start) * 1000 / count
 
 
-def ok(result):
-    return L.Result.decode(result).ok
-
-
-def run(seconds=5.0, rate=300.0, lanes=256, synchronous="FULL", progress=print):
+def run(seconds=5.0, rate=300.0, lanes=256, synchronous="FULL", progress=print, engines=("pbft",)):
+    """The figures of the PBFT engine (flat keys) and, with "cometbft" in ``engines``, of
+    CometBFT under the key "cometbft", from the same signed transactions in the same run."""
     funds = Funds()
     cores = os.cpu_count() or 1
     n = 4
@@ -185,59 +182,35 @@ def run(seconds=5.0, rate=300.0, lanes=256, synchronous="FULL", progress=print):
     progress("  building %d signed transactions with fresh RA-signed accounts ..." % (offered_count + saturated_count))
     mints, owned = funds.mints(2 * (offered_count + saturated_count))
     txs = funds.transactions(owned)
-    tx_bytes = len(txs[0])
     options = {"ra_pubkeys": {"0": funds.ra_pubkey.hex()}, "faucet_pubkey": funds.faucet_pubkey.hex()}
-    with tempfile.TemporaryDirectory(prefix="plugpay-bench-ledger-") as d:
-        path = cluster.generate(d, n=n, app="plugpay.host.ledger:Ledger", app_options=options, sqlite_synchronous=synchronous)
-        with cluster.LocalCluster(path) as lc:
-            lc.start_all()
-            lc.wait_listening()
-
-            async def measure():
-                client = Client(lc.config, lc.secrets, lanes=max(lanes, int(rate * 2)))
-                await client.start(wait_for=n)
-                try:
-                    progress("  funding %d coins through the faucet over consensus ..." % len(owned))
-                    _, _, unfunded = await load.saturated(client, iter(mints), 16, check=ok, timeout=60)
-                    if unfunded:
-                        raise RuntimeError("%d faucet requests were refused" % unfunded)
-                    funding_resent = client.stats["retransmissions"]
-                    progress("  offered load: %.0f tx/s for %.0f s ..." % (rate, seconds))
-                    lat, elapsed, bad = await load.offered(client, txs[:offered_count], rate, check=ok)
-                    progress("  saturation: %d transactions in flight ..." % lanes)
-                    sat_lat, sat_elapsed, sat_bad = await load.saturated(client, iter(txs[offered_count:]), lanes,
-                                                                         seconds, check=ok)
-                    resent = client.stats["retransmissions"] - funding_resent
-                    return lat, elapsed, bad, sat_lat, sat_elapsed, sat_bad, resent
-                finally:
-                    await client.close()
-
-            lat, elapsed, bad, sat_lat, sat_elapsed, sat_bad, resent = asyncio.run(measure())
-    tps = len(sat_lat) / sat_elapsed
-    return {
+    work = (options, synchronous, mints, txs[:offered_count], txs[offered_count:], rate, lanes, seconds, progress)
+    progress("PBFT: %d replica processes" % n)
+    report = bench_engines.pbft(*work)
+    report.update({
+        "engine": "pbft",
         "replicas": n,
         "cores": cores,
-        "tx_bytes": tx_bytes,
-        "offered_tps": rate,
-        "offered_confirmed": len(lat),
-        "p50_ms": load.percentile(lat, 50) * 1000,
-        "p99_ms": load.percentile(lat, 99) * 1000,
-        "tps": tps,
-        "saturation_p50_ms": load.percentile(sat_lat, 50) * 1000,
-        "rejected": bad + sat_bad,
-        "resent": resent,
+        "tx_bytes": len(txs[0]),
+        "cpu_ms_per_tx_per_node": bench_engines.per_node(report["cpu_ms_per_tx"], n),
         "execute_ms_per_tx": cost_ms,
         "ceiling_tps": ceiling,
-        "ceiling_ratio": tps / ceiling,
+        "ceiling_ratio": report["tps"] / ceiling,
         "contended_ceiling_tps": contended_ceiling,
-        "contended_ratio": tps / contended_ceiling,
+        "contended_ratio": report["tps"] / contended_ceiling,
         "execute_cpu_ms_per_tx": cost_cpu,
         "contended_cpu_ms_per_tx": contended_cpu,
         "verify_ms_per_tx": verify_ms,
         "verify_bound_tps": cores * 1000.0 / (n * verify_ms),
         "sqlite_synchronous": synchronous,
         "paper": PAPER,
-    }
+    })
+    if "cometbft" in engines:
+        progress("CometBFT: %d validators, each with its ABCI application process" % n)
+        comet = bench_engines.cometbft(*work)
+        comet["cpu_ms_per_tx_per_node"] = bench_engines.per_node(comet["cpu_ms_per_tx"], n)
+        comet["tps_ratio_to_pbft"] = comet["tps"] / report["tps"]
+        report["cometbft"] = comet
+    return report
 
 
 def table(r):
@@ -260,11 +233,40 @@ def table(r):
         "%-44s %12.3f %14s" % ("of which 4 ECDSA verifications, ms per tx", r["verify_ms_per_tx"], "-"),
         "%-44s %12.0f %14s" % ("bound if verifying were all a replica did", r["verify_bound_tps"], "-"),
         "rejected during the runs: %d (expected 0); requests re-sent to every replica: %d" % (r["rejected"], r["resent"]),
-    ])
+        "CPU ms per tx per node at saturation: %.2f" % r["cpu_ms_per_tx_per_node"],
+    ] + (comet_table(r) if "cometbft" in r else []))
+
+
+def comet_table(r):
+    """The CometBFT figures beside the PBFT ones of the same run, and where its time goes."""
+    c = r["cometbft"]
+    cpu = c["cpu_ms_per_tx"]
+    consensus = sum(v for k, v in cpu.items() if k.endswith("cometbft")) / r["replicas"]
+    app = sum(v for k, v in cpu.items() if k.endswith("app")) / r["replicas"]
+    busy = c["busy_ms_per_tx"]
+    rows = [
+        "",
+        "CometBFT %s, %d validators each with its ABCI application, timeout_commit %s, same transactions"
+        % (c["version"], r["replicas"], c["timeout_commit"]),
+        "%-44s %12s %14s" % ("figure", "PBFT", "CometBFT"),
+        "%-44s %12.0f %14.0f" % ("confirmed tx/s at saturation", r["tps"], c["tps"]),
+        "%-44s %12.1f %14.1f" % ("confirmation p50 ms at %.0f tx/s offered" % r["offered_tps"], r["p50_ms"], c["p50_ms"]),
+        "%-44s %12.1f %14.1f" % ("confirmation p99 ms at %.0f tx/s offered" % r["offered_tps"], r["p99_ms"], c["p99_ms"]),
+        "%-44s %12.2f %14.2f" % ("CPU ms per tx per node at saturation", r["cpu_ms_per_tx_per_node"],
+                                 c["cpu_ms_per_tx_per_node"]),
+        "%-44s %12s %14.2f" % ("  of which the cometbft process", "-", consensus),
+        "%-44s %12s %14.2f" % ("  of which the ABCI application process", "-", app),
+        "%-44s %12s %14.1f" % ("blocks per second", "-", c["blocks_per_s"]),
+        "the applications' time in ABCI methods, ms per tx per node: %s" % ", ".join(
+            "%s %.3f" % (kind, ms / r["replicas"]) for kind, ms in sorted(busy.items(), key=lambda kv: -kv[1])[:4]),
+        "rejected during the runs: %d (expected 0)" % c["rejected"],
+    ]
+    return rows
 
 
 def main(args):
     progress = (lambda s: None) if args.json else print
-    report = run(seconds=args.seconds, rate=args.rate, lanes=args.lanes, progress=progress)
+    engines = ("pbft", "cometbft") if getattr(args, "engine", "pbft") == "cometbft" else ("pbft",)
+    report = run(seconds=args.seconds, rate=args.rate, lanes=args.lanes, progress=progress, engines=engines)
     print(json.dumps(report) if args.json else table(report))
     return 0

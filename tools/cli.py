@@ -129,6 +129,9 @@ def parser():
     b.add_argument("--quick", action="store_true", help="shorter timing loops (noisier figures)")
     b.add_argument("--no-micropython", action="store_true",
                    help="crypto, session: skip the MicroPython (WebAssembly) run")
+    b.add_argument("--engine", choices=["pbft", "cometbft"], default="pbft",
+                   help="ledger: cometbft also measures four CometBFT validators, beside the PBFT engine as the "
+                   "baseline of the same run (default pbft: PBFT alone)")
     b.add_argument("--seconds", type=arg_types.SECONDS, default=5.0, help="ledger, dashboard: seconds per run (default 5)")
     b.add_argument("--rate", type=arg_types.number(), default=300.0,
                    help="ledger: offered tx/s for the latency run (default 300)")

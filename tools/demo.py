@@ -1,7 +1,8 @@
 """``plugpay demo``: a whole charging session on this machine, shown live.
 
-What runs: a fresh RA, a ledger of 4 replica processes, the embedded MQTT broker (or the
-one ``--broker`` names) and the gateway (``host.stack``); two device wallets provisioned
+What runs: a fresh RA, a ledger of 4 replica processes (``--engine cometbft``: 4 CometBFT
+validators, each with its ABCI application), the embedded MQTT broker (or the one
+``--broker`` names) and the gateway (``host.stack``); two device wallets provisioned
 the way boards are (identity registered with the RA in person, one-time keys registered
 and the consumer funded over MQTT through the gateway); then a vehicle and a charger (or
 two vehicles), each in its own thread with its own MQTT connection (its user name the
@@ -73,6 +74,8 @@ def add_arguments(p):
     broker_args.add_broker(p, "use this MQTT broker (mqtt://host:port, or mqtts:// with --ca) instead of the "
                            "embedded one")
     broker_args.add_gateway_login(p, own_url=True)
+    p.add_argument("--engine", choices=["pbft", "cometbft"], default="pbft",
+                   help="the ledger's consensus: our PBFT replicas (default) or CometBFT validators")
     p.add_argument("--dir", help="keep the run's files here (default: a temporary directory, removed)")
     p.add_argument("--timeout", type=arg_types.SECONDS, default=120.0,
                    help="give up after this many seconds (default 120)")
@@ -123,9 +126,10 @@ def _run(args, params, directory):
     from plugpay.host.stack import HostStack
 
     hosting = broker_args.host_stack(args)  # bad broker options are refused before anything starts
-    _say("plugpay demo: %s, %s, N = %d, %d Wh at %d per kWh, misbehaviour: %s" % (
-        args.scenario, args.mode, params.installments, params.energy_wh, params.unit_price, args.misbehave))
-    with HostStack(directory, progress=lambda t: _say("  host: " + t), **hosting) as host, \
+    _say("plugpay demo: %s, %s, N = %d, %d Wh at %d per kWh, misbehaviour: %s, ledger: %s" % (
+        args.scenario, args.mode, params.installments, params.energy_wh, params.unit_price, args.misbehave,
+        args.engine))
+    with HostStack(directory, progress=lambda t: _say("  host: " + t), engine=args.engine, **hosting) as host, \
             dashboard.serving(args, "plugpay demo", host.loop, host.lc.config, host.lc.secrets, _say) as live:
         first, second, first_produces = SCENARIOS[args.scenario]
         sides = []

@@ -1,17 +1,19 @@
-"""``plugpay ledger …``: run, inspect and measure the PBFT ledger replicas.
+"""``plugpay ledger …``: run, inspect and measure the ledger, on either engine.
 
 ``add_parser(subparsers)`` registers the ``ledger`` command on the ``plugpay`` parser:
 
 * ``ledger up``: a local cluster on loopback (default n=4) in one command; prints where
   the config, databases and logs live, then every request as its block commits (the event
   log, ``host.events``), serves the live dashboard (``tools/dashboard.py``), and stops
-  every replica cleanly on Ctrl-C.
+  every replica cleanly on Ctrl-C. With ``--engine cometbft``, four CometBFT validators,
+  each with its ABCI application (``tools.ledger_comet``).
 * ``ledger watch``: follow a running cluster's event log (``tools/watch_cli.py``).
 * ``ledger replica --id N --config FILE``: one replica alone, for clusters spanning
-  several machines (copy ``cluster.json`` and, with mode 0600, the secrets file).
+  several machines (copy ``cluster.json`` and, with mode 0600, the secrets file);
+  ``ledger init --engine cometbft`` and ``ledger validator`` are CometBFT's counterparts.
 * ``ledger status``: per replica its height, view, last stable checkpoint, pending
   requests and dropped frames, or that it is unreachable (``STATUS_LEGEND`` says what
-  each counts).
+  each counts; per validator on CometBFT).
 * ``ledger tx``, ``ledger block``, ``ledger audit``: a confirmed request, a block, or the
   RA's names for the accounts in them, read from the cluster (``ledger_inspect``).
 * ``ledger bench``: confirmed requests/s and latency p50/p99 at an offered rate and at
@@ -39,38 +41,24 @@ STATUS_LEGEND = (
 
 
 def add_parser(subparsers):
-    from plugpay.tools import ra_cli
-
-    p = subparsers.add_parser("ledger", help="run, inspect and measure the PBFT ledger replicas")
+    p = subparsers.add_parser("ledger", help="run, inspect and measure the ledger (PBFT replicas or CometBFT)")
     sub = p.add_subparsers(dest="ledger_command", metavar="SUBCOMMAND")
     sub.required = True
 
     up = sub.add_parser("up", help="start a local cluster on loopback, an MQTT broker and the gateway, until Ctrl-C")
+    up.add_argument("--engine", choices=["pbft", "cometbft"], default="pbft",
+                    help="pbft: our PBFT replica processes (default); cometbft: CometBFT validators, each with the "
+                    "ledger as its ABCI application process")
     up.add_argument("--dir", default="plugpay-ledger", help="cluster directory (default: ./plugpay-ledger)")
     up.add_argument("-n", type=arg_types.replicas, default=4, help="number of replicas, 3f+1 (default 4)")
     up.add_argument("--app", default="ledger", help="ledger (the payment ledger), kv (a key/value store for smoke "
                     "tests) or module:Class (default ledger)")
-    up.add_argument("--ra-dir", help="the RA directory (`plugpay ra init`) whose epoch public keys the ledger "
-                    "trusts for account signatures; required for the ledger app. With --key-file or "
-                    "--passphrase-env (the RA's unlock) the gateway also serves RA registration over MQTT")
-    ra_cli.add_unlock_options(up)
     up.add_argument("--faucet-pubkey", help="hex public key allowed to mint test funds (default: a new faucet key "
                     "in DIR/faucet.key, used by the gateway)")
-    up.add_argument("--faucet-max", type=arg_types.AMOUNT, default=1000000,
-                    help="most the gateway's faucet mints for one request, in the smallest unit (default 1000000)")
-    up.add_argument("--base-port", type=arg_types.PORT, help="ports base..base+n-1 for a new cluster (default: free "
-                    "ones)")
-    up.add_argument("--mqtt-host", default="127.0.0.1", help="embedded MQTT broker address (default 127.0.0.1)")
-    up.add_argument("--mqtt-port", type=arg_types.PORT, default=1883, help="embedded MQTT broker port (default 1883)")
-    from plugpay.tools import broker_args
-
-    broker_args.add_broker(up, "the gateway uses this broker instead of starting the embedded one: mqtt://host:port "
-                           "(e.g. Mosquitto), or a deployment broker's gateway listener, mqtts://127.0.0.1:8884 with "
-                           "--ca and --gateway-password-file")
-    broker_args.add_gateway_login(up)
+    up.add_argument("--base-port", type=arg_types.PORT, help="ports base..base+n-1 (CometBFT: base..base+3n-1, "
+                    "P2P, RPC and ABCI of each node; default: free ones)")
+    add_gateway_options(up)
     up.add_argument("--no-gateway", action="store_true", help="run the replicas only: no MQTT broker, no gateway")
-    up.add_argument("--duration", type=arg_types.SECONDS,
-                    help="stop after this many seconds instead of waiting for Ctrl-C")
     from plugpay.tools import dashboard
 
     dashboard.add_options(up)
@@ -81,13 +69,17 @@ def add_parser(subparsers):
     rep.add_argument("--config", required=True, help="cluster.json (secrets file beside it)")
     rep.set_defaults(func=_replica)
 
+    from plugpay.tools import ledger_comet
+
+    ledger_comet.add_parsers(sub, up)
+
     st = sub.add_parser("status", help="per-replica height, view, checkpoint, pending, reachability")
     st.add_argument("--config", default=os.path.join("plugpay-ledger", "cluster.json"))
     st.add_argument("--timeout", type=arg_types.SECONDS, default=2.0, help="seconds to wait for answers (default 2)")
     st.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     st.set_defaults(func=_status)
 
-    from plugpay.tools import ledger_inspect
+    from plugpay.tools import ledger_inspect, ra_cli
 
     cluster_json = os.path.join("plugpay-ledger", "cluster.json")
     tx = sub.add_parser("tx", help="show one confirmed request (a transaction, mint, channel or HTLC operation)",
@@ -148,6 +140,27 @@ def add_parser(subparsers):
     return p
 
 
+def add_gateway_options(p):
+    """The options of the RA, the faucet, the MQTT broker and the gateway that run beside a
+    ledger's processes (``up``, ``validator``), and ``--duration``."""
+    from plugpay.tools import broker_args, ra_cli
+
+    p.add_argument("--ra-dir", help="the RA directory (`plugpay ra init`) whose epoch public keys the ledger "
+                   "trusts for account signatures; required for the ledger app. With --key-file or "
+                   "--passphrase-env (the RA's unlock) the gateway also serves RA registration over MQTT")
+    ra_cli.add_unlock_options(p)
+    p.add_argument("--faucet-max", type=arg_types.AMOUNT, default=1000000,
+                   help="most the gateway's faucet mints for one request, in the smallest unit (default 1000000)")
+    p.add_argument("--mqtt-host", default="127.0.0.1", help="embedded MQTT broker address (default 127.0.0.1)")
+    p.add_argument("--mqtt-port", type=arg_types.PORT, default=1883, help="embedded MQTT broker port (default 1883)")
+    broker_args.add_broker(p, "the gateway uses this broker instead of starting the embedded one: mqtt://host:port "
+                           "(e.g. Mosquitto), or a deployment broker's gateway listener, mqtts://127.0.0.1:8884 with "
+                           "--ca and --gateway-password-file")
+    broker_args.add_gateway_login(p)
+    p.add_argument("--duration", type=arg_types.SECONDS,
+                   help="stop after this many seconds instead of waiting for Ctrl-C")
+
+
 def _app_spec(name):
     if name in APPS:
         return APPS[name]
@@ -173,17 +186,27 @@ def _app_options(args):
     return options
 
 
-def _up(args):
-    from plugpay.host import cluster
+def gateway_endpoint(args):
+    """The external broker of ``--broker`` (None for the embedded one); a bad URL, CA or
+    password file fails here, before anything starts."""
     from plugpay.tools import broker_args
-    from plugpay.tools.ports import check_all
 
     if args.no_gateway and args.broker:
         raise UsageError("--broker and --no-gateway exclude each other")
     if not args.broker and (args.ca or args.gateway_password_file):
         raise UsageError("--ca and --gateway-password-file go with --broker (the embedded broker needs neither)")
-    # a bad URL, CA or password file, or a port in use, fails before anything starts
-    external = broker_args.gateway_endpoint(args) if args.broker else None
+    return broker_args.gateway_endpoint(args) if args.broker else None
+
+
+def _up(args):
+    from plugpay.host import cluster
+    from plugpay.tools.ports import check_all
+
+    if args.engine == "cometbft":
+        from plugpay.tools import ledger_comet
+
+        return ledger_comet.up(args)
+    external = gateway_endpoint(args)  # a bad URL, CA or password file, or a port in use, fails first
     config_path = os.path.join(args.dir, "cluster.json")
     existing = cluster.load(config_path)[0] if os.path.exists(config_path) else None
     check_all(_listening(args, existing, config_path))
@@ -196,27 +219,47 @@ def _up(args):
             options["faucet_pubkey"] = _faucet_pubkey(args.dir).hex()
         cluster.generate(args.dir, n=args.n, ports=ports, app=_app_spec(args.app), app_options=options)
         print("created a new cluster in %s" % os.path.abspath(args.dir))
-    gateway = None if args.no_gateway else _gateway_options(args, cluster.load(config_path)[0])
+    config, secrets = cluster.load(config_path)
+    gateway = None if args.no_gateway else _gateway_options(args, config)
+
+    def started(lc):
+        lc.start_all()
+        lc.wait_listening()
+        print("config:  %s (secrets beside it, mode 0600)" % lc.config_path)
+        print("data:    %s" % lc.config["data_dir"])
+        for i in range(lc.config["n"]):
+            host, port = cluster.address(lc.config, i)
+            print("replica %d: %s:%d  db %s  log %s" % (i, host, port, lc.db_path(i), lc.log_path(i)))
+        print("app: %s. Ctrl-C stops the cluster; `plugpay ledger status --config %s` inspects it."
+              % (lc.config["app"], config_path), flush=True)
+
+    def exited(lc):
+        return dict(("replica %d" % i, (p.returncode, lc.log_path(i))) for i, p in lc.procs.items()
+                    if p.poll() is not None)
+
+    return run_until_stopped(args, cluster.LocalCluster(config_path), "replicas", started, exited, config, secrets,
+                             gateway, external, events=True)
+
+
+def run_until_stopped(args, processes, kind, started, exited, config, secrets, gateway, external, events=False):
+    """Start ``processes`` (a context manager: ``started(processes)`` starts them), serve
+    the gateway beside them until SIGTERM, Ctrl-C or ``--duration``, always stop them.
+    ``exited(processes)``: {name: (exit code, log)} of those that ended: the first stops
+    them all. ``events``: print the event log and serve the dashboard (they read PBFT
+    replicas)."""
     stopping = []
     previous = signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     previous_int = signal.getsignal(signal.SIGINT)
     try:
-        with cluster.LocalCluster(config_path) as lc:
-            lc.start_all()
-            lc.wait_listening()
-            print("config:  %s (secrets beside it, mode 0600)" % lc.config_path)
-            print("data:    %s" % lc.config["data_dir"])
-            for i in range(lc.config["n"]):
-                host, port = cluster.address(lc.config, i)
-                print("replica %d: %s:%d  db %s  log %s" % (i, host, port, lc.db_path(i), lc.log_path(i)))
-            print("app: %s. Ctrl-C stops the cluster; `plugpay ledger status --config %s` inspects it."
-                  % (lc.config["app"], config_path), flush=True)
+        with processes:
+            started(processes)
             try:
-                asyncio.run(_serve(args, lc, gateway, external, stopping))
+                asyncio.run(_serve(args, config, secrets, gateway, external, stopping,
+                                   lambda: exited(processes), events))
             except KeyboardInterrupt:
                 pass
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan replicas
-            print("stopping replicas %s" % lc.running(), flush=True)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan processes
+            print("stopping %s %s" % (kind, processes.running()), flush=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
@@ -289,8 +332,8 @@ def _gateway_options(args, config):
     return options
 
 
-async def _serve(args, lc, gateway_options, external, stopping):
-    """The MQTT broker and the gateway beside the replica processes, until told to stop."""
+async def _serve(args, config, secrets, gateway_options, external, stopping, exited, events):
+    """The MQTT broker and the gateway beside the ledger's processes, until told to stop."""
     import contextlib
 
     async with contextlib.AsyncExitStack() as services:
@@ -312,7 +355,7 @@ async def _serve(args, lc, gateway_options, external, stopping):
                 embedded = await services.enter_async_context(broker.EmbeddedBroker(args.mqtt_host, args.mqtt_port))
                 endpoint = broker.Endpoint(embedded.url)
                 print("mqtt:    %s (embedded amqtt broker)" % embedded.url)
-            await services.enter_async_context(Gateway(lc.config, lc.secrets, endpoint.host, endpoint.port,
+            await services.enter_async_context(Gateway(config, secrets, endpoint.host, endpoint.port,
                                                        mqtt_tls=endpoint.tls, mqtt_login=endpoint.login,
                                                        **gateway_options))
             faucet = gateway_options.get("faucet")
@@ -326,12 +369,12 @@ async def _serve(args, lc, gateway_options, external, stopping):
                                    if "ra_directory" in gateway_options
                                    else "not served (give --ra-dir with --key-file or --passphrase-env)"),
                   flush=True)
-        if lc.config["app"] == APPS["ledger"]:  # events and the dashboard read the payment ledger
+        if events and config["app"] == APPS["ledger"]:  # events and the dashboard read the payment ledger
             from plugpay.tools import watch_cli
 
-            live = await watch_cli.start_for_up(args, lc.config, lc.secrets)
+            live = await watch_cli.start_for_up(args, config, secrets)
             services.push_async_callback(live.stop)
-        await _watch(lc, stopping, args.duration)
+        await _watch(exited, stopping, args.duration)
 
 
 def _route(kind):
@@ -340,15 +383,13 @@ def _route(kind):
     return "%s -> %s" % (topics.subscription(kind), topics.subscription(topics.REPLY_TO[kind]))
 
 
-async def _watch(lc, stopping, duration):
-    """Until SIGTERM or ``duration`` seconds; a replica that exits stops the cluster with
-    an ``errors.Failure`` naming it and its log (exit code 1)."""
+async def _watch(exited, stopping, duration):
+    """Until SIGTERM or ``duration`` seconds; a process that exits stops them all with an
+    ``errors.Failure`` naming it and its log (exit code 1)."""
     deadline = None if duration is None else time.monotonic() + duration
     while not stopping and (deadline is None or time.monotonic() < deadline):
-        for i, proc in lc.procs.items():
-            if proc.poll() is not None:
-                raise errors.Failure("replica %d %s; the cluster is stopped; see %s"
-                                     % (i, _exit_status(proc.returncode), lc.log_path(i)))
+        for name, (code, log) in sorted(exited().items()):
+            raise errors.Failure("%s %s; the cluster is stopped; see %s" % (name, _exit_status(code), log))
         await asyncio.sleep(0.2)
 
 
@@ -378,9 +419,13 @@ def _replica(args):
 
 
 def _status(args):
-    from plugpay.host import cluster
+    from plugpay.host import cluster, comet_testnet
     from plugpay.host.client import Client
 
+    if comet_testnet.engine_of(args.config) == "cometbft":
+        from plugpay.tools import ledger_comet
+
+        return ledger_comet.status(args)
     config, secrets = cluster.load(args.config)
 
     async def ask():

@@ -1,6 +1,7 @@
 """``plugpay ledger tx | block | audit``: fetch ledger records from a cluster and render them.
 
-No single replica is believed: a record is accepted on f+1 matching answers (at least one
+Either engine: a CometBFT network's reads come from its validators' RPC
+(``tools.comet_inspect``) under the same rule. No single replica is believed: a record is accepted on f+1 matching answers (at least one
 from an honest replica), then checked for shape before use, since f replicas may send any
 well-formed CBOR. A block's hash is recomputed from its contents rather than taken from
 anyone. The newest block is the one at the (f+1)-th highest height the replicas report,
@@ -19,7 +20,7 @@ import collections
 import contextlib
 import json
 
-from plugpay.host import certs, cluster, events, pbft, ra
+from plugpay.host import certs, cluster, comet_testnet, events, pbft, ra
 from plugpay.host.client import Client, NoQuorum
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import structures as S
@@ -27,6 +28,7 @@ from plugpay.protocol.codec import DecodeError
 from plugpay.protocol.port import sha256
 from plugpay.protocol.schema import ArrayOf, Record, Signature
 from plugpay.tools import errors, ra_cli
+from plugpay.tools.ledger_text import block_lines, text_lines
 
 LEDGER_APP = "plugpay.host.ledger:Ledger"
 FETCH_AT_ONCE = 64  # blocks or lookups in flight at a time
@@ -224,6 +226,19 @@ def load_config(path):
 async def reader(config_path, timeout):
     """A ``LedgerReader`` on the cluster of ``config_path``; refused at once if fewer than
     f+1 replicas accept a connection."""
+    try:
+        engine = comet_testnet.engine_of(config_path)
+    except (OSError, ValueError) as e:
+        raise InspectError("cannot read the cluster config %s: %s" % (config_path, e))
+    if engine == "cometbft":
+        from plugpay.tools import comet_inspect
+
+        read, quorum = await comet_inspect.open_reader(config_path, timeout)
+        try:
+            yield read
+        finally:
+            await quorum.close()
+        return
     config, secrets = load_config(config_path)
     client = Client(config, secrets)
     await client.start(wait_for=config["n"], timeout=timeout / 2)
@@ -361,48 +376,6 @@ async def describe_block(read, block):
         "state_digest": block.state_digest.hex(),
         "requests": requests,
     }
-
-
-# ---- text --------------------------------------------------------------------------------
-
-def _columns(rows):
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-
-
-def _cell(value):
-    return "?" if value is None else str(value)
-
-
-def text_lines(obj, indent=""):
-    """Nested objects indented; lists of objects as tables with a header row."""
-    lines = []
-    for key, value in obj.items():
-        label = key.replace("_", " ")
-        if isinstance(value, dict):
-            lines.append(indent + label + ":")
-            lines.extend(text_lines(value, indent + "  "))
-        elif isinstance(value, list) and value and isinstance(value[0], dict):
-            lines.append(indent + label + ":")
-            header = ["#"] + [k.replace("_", " ") for k in value[0]]
-            rows = [[str(i)] + [_cell(v) for v in item.values()] for i, item in enumerate(value)]
-            lines.extend(indent + "  " + line for line in _columns([header] + rows))
-        else:
-            lines.append("%s%s: %s" % (indent, label, "(none)" if value == [] else _cell(value)))
-    return lines
-
-
-def block_lines(described):
-    head = [("block", str(described["height"]))] + [
-        (key.replace("_", " "), described[key]) for key in ("hash", "prev", "results_digest", "state_digest")]
-    head.append(("requests", str(len(described["requests"]))))
-    lines = _columns(head)
-    if described["requests"]:
-        rows = [("client", "time (UTC)", "op", "id (for ledger tx)", "result")]
-        rows += [(r["client"], r["time"], r["op"] or "-", r["id"], r["result"]) for r in described["requests"]]
-        lines.append("")
-        lines.extend(_columns(rows))
-    return lines
 
 
 # ---- the commands ------------------------------------------------------------------------

