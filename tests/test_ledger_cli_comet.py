@@ -123,7 +123,7 @@ def test_init_writes_a_network_for_machines_and_validator_runs_one_node_each(tmp
     assert 'laddr = "tcp://0.0.0.0:26656"' in toml and "@10.0.0.4:26656" in toml and "@10.0.0.3:" not in toml
     assert os.stat(tmp_path / "lan" / "node2" / "config" / "priv_validator_key.json").st_mode & 0o777 == 0o600
     code, _, err = plugpay(capsys, "ledger", "init", "--dir", tmp_path / "x", "--hosts", "h,h,h,h", "--ra-dir", ra_dir)
-    assert code == 1 and "repeats an address" in err
+    assert code == 2 and "repeats an address" in err  # bad input
 
     from plugpay.host import comet_testnet
     from plugpay.host.comet_client import CometClient
