@@ -206,6 +206,8 @@ def load(config_path):
 
 
 def engine_of(config_path):
-    """"cometbft" or "pbft": which engine a ``cluster.json`` describes."""
-    with open(config_path) as f:
-        return json.load(f).get("engine", "pbft")
+    """"cometbft" or "pbft": which engine a ``cluster.json`` describes (``ConfigFileError``
+    names the file if it cannot be read)."""
+    from plugpay.host.config_file import read_object
+
+    return read_object(config_path, "cluster config").get("engine", "pbft")

@@ -226,10 +226,7 @@ def load_config(path):
 async def reader(config_path, timeout):
     """A ``LedgerReader`` on the cluster of ``config_path``; refused at once if fewer than
     f+1 replicas accept a connection."""
-    try:
-        engine = comet_testnet.engine_of(config_path)
-    except (OSError, ValueError) as e:
-        raise InspectError("cannot read the cluster config %s: %s" % (config_path, e))
+    engine = comet_testnet.engine_of(config_path)
     if engine == "cometbft":
         from plugpay.tools import comet_inspect
 
