@@ -29,6 +29,8 @@ from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import link_messages as M
 from plugpay.protocol.port import const
 
+from . import progress
+
 MAX_LINE = const(1024)
 MAX_LOG_TEXT = const(160)
 SEQ_MOD = const(65536)
@@ -39,8 +41,10 @@ METER = "METER"  # {"t", "measured_wh"}: what the board measured through its end
 PROGRESS = "PROG"  # [t_ms, exposure, energy_wh, paid]: one row of Session.exposure_log
 INSTALLMENT = "INST"  # [k, sent_ms, accepted_ms]: consumer, one accepted installment
 EVENT = "LOG"  # [t_ms, text]: one line of Session.log
-ONCHAIN = "CHAIN"  # {"op", "digest"}: a ledger request of the session that was applied
-DONE = "DONE"  # {"stop_code", "finished", "payout", "max_exposure", "energy_wh"}
+ONCHAIN = "CHAIN"  # {"op", "id", "t"}: a ledger request of the session that was applied, and when
+STEP = "STEP"  # [t_ms, installments, of N, energy_wh, exposure, bound, waiting 0|1]: progress at a steady pace
+WAIT = "WAIT"  # [t_ms, what, ms left, installments, readings]: a wait that holds the session up (firmware.progress)
+DONE = "DONE"  # {"stop_code", "finished", "payout", "max_exposure", "energy_wh", "installments_paid"}
 ERROR = "ERR"  # {"text"}: the board refused a command or its session failed
 START = "START"  # host -> board: run a session on these terms (``terms_payload``)
 ASK = "ASK"  # host -> board: {"what": "hello"|"status"|"meter"}
@@ -264,7 +268,8 @@ def wallet_summary(wallet):
 class BoardConsole:
     """What a board reports over its console: ``hello``, ``status``, ``meter`` and, as the
     runner's ``on_step(session, now)`` hook, the session's new progress rows, installments,
-    log lines and ledger transactions, then ``DONE``. ``commands(data)`` parses what the
+    log lines and ledger transactions, its progress at a steady pace (``STEP``) and the
+    waits that hold it up (``WAIT``, ``firmware.progress``), then ``DONE``. ``commands(data)`` parses what the
     host sent: the frames of host kinds; anything else is answered with ``ERR``."""
 
     def __init__(self, write, board_name, kind, role, meter_every_ms=500):
@@ -280,6 +285,7 @@ class BoardConsole:
         self._onchain = 0  # the session's ledger requests sent
         self._meter_at = None
         self._done = False
+        self.progress = progress.Progress(every_ms=1000, min_ms=500)
 
     def send(self, kind, payload):
         return self.writer.send(kind, payload)
@@ -328,15 +334,29 @@ class BoardConsole:
         session.exposure_log.clear()
         session.installment_log.clear()
         session.log.clear()
-        for raw in session.onchain[self._onchain:]:
+        while self._onchain < len(session.onchain):
+            raw = session.onchain[self._onchain]
             op = L.decode_request(raw)
-            self.send(ONCHAIN, {"op": op.NAME, "id": L.request_id(op, raw).hex()})
-        self._onchain = len(session.onchain)
+            self.send(ONCHAIN, {"op": op.NAME, "id": L.request_id(op, raw).hex(),
+                                "t": session.onchain_at[self._onchain]})
+            self._onchain += 1
         if self._meter_at is None or now - self._meter_at >= self.meter_every_ms:
             self.meter(session.board, now)
+        due = self.progress.step(session, now)
+        if due:
+            self._progress(session, now, due)
         if session.finished and not self._done:
             self._done = True
             self.send(DONE, done_payload(session))
+
+    def _progress(self, session, now, due):
+        t = now - session.started
+        wait = self.progress.wait
+        if due & progress.WAIT:
+            self.send(WAIT, [t, wait[1], wait[0] - now, wait[2], wait[3]])
+        if due & progress.PROGRESS:
+            self.send(STEP, [t, session.installments_paid, session.params.installments, session.board.measured_wh,
+                             session.exposure(), session.exposure_bound(), 0 if wait is None else 1])
 
     def commands(self, data):
         """The host's frames in ``data`` (``START``, ``ASK``); problems and other kinds are
@@ -360,7 +380,7 @@ def done_payload(session):
     board = session.board
     return {"stop_code": None if session.stop_code is None else M.code_name(session.stop_code),
             "finished": session.finished, "payout": session.payout, "max_exposure": session.max_exposure,
-            "energy_wh": board.measured_wh}
+            "energy_wh": board.measured_wh, "installments_paid": session.installments_paid}
 
 
 def terms_payload(terms, timestamp, fund=0):

@@ -24,7 +24,7 @@ transports' own (``MqttError``, ``GatewayError``) pass through.
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import link_messages as M
 from plugpay.protocol.codec import DecodeError
-from plugpay.protocol.port import collect, sha256, ticks_diff, ticks_ms
+from plugpay.protocol.port import collect, ticks_diff, ticks_ms
 
 from . import issuing, market, position
 from .refill import NOT_NEEDED, REFILLED, refill
@@ -285,25 +285,35 @@ class Device:
         return record(self.plan, terms, session, session.board)
 
 
-def reporter(say, every_ms=1000):
+def reporter(say, unix_s=None, every_ms=10000):
     """An ``on_step`` for ``Device`` that says what a running session does: each of its
-    log lines as it comes, and at a steady pace the energy, the installments and this
-    side's exposure against its bound (a real charge is silent for hours otherwise)."""
-    state = {"session": None, "shown": 0, "at": None}
+    log lines as it comes, its progress (energy, installments, exposure against its bound)
+    at a steady pace and on each installment, and each wait that holds it up with when it
+    gives up on the wall clock (``unix_s()``: Unix seconds, ``time.time`` unless given),
+    once (``firmware.progress``)."""
+    import time
+
+    from .progress import PROGRESS, WAIT, Progress
+
+    unix_s = unix_s or time.time
+
+    progress = Progress(every_ms)
+    state = {"session": None, "shown": 0}
 
     def step(session, now):
         if state["session"] is not session:
-            state["session"], state["shown"], state["at"] = session, 0, None
-        for at, text in session.log[state["shown"]:]:
-            say("  %6.2f s  %s" % (at / 1000, text))
-        state["shown"] = len(session.log)
-        if state["at"] is None or now - state["at"] >= every_ms or session.finished:
-            state["at"] = now
-            p = session.params
-            bound = 0 if session.producer else -(-session.terms.budget() // p.installments)
-            say("  %6.2f s  progress: %d of %d installments, %d Wh, exposure %d (bound %d)%s" % (
-                now / 1000, session.installments_paid, p.installments, session.board.measured_wh,
-                session.exposure(), bound, ", paused" if session.paused else ""))
+            state["session"], state["shown"] = session, 0
+        if len(session.log) > state["shown"]:
+            for at, text in session.log[state["shown"]:]:
+                say("  %6.2f s  %s" % (at / 1000, text))
+            state["shown"] = len(session.log)
+        due = progress.step(session, now)
+        if due:
+            at = (now - session.started) / 1000
+            if due & WAIT:
+                say("  %6.2f s  %s" % (at, progress.announcement(now, unix_s())))
+            if due & PROGRESS:
+                say("  %6.2f s  progress: %s" % (at, progress.line(session, now)))
     return step
 
 
@@ -322,12 +332,15 @@ def record(plan, terms, session, board):
         "unit_price": p.unit_price,
         "installments": p.installments,
         "energy_wh": p.energy_wh,
-        "metered_wh": board.measured_wh,
+        # What this side's board measured through its end: the signing meter's register on
+        # the responder (which meters), the board's own measurement on the initiator (which
+        # takes or gives each paid chunk up to the tolerance past it: within tolerance_wh).
+        "measured_wh": board.measured_wh,
         "installments_paid": session.installments_paid,
         "budget": terms.budget(),
         "max_exposure": session.max_exposure,
         # The largest installment: what the consumer may have paid ahead (b/N, rounded up).
-        "exposure_bound": -(-terms.budget() // p.installments) if not terms.producer else 0,
+        "exposure_bound": session.exposure_bound(),
         "payout": session.payout,
         "onchain": [L.request_id(L.decode_request(raw), raw).hex() for raw in session.onchain],
         "stop_code": None if session.stop_code is None else M.code_name(session.stop_code),

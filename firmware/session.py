@@ -86,6 +86,7 @@ class Session:
         self.max_exposure = 0
         self.exposure_log = []  # (ms since start, exposure, energy Wh, paid) at each change
         self.onchain = []  # this side's ledger requests that were applied (bytes)
+        self.onchain_at = []  # when each was seen applied (ms since start)
         self.log = []  # (ms since start, text) of what happened
         self.stop_code = None
         self.installment_sent = None  # consumer: (k, ``now``) of the last installment that went out
@@ -127,6 +128,7 @@ class Session:
         kind, raw = self._asked.pop(result.request_digest)
         if kind == "submit" and result.ok:
             self.onchain.append(raw)
+            self.onchain_at.append(now - self.started)
         try:
             callback(result, data, now)
         except REFUSALS as e:  # the wallet refused the ledger's answer
@@ -214,6 +216,15 @@ class Session:
     def series(self):
         """The wallet's ``HtlcSeries`` of this session (HTLC mode, once started), else None."""
         return getattr(self.payment, "series", None)
+
+    def waiting(self):
+        """What the link waits for and when it gives up (``link._Link.waiting``), or None."""
+        return self.machine.waiting()
+
+    def exposure_bound(self):
+        """The most this side may have at risk: the largest installment (b/N rounded up)
+        for the consumer, nothing for the producer."""
+        return 0 if self.producer else -(-self.terms.budget() // self.params.installments)
 
     def exposure(self):
         """Money at risk now: the consumer's signed payments beyond the energy it measured,

@@ -208,7 +208,7 @@ class _Link:
         """Re-send open requests and fire timeouts that are due; return the events."""
         events = self._events = []
         self._now = now
-        deadline = self._deadline()
+        deadline = self.waiting()
         if deadline is not None and now >= deadline[0]:
             if self.phase == STOPPED:
                 self._unacked = []  # the peer never confirmed our stop: give up
@@ -231,13 +231,35 @@ class _Link:
 
     def next_deadline(self):
         """When ``tick`` has something to do next (ms), or None."""
-        deadline = self._deadline()
+        deadline = self.waiting()
         t = None if deadline is None else deadline[0]
         retransmit = self.config.timeouts.retransmit
         for u in self._unacked:
             if t is None or u[3] + retransmit < t:
                 t = u[3] + retransmit
         return t
+
+    def waiting(self):
+        """What the link waits for now and when it gives up: ``(time in ms, the stop code it
+        then gives, what it waits for)``, or None. ``what`` is the name of a message
+        (``"charging_status"``, ``"installment_req"``, a response's name), ``"energy"`` (the
+        responder, for the paid chunk to flow), ``"resume"`` (paused) or ``"the peer's next
+        request"``. Progress reports announce it (``firmware.progress``)."""
+        t = self.config.timeouts
+        if self.phase == STOPPED:
+            return (self._unacked[0][2] + t.response, M.FAILED_Timeout, "session_stop_res") if self._unacked else None
+        if self.paused:
+            return (self._since + t.pause, M.FAILED_Timeout, "resume")
+        if self._unacked:
+            u = self._unacked[0]
+            return (u[2] + t.response, M.FAILED_Timeout, _RESPONSE_NAME[u[0]])
+        if self.phase == CHARGING:  # a paid chunk flows, then the responder's meter reads it
+            return (self._since + t.sequence, M.FAILED_Timeout, "energy" if self.meters else "charging_status")
+        if not self._peer_turn():
+            return None
+        if self.producer and self.phase in (DEPOSIT, INSTALLMENT):
+            return (self._since + t.payment, M.FAILED_PaymentOverdue, "installment_req")
+        return (self._since + t.sequence, M.FAILED_Timeout, "the peer's next request")
 
     @property
     def state(self):
@@ -620,24 +642,6 @@ class _Link:
         if phase in (RECEIPT, INSTALLMENT_ACK):
             return False  # one side waits for its response, the other for its application
         return not self.INITIATOR
-
-    def _deadline(self):
-        """(time, code, what we wait for) of the next timeout, or None."""
-        t = self.config.timeouts
-        if self.phase == STOPPED:
-            return (self._unacked[0][2] + t.response, M.FAILED_Timeout, "session_stop_res") if self._unacked else None
-        if self.paused:
-            return (self._since + t.pause, M.FAILED_Timeout, "resume")
-        if self._unacked:
-            u = self._unacked[0]
-            return (u[2] + t.response, M.FAILED_Timeout, _RESPONSE_NAME[u[0]])
-        if self.phase == CHARGING:  # a paid chunk flows, then the responder's meter reads it
-            return (self._since + t.sequence, M.FAILED_Timeout, "energy" if self.meters else "charging_status")
-        if not self._peer_turn():
-            return None
-        if self.producer and self.phase in (DEPOSIT, INSTALLMENT):
-            return (self._since + t.payment, M.FAILED_PaymentOverdue, "installment_req")
-        return (self._since + t.sequence, M.FAILED_Timeout, "the peer's next request")
 
     def _begin_pause(self):
         """The pause timeout runs from now; the phase's own timer stops where it was."""

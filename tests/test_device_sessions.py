@@ -111,7 +111,7 @@ def test_two_micropython_devices_meet_in_the_market_and_settle(host, tmp_path, s
     assert v["finished"] and c["finished"] and v["installments_paid"] == c["installments_paid"] == n
     producer, consumer = (c, v) if scenario == "g2v" else (v, c)
     assert producer["payout"] == producer["budget"] and consumer["max_exposure"] <= consumer["exposure_bound"]
-    assert consumer["metered_wh"] >= 2000 - consumer["installments"] and producer["metered_wh"] <= 2000 + 20
+    assert consumer["measured_wh"] >= 2000 - consumer["installments"] and producer["measured_wh"] <= 2000 + 20
     assert set(v["client_ids"]).isdisjoint(c["client_ids"]) and len(set(v["client_ids"])) == 2
 
 
@@ -163,7 +163,7 @@ def test_a_vehicle_killed_mid_session_is_finished_from_its_files(host, tmp_path)
     budget = c["budget"]
     refunded = budget - c["payout"]
     per = -(-budget // n)
-    delivered = c["metered_wh"] * budget // 4000  # what the charger's meter says it delivered, in money
+    delivered = c["measured_wh"] * budget // 4000  # what the charger's meter says it delivered, in money
     assert c["payout"] >= delivered  # the producer is paid for what it delivered
     assert c["payout"] - delivered <= per  # the consumer lost at most one installment
     assert w.status()["balance"] >= refunded - 0  # its refund came back (it waits to be redeemed, or is redeemed)
@@ -232,6 +232,8 @@ def test_demo_and_hil_run_micropython_processes_as_sides(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "MicroPython unix-port process" in out.stdout and "result: OK" in out.stdout
+    # the producer's console reports its installments (the consumer's INST frames are not its count)
+    assert "vehicle (producer, console): 10 of 10 installments, " in out.stdout, out.stdout
     record = json.load(open(tmp_path / "demo.json"))
     assert record["sides"]["producer"]["finished"] and record["sides"]["producer"]["payout"] == 600
     out = subprocess.run(PLUGPAY + ["hil", "--vehicle", "mpy", "--charger", "sim", "-n", "5", "--energy-wh", "1000",

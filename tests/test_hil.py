@@ -3,6 +3,7 @@ serial line (a pseudo-terminal pair: the board side writes console frames to the
 pyserial reads the slave) with garbage, a corrupted frame and then the plug pulled."""
 import fcntl
 import os
+import re
 import select
 import struct
 import termios
@@ -152,6 +153,9 @@ def test_a_board_behind_a_pty_survives_garbage_and_a_pulled_plug_loses_at_most_o
     assert isinstance(board.ended, PowerCut)
     assert "the console of vehicle on %s was lost" % board.port in captured.err
     assert "console problems:" in captured.out and "garbage" in captured.out and "bad_crc" in captured.out
+    # the charger, left alone, said what it waited for and when it would give up, each wait once
+    waits = re.findall(r"(?m)^  charger: waiting for .+, stopping at \d\d:\d\d:\d\d \(in \d+ s\)$", captured.out)
+    assert waits and len(set(w.split(", stopping")[0] for w in waits)) == len(waits), captured.out
     record = session_record.read(record_path)
     consumer, producer = record["sides"]["consumer"], record["sides"]["producer"]
     assert not consumer["finished"] and consumer["kind"] == "sim" and len(consumer["timeline"]) >= 4

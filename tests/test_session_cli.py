@@ -93,10 +93,10 @@ def test_a_charger_and_a_vehicle_meet_in_the_market_and_settle_a_channel(host, b
         shown = json.loads(plugpay("ledger", "tx", ident, "--config", str(base / "ledger" / "cluster.json"), "--json"))
         assert shown["id"] == ident and shown["op"] in ("channel_open", "channel_close")
     assert 0 < v["max_exposure"] <= v["exposure_bound"] == -(-v["budget"] // 10)  # the largest installment
-    assert c["max_exposure"] <= 0 and c["metered_wh"] == 2000
+    assert c["max_exposure"] <= 0 and c["measured_wh"] == 2000
     # The vehicle's board stands alone in its process: it takes what it paid for, to the tolerance.
     tolerance_wh = 2  # 1 % of an installment's energy (session_cli.charge_parameters)
-    assert 2000 - tolerance_wh <= v["metered_wh"] <= 2000 + tolerance_wh
+    assert 2000 - tolerance_wh <= v["measured_wh"] <= 2000 + tolerance_wh
     assert "market: my bid of %d per kWh was chosen" % c["unit_price"] in c_err
     assert "47.81" not in v_out + v_err and "47810000" not in v_out + v_err  # the position stays private
 
@@ -114,11 +114,11 @@ def test_v2g_the_vehicle_sells_and_the_charger_meters_what_it_buys(host):
     assert (v["producer"], v["initiator"], c["producer"], c["initiator"]) == (True, True, False, False)
     assert v["stop_code"] == c["stop_code"] == "OK" and v["finished"] and c["finished"]
     assert v["payout"] == c["budget"] and c["payout"] == 0
-    assert c["metered_wh"] == 2000  # the charger's meter
+    assert c["measured_wh"] == 2000  # the charger's meter
     # Each process simulates its own end of the cable: the vehicle's stops at what was paid for
     # plus the agreed tolerance by its own measurement, or when the charger's reading comes.
     tolerance_wh = 2  # 1 % of an installment's energy (session_cli.charge_parameters)
-    assert 2000 <= v["metered_wh"] <= 2000 + tolerance_wh
+    assert 2000 <= v["measured_wh"] <= 2000 + tolerance_wh
     assert v["max_exposure"] <= -(-tolerance_wh * v["unit_price"] // 1000)
     # b/N, and whole money units: at 302 per kWh, 400 Wh are worth 120 while 3 of 10 installments of 604 are 181.
     assert 0 < c["max_exposure"] <= c["exposure_bound"] + 2

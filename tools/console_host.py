@@ -2,7 +2,9 @@
 
 A reader thread feeds what the port gives to the ``Parser`` and keeps what the frames say
 in a ``BoardView``: the board's hello, its latest wallet status and meter reading, and the
-session's progress rows, installments, log lines, ledger transactions and end. Problems on
+session's progress rows, installments, log lines, ledger transactions, steady progress,
+the waits it announced (worded with their deadline on this machine's clock as they come)
+and its end. Problems on
 the line (garbage, bad checksums, lost frames) are counted and kept, never fatal: the
 frames around them still count. A port that fails or vanishes (a board unplugged, a
 pseudo-terminal closed) ends the reader with ``lost`` set to a sentence naming the port.
@@ -13,6 +15,7 @@ import time
 import serial
 
 from plugpay.firmware import console as C
+from plugpay.firmware import progress
 
 READ_BYTES = 4096
 KEEP_PROBLEMS = 20  # the first problems' texts are kept for the user; the rest are counted
@@ -29,6 +32,8 @@ class BoardView:
         self.installments = []
         self.log = []
         self.onchain = []
+        self.step = None  # the latest STEP: [t, installments, of N, energy, exposure, bound, waiting]
+        self.waits = []  # each announced wait, in words
         self.done = None
         self.errors = []  # the board's ERR texts
         self.problems = {}  # code -> count
@@ -56,7 +61,12 @@ class BoardView:
         elif kind == C.EVENT and isinstance(p, list) and len(p) == 2 and isinstance(p[1], str):
             self.log.append(p)
         elif kind == C.ONCHAIN and isinstance(p, dict) and isinstance(p.get("id"), str):
-            self.onchain.append({"op": str(p.get("op")), "id": p["id"]})
+            self.onchain.append({"op": str(p.get("op")), "id": p["id"], "height": None, "detail": None,
+                                 "at": p.get("t") if type(p.get("t")) is int else None})
+        elif kind == C.STEP and _ints(p, 7):
+            self.step = p
+        elif kind == C.WAIT and isinstance(p, list) and len(p) == 5 and isinstance(p[1], str) and _ints(p[2:], 3):
+            self.waits.append(progress.announcement(p[1][:40], p[3], p[4], p[2], time.time()))
         elif kind == C.DONE and isinstance(p, dict):
             self.done = p
         elif kind == C.ERROR and isinstance(p, dict):
@@ -75,6 +85,7 @@ class BoardView:
             "finished": done.get("finished") is True, "payout": done.get("payout"),
             "max_exposure": done.get("max_exposure", max([row[1] for row in timeline] + [0])),
             "energy_wh": done.get("energy_wh", timeline[-1][2] if timeline else 0),
+            "installments_paid": done.get("installments_paid", self.step[1] if self.step else 0),
             "timeline": list(timeline), "installments": list(self.installments), "log": list(self.log),
         }
 

@@ -12,8 +12,8 @@ exposure; the summary gives the on-chain transactions, the maximum exposure of e
 against the b/N bound and the RA's audit of the session's accounts.
 """
 import argparse
+import collections
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -23,6 +23,7 @@ from plugpay.boards.sim.clock import ScaledClock
 from plugpay.boards.sim.power import Battery, Meter
 from plugpay.firmware import issuing
 from plugpay.firmware.gateway_client import GatewayClient
+from plugpay.firmware.progress import WAIT, Progress, left_text
 from plugpay.firmware.refill import REFILLED, refill
 from plugpay.firmware.runner import SessionRunner
 from plugpay.firmware.session import CHANNEL, HTLC, Misbehaviour, Session, Terms
@@ -32,7 +33,7 @@ from plugpay.protocol import link
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import link_messages as M
 from plugpay.protocol.port import urandom
-from plugpay.tools import arg_types, broker_args, dashboard, session_progress
+from plugpay.tools import arg_types, broker_args, dashboard, progress_line, session_progress
 from plugpay.tools.errors import UsageError
 
 MISBEHAVIOURS = {
@@ -164,8 +165,13 @@ def _run(args, params, directory):
         _say("session %s: topics plugpay/link/%s/..." % (session_id.hex()[:8], session_id.hex()))
         started = int(time.time())
         title = "%s %s: %s" % (args.scenario, args.mode, " and ".join(s.name for s in sides))
-        ok = _watch(sides, args.timeout, budget // params.installments, lambda status: live.set_session(
-            "session", _progress(title, params, sides, budget // params.installments, status)))
+
+        def show(status):
+            live.set_session("session", _progress(title, params, sides, budget // params.installments, status))
+
+        progress_line.watch(sides, args.timeout, show)
+        ok = all([side.wait(2) for side in sides])
+        show("settled" if ok else "FAILED")
         _summary(host, consumer, producer, params, budget, ok)
         if args.record:
             _write_record(args, consumer, producer, started)
@@ -206,6 +212,8 @@ class Device:
         self.session = None
         self.thread = None
         self.error = None
+        self.progress = Progress(min_ms=500)
+        self.announced = collections.deque()  # waits announced on the runner's thread, for ``waits``
 
     def fund(self, amount):
         result = issuing.fund(self.wallet, self.gateway, amount)
@@ -226,7 +234,10 @@ class Device:
         self.thread.start()
 
     def _owner(self, session, now):
-        """The owner at the controls, on the runner's own thread: the ``--pause`` plan."""
+        """The owner at the controls, on the runner's own thread: the ``--pause`` plan; and
+        the waits that hold the session up, announced (``firmware.progress``)."""
+        if self.progress.step(session, now) & WAIT:
+            self.announced.append(self.progress.announcement(now, time.time()))
         if self.paused_at is None and session.installments_paid * 2 >= session.params.installments \
                 and session.charging:
             session.pause(now)
@@ -241,6 +252,22 @@ class Device:
             self.runner.run()
         except Exception as e:  # shown in the summary; the other side times out on its own
             self.error = e
+
+    def over(self):
+        return self.session.finished or self.error is not None or not self.thread.is_alive()
+
+    def waits(self):
+        """The waits announced since the last call."""
+        return [self.announced.popleft() for _ in range(len(self.announced))]
+
+    def status(self):
+        """This side's part of the live line."""
+        s = self.session
+        wait = self.progress.wait
+        return "%s (%s): %s%s, %d Wh, %d/%d paid, exposure %d (bound %d)%s" % (
+            self.name, "producer" if self.producer else "consumer", s.state, " (paused)" if s.paused else "",
+            self.board.measured_wh, s.installments_paid, s.params.installments, s.exposure(), s.exposure_bound(),
+            "" if wait is None else ", waiting: " + left_text(wait[0] - self.runner_clock()))
 
     def wait(self, timeout=None):
         self.thread.join(timeout)
@@ -264,41 +291,6 @@ def _progress(title, params, sides, per_installment, status):
     onchain = [entry for side in sides for entry in session_progress.device_onchain(side)]
     return session_progress.progress(title, params, [session_progress.device_side(s, per_installment) for s in sides],
                                      onchain, status)
-
-
-def _watch(sides, timeout, per_installment, show):
-    """A progress line while the sessions run, and ``show(status)`` for the dashboard;
-    True if both finished."""
-    start = time.monotonic()
-    tty = sys.stdout.isatty()
-    last = None
-    while True:
-        done = all(s.session.finished or s.error or not s.thread.is_alive() for s in sides)
-        show("over" if done else "running")
-        line = "  t=%5.1fs " % (time.monotonic() - start) + " | ".join(_status(s, per_installment) for s in sides)
-        if tty:
-            sys.stdout.write("\r" + line[:160].ljust(160))
-            sys.stdout.flush()
-        elif line != last and (done or time.monotonic() - (getattr(_watch, "printed", 0)) > 0.5):
-            print(line, flush=True)
-            _watch.printed = time.monotonic()
-        last = line
-        if done or time.monotonic() - start > timeout:
-            break
-        time.sleep(0.1)
-    if tty:
-        print()
-    ok = all([s.wait(2) for s in sides])
-    show("settled" if ok else "FAILED")
-    return ok
-
-
-def _status(side, per_installment):
-    s = side.session
-    energy = side.board.measured_wh
-    return "%s (%s): %s%s, %d Wh, %d/%d paid, exposure %d (max %d)" % (
-        side.name, "producer" if side.producer else "consumer", s.state, " (paused)" if s.paused else "", energy,
-        s.installments_paid, s.params.installments, s.exposure(), s.max_exposure)
 
 
 def _summary(host, consumer, producer, params, budget, ok):

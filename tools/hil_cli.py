@@ -25,10 +25,12 @@ import threading
 import time
 
 from plugpay.firmware import console as C
+from plugpay.firmware.progress import progress_text
 from plugpay.firmware.session import CHANNEL, HTLC, Terms
 from plugpay.protocol import link
 from plugpay.protocol import link_messages as M
-from plugpay.tools import arg_types, broker_args, dashboard, demo, errors, session_progress, session_record
+from plugpay.tools import arg_types, broker_args, dashboard, demo, errors, progress_line, session_progress, \
+    session_record
 
 HELLO_WAIT_S = 5.0
 PROCESS_HELLO_WAIT_S = 60.0
@@ -167,6 +169,7 @@ class RealSide:
         self.producer = producer
         self.proc = proc
         self.console = ConsoleLink(port, name, baud)
+        self.waits_shown = 0
         wait = HELLO_WAIT_S if proc is None else PROCESS_HELLO_WAIT_S  # a process imports everything first
         self.console.send(C.ASK, {"what": "hello"})
         self.console.send(C.ASK, {"what": "status"})
@@ -188,11 +191,24 @@ class RealSide:
         return v.done is not None or self.console.lost is not None or bool(v.errors)
 
     def status(self):
-        v = self.console.view
-        row = v.timeline[-1] if v.timeline else [0, 0, 0, 0]
-        return "%s (%s, console): %d Wh, %d installments, exposure %d%s" % (
-            self.name, "producer" if self.producer else "consumer", row[2], len(v.installments), row[1],
-            ", LOST" if self.console.lost else "")
+        """The board's steady report (``STEP``), with the energy and exposure of its newest
+        progress row, which come more often."""
+        view = self.console.view
+        step = view.step
+        if step is None:
+            text = "starting"
+        else:
+            _, exposure, energy, _ = view.timeline[-1] if view.timeline else (0, step[4], step[3], 0)
+            text = progress_text(step[1], step[2], energy, exposure, step[5])
+        return "%s (%s, console): %s%s" % (self.name, "producer" if self.producer else "consumer", text,
+                                           ", LOST" if self.console.lost else "")
+
+    def waits(self):
+        """The waits the board announced since the last call."""
+        view = self.console.view
+        new = view.waits[self.waits_shown:]
+        self.waits_shown += len(new)
+        return new
 
     def close(self):
         self.console.close()
@@ -281,21 +297,17 @@ def _session(args, params, sides, live):
             side.start(terms)
     _say("session %s: topics plugpay/link/%s/..." % (session_id.hex()[:8], session_id.hex()))
     title = "%s %s: vehicle %s and charger %s" % (args.scenario, args.mode, args.vehicle, args.charger)
-    _watch(sides, args.timeout, budget // params.installments,
-           lambda status: live.set_session("session", _progress(title, params, sides, budget // params.installments,
-                                                                status)))
+    progress_line.watch(sides, args.timeout, lambda status: live.set_session(
+        "session", _progress(title, params, sides, budget // params.installments, status)))
+    for side in sides:
+        if not isinstance(side, RealSide):
+            side.wait(2)
     record = _record(args, Terms(session_id, params, mode, False, True), started, consumer, producer)
     if args.record:
         session_record.write(args.record, record)
         _say("session record: %s" % args.record)
     ok = _summary(sides, record)
     return 0 if ok else 1
-
-
-def _over(side):
-    if isinstance(side, RealSide):
-        return side.over()
-    return side.session.finished or side.error is not None or not side.thread.is_alive()
 
 
 def _progress(title, params, sides, per_installment, status):
@@ -309,25 +321,6 @@ def _progress(title, params, sides, per_installment, status):
             progress.append(session_progress.device_side(s, per_installment))
             onchain.extend(session_progress.device_onchain(s))
     return session_progress.progress(title, params, progress, onchain, status)
-
-
-def _watch(sides, timeout, per_installment, show):
-    """A progress line every half second, and ``show(status)`` for the dashboard."""
-    start = time.monotonic()
-    last = 0.0
-    while True:
-        done = all(_over(s) for s in sides)
-        show("over" if done else "running")
-        if done or time.monotonic() - last >= 0.5:
-            last = time.monotonic()
-            _say("  t=%5.1fs " % (last - start) + " | ".join(
-                s.status() if isinstance(s, RealSide) else demo._status(s, per_installment) for s in sides))
-        if done or time.monotonic() - start > timeout:
-            break
-        time.sleep(0.1)
-    for side in sides:
-        if not isinstance(side, RealSide):
-            side.wait(2)
 
 
 def _side(side, role):

@@ -111,7 +111,7 @@ def run(args, board=None):
     except (UsageError, PlanError, WalletError, KeystoreError, RecordCorrupt, DeviceKeyError) as e:
         return _fail(e, errors.USAGE)
     device = Device(wallet, plan, _connector(endpoint), _boards(board, args.scale), lambda: int(time.time()), say,
-                    reporter(say))
+                    reporter(say, time.time))
     ok = True
     try:
         for record in device.serve(args.sessions):
@@ -205,9 +205,10 @@ def _summary(record, say):
     say("summary: %s (%s), link %s, %s" % (record["role"], "producer" if record["producer"] else "consumer",
                                          record["stop_code"] or "not stopped",
                                          "settled" if record["finished"] else "NOT settled"))
-    say("  %d Wh agreed at %d per kWh, %d Wh %s; %d of %d installments" % (
-        record["energy_wh"], record["unit_price"], record["metered_wh"],
-        "delivered" if record["producer"] else "measured", record["installments_paid"], record["installments"]))
+    say("  %d Wh agreed at %d per kWh, %d Wh %s by %s; %d of %d installments" % (
+        record["energy_wh"], record["unit_price"], record["measured_wh"],
+        "delivered" if record["producer"] else "received", "my board" if record["initiator"] else "my meter",
+        record["installments_paid"], record["installments"]))
     say("  budget %d, payout to me %s, max exposure %d (bound %d)" % (
         record["budget"], "-" if record["payout"] is None else record["payout"], record["max_exposure"],
         record["exposure_bound"]))

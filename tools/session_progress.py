@@ -29,12 +29,13 @@ def device_onchain(device):
 
 def console_side(side, bound):
     """One side that runs on a board and reports over its console (``hil.RealSide``): the
-    latest progress row is ``[ms, exposure, energy Wh, paid]``."""
+    latest progress row is ``[ms, exposure, energy Wh, paid]``; the installments are the
+    board's own count (its ``STEP``), as only a consumer reports each installment."""
     view = side.console.view
     row = view.timeline[-1] if view.timeline else [0, 0, 0, 0]
     state = "lost" if side.console.lost else ("done" if view.done is not None else "running")
     return {"name": side.name, "role": "producer" if side.producer else "consumer", "state": state,
-            "energy_wh": row[2], "paid": len(view.installments), "exposure": row[1],
+            "energy_wh": row[2], "paid": view.step[1] if view.step else 0, "exposure": row[1],
             "max_exposure": max([r[1] for r in view.timeline] + [0]), "bound": 0 if side.producer else bound}
 
 

@@ -21,13 +21,13 @@ RETRY_MS = (1000, 5000, 15000, 60000)  # pauses after consecutive failures
 def _serve(config, board):
     from plugpay.boards.common.link import connector
     from plugpay.firmware.devicekey import KeyFile
-    from plugpay.firmware.role import Device, Plan
+    from plugpay.firmware.role import Device, Plan, reporter
     from plugpay.firmware.storage import Storage
     from plugpay.firmware.wallet import Wallet
 
     wallet = Wallet.open(Storage(config["wallet"]), KeyFile(config["device_key"]).load())
     device = Device(wallet, Plan.from_profile(config), connector(config), lambda terms, role: board, startup.unix_s,
-                    print)
+                    print, reporter(print, startup.unix_s))
     failures = 0
     while True:
         try:

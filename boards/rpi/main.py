@@ -14,7 +14,7 @@ import time
 from plugpay.boards.common.profile import ConfigError, load
 from plugpay.firmware.gateway_client import GatewayError
 from plugpay.firmware.mqtt import MqttError
-from plugpay.firmware.role import Device, Plan, PlanError, RoleFailure
+from plugpay.firmware.role import Device, Plan, PlanError, RoleFailure, reporter
 
 from .board import GpioUnavailable, rpi_board
 
@@ -55,12 +55,13 @@ def main(argv=None):
         mqtt.connect()
         return mqtt
 
-    device = Device(wallet, plan, connect, lambda terms, role: board, lambda: int(time.time()), say)
+    device = Device(wallet, plan, connect, lambda terms, role: board, lambda: int(time.time()), say,
+                    reporter(say, time.time))
     try:
         for record in device.serve(args.sessions or None):
             say("session %s: link %s, %s, %d Wh, payout %s" % (
                 record["session_id"][:8], record["stop_code"] or "not stopped",
-                "settled" if record["finished"] else "NOT settled", record["metered_wh"], record["payout"]))
+                "settled" if record["finished"] else "NOT settled", record["measured_wh"], record["payout"]))
     except (RoleFailure, MqttError, GatewayError, ValueError, OSError) as e:  # ValueError: a wallet refusal
         print("plugpay-board: %s" % e, file=sys.stderr)
         return 1  # systemd restarts the service after a run-time failure (1), not bad input (2)

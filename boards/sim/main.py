@@ -53,7 +53,7 @@ def market(config, wallet, connect, sessions):
     from plugpay.firmware.role import Device, Plan, reporter
 
     device = Device(wallet, Plan.from_profile(config), connect, _boards(config), lambda: int(time.time()), _say,
-                    reporter(_say))
+                    reporter(_say, time.time))
     ok = True
     for record in device.serve(sessions or None):
         print(MARKER + json.dumps(record))

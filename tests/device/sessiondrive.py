@@ -47,13 +47,16 @@ class ChannelLedger:
 
 class Pump:
     """Two sessions, the ledger and the link's clock (a ``ManualClock``): link messages take
-    ``latency`` ms, ledger requests are answered at once."""
+    ``latency`` ms, ledger requests are answered at once. With ``poll_ms`` it also steps at
+    least that often, as a runner polls, and calls ``on_step(now)`` after every step."""
 
-    def __init__(self, a, b, ledger, clock, latency=1):
+    def __init__(self, a, b, ledger, clock, latency=1, poll_ms=None, on_step=None):
         self.sides = ((a, b), (b, a))
         self.ledger = ledger
         self.clock = clock
         self.latency = latency
+        self.poll_ms = poll_ms
+        self.on_step = on_step
         self.queue = []  # (when, order, to, bytes)
         self.order = 0
 
@@ -77,6 +80,8 @@ class Pump:
             times = [t for t in (a.next_deadline(), b.next_deadline()) if t is not None]
             if self.queue:
                 times.append(self.queue[0][0])
+            if self.poll_ms is not None:
+                times.append(now + self.poll_ms)
             assert times, "nothing left to happen and not finished"
             t = max(now, min(times))
             assert t <= limit_ms, "not finished by %d ms" % limit_ms
@@ -88,6 +93,8 @@ class Pump:
             for side, _ in self.sides:
                 side.tick(now)
             self._flush(now)
+            if self.on_step is not None:
+                self.on_step(now)
             if consumer.installments_paid != paid:
                 paid = consumer.installments_paid
                 yield "installment %d accepted" % (paid - 1)
