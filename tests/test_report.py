@@ -9,7 +9,6 @@ from html.parser import HTMLParser
 import pytest
 
 from plugpay.firmware.session import CHANNEL, HTLC, Misbehaviour
-from plugpay.protocol import ledger_ops as L
 from plugpay.tools import cli, report, session_record
 from test_session import World
 
@@ -18,14 +17,18 @@ PLOTS = ("energy-money", "exposure", "latency")
 
 
 class Page(HTMLParser):
-    """What a test checks in a report: the figures' images and every table's cells."""
+    """What a test checks in a report: the figures' images, every table's cells, the story's
+    sentences and the paragraphs."""
 
     def __init__(self, text):
         super().__init__()
         self.images = {}  # figure id -> (src of its img)
         self.starttags = set()
         self.tables = {}  # table id -> [[cell text, ...], ...] (body rows)
-        self._figure = self._table = self._row = self._cell = None
+        self.story = []  # the sentences of "What happened"
+        self.paragraphs = []
+        self._figure = self._table = self._row = self._cell = self._item = self._paragraph = None
+        self._in_story = False
         self.feed(text)
         self.close()
 
@@ -43,6 +46,12 @@ class Page(HTMLParser):
             self._row = []
         elif tag == "td" and self._row is not None:
             self._cell = ""
+        elif tag == "ul":
+            self._in_story = attrs.get("id") == "story"
+        elif tag == "li" and self._in_story:
+            self._item = ""
+        elif tag == "p":
+            self._paragraph = ""
 
     def handle_endtag(self, tag):
         if tag == "figure":
@@ -56,16 +65,28 @@ class Page(HTMLParser):
             self._row = None
         elif tag == "table":
             self._table = None
+        elif tag == "li" and self._item is not None:
+            self.story.append(self._item)
+            self._item = None
+        elif tag == "ul":
+            self._in_story = False
+        elif tag == "p" and self._paragraph is not None:
+            self.paragraphs.append(self._paragraph)
+            self._paragraph = None
 
     def handle_data(self, data):
         if self._cell is not None:
             self._cell += data
+        if self._item is not None:
+            self._item += data
+        if self._paragraph is not None:
+            self._paragraph += data
 
 
-def record_file(world, tmp_path, name="session.json", producer_board="charger-sim"):
+def record_file(world, tmp_path, name="session.json", producer_board="charger-sim", misbehaviour=None):
     """Run the world's session and write its record as ``plugpay hil`` does."""
     world.run()
-    meta = {"scenario": "g2v", "started": 1790000000,
+    meta = {"scenario": "g2v", "started": 1790000000, "misbehaviour": misbehaviour,
             "consumer": {"board": "vehicle-sim", "kind": "sim"}, "producer": {"board": producer_board, "kind": "sim"}}
     path = tmp_path / name
     session_record.write(str(path), session_record.from_sessions(world.consumer, world.producer, meta))
@@ -89,12 +110,16 @@ def applied(world):
     out, seen = [], set()
     for side, session in (("consumer", world.consumer), ("producer", world.producer)):
         for raw in session.onchain:
-            op = L.decode_request(raw)
-            ident = L.request_id(op, raw).hex()
-            if ident not in seen:
-                seen.add(ident)
-                out.append([side, op.NAME, ident])
+            entry = session_record.onchain_entry(raw, side)
+            if entry["id"] not in seen:
+                seen.add(entry["id"])
+                out.append([side, entry["op"], entry["id"]])
     return out
+
+
+def ledger_rows(page):
+    """(side, op, id) of each row of the report's ledger table."""
+    return [[row[3], row[4], row[6]] for row in page.tables["transactions"]]
 
 
 @pytest.fixture(scope="module")
@@ -113,13 +138,13 @@ def test_a_channel_session_report_has_the_plots_and_the_transactions(channel):
     for src in page.images.values():
         svg = svg_of(src)
         assert b"<svg" in svg and b"</svg>" in svg
-    rows = page.tables["transactions"]
-    assert [row[1:] for row in rows] == applied(w)
-    assert [row[2] for row in rows] == ["channel_open", "channel_close"]
+    assert ledger_rows(page) == applied(w)
+    assert [row[4] for row in page.tables["transactions"]] == ["channel_open", "channel_close"]
     sides = dict((row[0], row) for row in page.tables["sides"])
     assert sides["consumer"][4] == "OK" and sides["producer"][4] == "OK"
     assert sides["producer"][6] == str(w.consumer.terms.budget())  # payout: everything
-    assert sides["consumer"][8] == str(w.per_installment())  # max exposure reached b/N, not over
+    assert sides["producer"][7] == sides["consumer"][7] == "10"  # installments
+    assert sides["consumer"][9] == str(w.per_installment())  # max exposure reached b/N, not over
     assert page.tables["latency"][0][0] == "10"
 
 
@@ -135,9 +160,9 @@ def test_an_htlc_session_report_lists_every_create_and_claim(tmp_path, authority
     n = 5
     w = World(tmp_path, authority, "g2v", HTLC, n=n)
     page = run_report(record_file(w, tmp_path), tmp_path)
-    ops = [row[2] for row in page.tables["transactions"]]
+    ops = [row[4] for row in page.tables["transactions"]]
     assert ops.count("htlc_create") == n and ops.count("htlc_claim") == n
-    assert [row[1:] for row in page.tables["transactions"]] == applied(w)
+    assert ledger_rows(page) == applied(w)
     assert page.tables["latency"][0][0] == str(n)
     assert len(page.images) == len(PLOTS)
     assert not list(tmp_path.glob("*.png"))  # no --png, no PNGs
@@ -146,13 +171,17 @@ def test_an_htlc_session_report_lists_every_create_and_claim(tmp_path, authority
 def test_a_misbehaving_producer_shows_in_stop_codes_and_payouts(tmp_path, authority):
     w = World(tmp_path, authority, "g2v", CHANNEL, n=10, cheat=("producer", Misbehaviour(stop_delivering_after=4)))
     board = r"charger $\oops{$"  # plotted as text, not as a broken matplotlib formula
-    page = run_report(record_file(w, tmp_path, producer_board=board), tmp_path)
+    cheat = {"side": "producer", "name": "producer-stops"}
+    page = run_report(record_file(w, tmp_path, producer_board=board, misbehaviour=cheat), tmp_path)
     sides = dict((row[0], row) for row in page.tables["sides"])
     assert sides["producer"][1] == board
+    assert "The %s (producer) misbehaved (producer-stops): not delivering chunk 5." % board in page.story
+    assert "the %s (producer) gave up waiting for energy (FAILED_Timeout)" % board in page.story[1]
+    assert "producer-stops by the producer" in page.paragraphs[0]
     assert sides["consumer"][4] == "FAILED_Timeout"
     assert sides["producer"][6] == str(w.consumer.terms.paid_after(4))
-    assert int(sides["consumer"][8]) <= w.per_installment()
-    assert [row[2] for row in page.tables["transactions"]][0] == "channel_open"
+    assert int(sides["consumer"][9]) <= w.per_installment()
+    assert [row[4] for row in page.tables["transactions"]][0] == "channel_open"
     assert len(page.images) == len(PLOTS)
 
 

@@ -174,7 +174,7 @@ def _run(args, params, directory):
         show("settled" if ok else "FAILED")
         _summary(host, consumer, producer, params, budget, ok)
         if args.record:
-            _write_record(args, consumer, producer, started)
+            _write_record(args, consumer, producer, started, who)
         for side in sides:
             side.close()
     return 0 if ok else 1
@@ -321,12 +321,16 @@ def _summary(host, consumer, producer, params, budget, ok):
     _say("  result: %s" % ("OK" if ok else "FAILED"))
 
 
-def _write_record(args, consumer, producer, started):
+def _write_record(args, consumer, producer, started, who):
+    """The session record, with the misbehaviour that ran and each transaction's height."""
     from plugpay.tools import session_record
 
     meta = {"scenario": args.scenario, "started": started,
+            "misbehaviour": None if who is None else {"side": who, "name": args.misbehave},
             "consumer": {"board": consumer.name, "kind": "sim"}, "producer": {"board": producer.name, "kind": "sim"}}
-    session_record.write(args.record, session_record.from_sessions(consumer.session, producer.session, meta))
+    record = session_record.from_sessions(consumer.session, producer.session, meta)
+    session_record.locate(record, consumer.gateway.query)
+    session_record.write(args.record, record)
     _say("  session record: %s" % args.record)
 
 

@@ -264,7 +264,7 @@ def _run(args, params, hosting, directory):
             else:
                 serving = dashboard.serving(args, "plugpay hil", host.loop, host.lc.config, host.lc.secrets, _say)
             with serving as live:
-                return _session(args, params, sides, live)
+                return _session(args, params, sides, live, host)
     except ConnectionError as e:  # a board's console that does not answer
         print("plugpay hil: error: %s" % e, file=sys.stderr)
         return errors.UNREACHABLE
@@ -273,7 +273,7 @@ def _run(args, params, hosting, directory):
             side.close()
 
 
-def _session(args, params, sides, live):
+def _session(args, params, sides, live, host):
     consumer = [s for s in sides if not s.producer][0]
     producer = [s for s in sides if s.producer][0]
     sims = [s for s in sides if isinstance(s, demo.Device)]
@@ -303,6 +303,7 @@ def _session(args, params, sides, live):
         if not isinstance(side, RealSide):
             side.wait(2)
     record = _record(args, Terms(session_id, params, mode, False, True), started, consumer, producer)
+    _heights(record, host)
     if args.record:
         session_record.write(args.record, record)
         _say("session record: %s" % args.record)
@@ -335,13 +336,27 @@ def _record(args, terms, started, consumer, producer):
         if isinstance(side, RealSide):
             entries = [dict(e, side=role) for e in side.console.view.onchain]
         else:
-            entries = [session_record.onchain_entry(raw, role) for raw in side.session.onchain]
+            entries = [session_record.onchain_entry(raw, role, at)
+                       for raw, at in zip(side.session.onchain, side.session.onchain_at)]
         for entry in entries:
             if entry["id"] not in seen:
                 seen.add(entry["id"])
                 onchain.append(entry)
     sides = {"consumer": _side(consumer, "consumer"), "producer": _side(producer, "producer")}
     return session_record.build(terms, args.scenario, started, sides, onchain)
+
+
+def _heights(record, host):
+    """The block height of each of the record's transactions, asked of the host's gateway
+    on a connection of this run's own."""
+    from plugpay.firmware.gateway_client import GatewayClient
+
+    mqtt = host.devices.device()
+    mqtt.connect()
+    try:
+        session_record.locate(record, GatewayClient(mqtt).query)
+    finally:
+        mqtt.close()
 
 
 def _summary(sides, record):
