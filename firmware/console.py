@@ -269,8 +269,9 @@ class BoardConsole:
     """What a board reports over its console: ``hello``, ``status``, ``meter`` and, as the
     runner's ``on_step(session, now)`` hook, the session's new progress rows, installments,
     log lines and ledger transactions, its progress at a steady pace (``STEP``) and the
-    waits that hold it up (``WAIT``, ``firmware.progress``), then ``DONE``. ``commands(data)`` parses what the
-    host sent: the frames of host kinds; anything else is answered with ``ERR``."""
+    waits that hold it up (``WAIT``, ``firmware.progress``), then ``DONE``.
+    ``commands(data)`` parses what the host sent: the frames of host kinds; anything else
+    is answered with ``ERR``."""
 
     def __init__(self, write, board_name, kind, role, meter_every_ms=500):
         self.writer = Writer(write)

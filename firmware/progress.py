@@ -83,8 +83,8 @@ class Progress:
         text = progress_text(m.installments_paid, session.params.installments, session.board.measured_wh,
                              session.exposure(), session.exposure_bound())
         if self.wait is not None:
-            text += ", still waiting for %s (%s)" % (wait_text(self.wait[1], self.wait[2], self.wait[3]),
-                                                     left_text(self.wait[0] - now))
+            text += ", still waiting for %s (%d s left)" % (wait_text(self.wait[1], self.wait[2], self.wait[3]),
+                                                            _seconds(self.wait[0] - now))
         return text + (", paused" if session.paused else "")
 
 
@@ -112,10 +112,6 @@ def wait_text(what, paid, readings):
     if what.endswith("_res"):
         return "the peer's answer to %s" % what[:-4].replace("_", " ")
     return what
-
-
-def left_text(left_ms):
-    return "%d s left" % _seconds(left_ms)
 
 
 def announcement(what, paid, readings, left_ms, unix_s):

@@ -223,8 +223,13 @@ class Session:
 
     def exposure_bound(self):
         """The most this side may have at risk: the largest installment (b/N rounded up)
-        for the consumer, nothing for the producer."""
-        return 0 if self.producer else -(-self.terms.budget() // self.params.installments)
+        for the consumer; for the producer nothing when it meters, else what the metering
+        tolerance is worth (its board gives each paid chunk up to the tolerance past it, as
+        its own measurement may show more than the meter: ``energy``)."""
+        p = self.params
+        if not self.producer:
+            return -(-self.terms.budget() // p.installments)
+        return 0 if self.meters else -(-p.tolerance_wh * p.unit_price // 1000)
 
     def exposure(self):
         """Money at risk now: the consumer's signed payments beyond the energy it measured,

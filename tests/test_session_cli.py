@@ -119,7 +119,7 @@ def test_v2g_the_vehicle_sells_and_the_charger_meters_what_it_buys(host):
     # plus the agreed tolerance by its own measurement, or when the charger's reading comes.
     tolerance_wh = 2  # 1 % of an installment's energy (session_cli.charge_parameters)
     assert 2000 <= v["measured_wh"] <= 2000 + tolerance_wh
-    assert v["max_exposure"] <= -(-tolerance_wh * v["unit_price"] // 1000)
+    assert v["max_exposure"] <= v["exposure_bound"] == -(-tolerance_wh * v["unit_price"] // 1000)
     # b/N, and whole money units: at 302 per kWh, 400 Wh are worth 120 while 3 of 10 installments of 604 are 181.
     assert 0 < c["max_exposure"] <= c["exposure_bound"] + 2
 

@@ -23,7 +23,7 @@ from plugpay.boards.sim.clock import ScaledClock
 from plugpay.boards.sim.power import Battery, Meter
 from plugpay.firmware import issuing
 from plugpay.firmware.gateway_client import GatewayClient
-from plugpay.firmware.progress import WAIT, Progress, left_text
+from plugpay.firmware.progress import WAIT, Progress, wait_text
 from plugpay.firmware.refill import REFILLED, refill
 from plugpay.firmware.runner import SessionRunner
 from plugpay.firmware.session import CHANNEL, HTLC, Misbehaviour, Session, Terms
@@ -261,13 +261,14 @@ class Device:
         return [self.announced.popleft() for _ in range(len(self.announced))]
 
     def status(self):
-        """This side's part of the live line."""
+        """This side's part of the live line (what it waits for, not how long: the line is
+        printed again when it changes)."""
         s = self.session
         wait = self.progress.wait
         return "%s (%s): %s%s, %d Wh, %d/%d paid, exposure %d (bound %d)%s" % (
             self.name, "producer" if self.producer else "consumer", s.state, " (paused)" if s.paused else "",
             self.board.measured_wh, s.installments_paid, s.params.installments, s.exposure(), s.exposure_bound(),
-            "" if wait is None else ", waiting: " + left_text(wait[0] - self.runner_clock()))
+            "" if wait is None else ", waiting for " + wait_text(*wait[1:]))
 
     def wait(self, timeout=None):
         self.thread.join(timeout)
@@ -312,7 +313,7 @@ def _summary(host, consumer, producer, params, budget, ok):
         "%d %s" % (count, name) for name, count in _count(L.decode_request(raw).NAME for raw in onchain))))
     _say("  payout to the producer: %s of %d" % (p.payout if p.payout is not None else "-", budget))
     _say("  max consumer exposure: %d (bound b/N = %d; ratio %.2f)" % (c.max_exposure, per, c.max_exposure / per))
-    _say("  max producer exposure: %d (bound 0)" % p.max_exposure)
+    _say("  max producer exposure: %d (bound %d)" % (p.max_exposure, p.exposure_bound()))
     found = host.authority.audit(onchain)
     _say("  RA audit of the session's accounts:")
     for address, identity in found.items():

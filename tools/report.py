@@ -4,7 +4,8 @@ Why: a hardware-in-the-loop run is judged by what happened and what each side ri
 got, moment by moment. The page opens with the story (``tools/story.py``: who misbehaved,
 what was disputed, who was paid what and why), then plots energy and money over time (the
 two sides' lines drawn so neither hides the other), each side's exposure as an envelope
-against its bound (b/N for the consumer, 0 for the producer, Unterweger et al.), with the
+against its bound (b/N for the consumer, 0 for the producer, Unterweger et al.; a producer
+that does not meter, the metering tolerance's worth: ``story.bounds``), with the
 session's events numbered on both, how long installments took, the events, and the ledger
 transactions with their heights and times. The HTML file carries its plots as SVG data URIs
 so it can be mailed or archived alone; the PNGs are for papers. Plots are drawn on
@@ -175,8 +176,7 @@ def _energy_money(record):
 
 def _exposure(record):
     fig, axes = _new_figure(5.8, rows=2, sharex=True)
-    bounds = {"consumer": (record["per_installment"], "b/N = %d" % record["per_installment"]),
-              "producer": (0, "0")}
+    bounds = story.bounds(record)
     for ax, name in zip(axes, SIDES):
         side = record["sides"][name]
         spans = max(1, min(ENVELOPE_SPANS, record["parameters"]["installments"] // 2))
@@ -225,7 +225,7 @@ PLOTS = (  # (file-name part, caption, figure builder)
      "consumer's line wide and pale, the producer's dashed on top (where both measured the same, one runs inside "
      "the other). Numbered lines: the events below.", _energy_money),
     ("exposure", "Each side's exposure (what it stands to lose) against its bound, b/N for the consumer and 0 for "
-     "the producer: the band is the least and the most it was in each stretch of about two installments' time "
+     "the producer (the metering tolerance's worth for a producer that does not meter): the band is the least and the most it was in each stretch of about two installments' time "
      "(an installment raises it, the energy it pays for brings it down), the line its most.", _exposure),
     ("latency", "Installment latency: from the consumer sending installment k to the producer's acceptance.",
      _latency),
@@ -283,7 +283,7 @@ def render_html(record, images):
     sides = record["sides"]
     params = record["parameters"]
     started = datetime.datetime.fromtimestamp(record["started"], datetime.timezone.utc)
-    bounds = {"consumer": record["per_installment"], "producer": 0}
+    bounds = dict((name, bound) for name, (bound, _) in story.bounds(record).items())
     side_rows = []
     for name in SIDES:
         s = sides[name]

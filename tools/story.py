@@ -17,6 +17,20 @@ _TIMEOUT = re.compile(r"Timeout\((\w+), waiting_for=(.+)\)$")
 MARKED_REPEATS = 2  # an operation done more often than this (an HTLC per installment) is not marked
 
 
+def bounds(record):
+    """``{side: (bound, how it is set)}``: the most each side may have at risk, as
+    ``Session.exposure_bound`` sets it: the largest installment (b/N rounded up) for the
+    consumer; for the producer 0 when it meters (the responder), else what the metering
+    tolerance is worth."""
+    p = record["parameters"]
+    largest = -(-record["budget"] // p["installments"])
+    if not record["sides"]["producer"]["initiator"]:
+        producer = (0, "0")
+    else:
+        producer = (-(-p["tolerance_wh"] * p["unit_price"] // 1000), "the %d Wh tolerance" % p["tolerance_wh"])
+    return {"consumer": (largest, "b/N = %d" % largest), "producer": producer}
+
+
 def who(record, side):
     """``vehicle (consumer)``: a side by its board's name and its role."""
     return "%s (%s)" % (record["sides"][side]["board"], side)
@@ -116,18 +130,20 @@ def _why_paid(paid, worth, record):
         return "everything, as every installment was paid"
     ahead = paid - worth
     if ahead > 0:
-        return "%d paid ahead of the energy, within one installment (b/N = %d)" % (ahead, record["per_installment"]) \
-            if ahead <= record["per_installment"] else "%d paid ahead of the energy, OVER one installment" % ahead
+        largest = bounds(record)["consumer"][0]
+        return "%d paid ahead of the energy, within one installment (%d)" % (ahead, largest) \
+            if ahead <= largest else "%d paid ahead of the energy, OVER one installment" % ahead
     return "the installments it accepted, %s" % ("for the energy it delivered" if ahead == 0 else
                                                  "%d short of the energy it delivered" % -ahead)
 
 
 def _risk(record):
     sides = record["sides"]
-    bounds = {"consumer": record["per_installment"], "producer": 0}
-    over = [s for s in SIDES if sides[s]["max_exposure"] > bounds[s]]
-    figures = "the consumer at most %d (bound b/N = %d), the producer at most %d (bound 0)" % (
-        sides["consumer"]["max_exposure"], bounds["consumer"], sides["producer"]["max_exposure"])
+    bound = bounds(record)
+    over = [s for s in SIDES if sides[s]["max_exposure"] > bound[s][0]]
+    figures = "the consumer at most %d (bound %s), the producer at most %d (bound %s)" % (
+        sides["consumer"]["max_exposure"], bound["consumer"][1], sides["producer"]["max_exposure"],
+        bound["producer"][1] if bound["producer"][0] == 0 else "%d: %s" % bound["producer"])
     if over:
         return "OVER THE BOUND: the %s risked more than it may: %s." % (" and the ".join(who(record, s) for s in over),
                                                                          figures)
