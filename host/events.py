@@ -18,6 +18,7 @@ id ``plugpay ledger tx`` takes, ``ledger block`` lists and session records keep.
 """
 import time
 
+from plugpay.host.ledger.fastpath import decode_transaction
 from plugpay.protocol import ledger_ops as L
 from plugpay.protocol import structures as S
 from plugpay.protocol.codec import DecodeError
@@ -119,7 +120,7 @@ def _decode(raw):
     if len(raw) > L.MAX_REQUEST_BYTES:
         return None, L.TOO_LARGE
     try:
-        return L.decode_request(raw), None
+        return decode_transaction(raw) or L.decode_request(raw), None
     except L.UnknownOp:
         return None, L.UNKNOWN_OP
     except DecodeError:

@@ -294,7 +294,7 @@ def request_id(op, raw):
     for its open, an HTLC's id for its creation, a redeem's id; else SHA-256 of the bytes."""
     tag = op.TAG
     if tag == Transaction.TAG or tag == TAG_FAUCET:
-        return op.txhash()
+        return sha256(op.body_from(raw))  # the txhash, cut from the bytes instead of re-encoded
     if tag == TAG_CHANNEL_OPEN:
         return op.channel_id()
     if tag == TAG_HTLC_CREATE:

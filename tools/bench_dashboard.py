@@ -38,7 +38,7 @@ import urllib.request
 
 from plugpay.host import cluster
 from plugpay.host.client import Client
-from plugpay.tools import bench_ledger, load
+from plugpay.tools import bench_engines, bench_ledger, load
 
 CHROMIUM = "/usr/bin/chromium"
 PROBES = 20  # single requests timed at light load, per observed run
@@ -185,7 +185,7 @@ async def _probe(client, ops):
     out = []
     for ident, op in ops:
         sent = time.time()
-        if not bench_ledger.ok(await client.submit(op)):
+        if not bench_engines.ok(await client.submit(op)):
             raise RuntimeError("a probe transaction was refused")
         out.append((ident, sent, time.time()))
     return out
@@ -198,12 +198,21 @@ def _ms(values, p):
 class Runs:
     """The paired runs on one cluster with one observer."""
 
-    def __init__(self, client, observer, lanes, seconds):
+    def __init__(self, client, observer, lanes, seconds, replica_pids):
         self.client = client
         self.observer = observer
         self.lanes = lanes
         self.seconds = seconds
+        self.replica_pids = replica_pids
         self.shown = {}
+
+    def cpu(self):
+        """CPU seconds so far of the replicas, the watcher, and the browser with Chromium."""
+        def total(pids):
+            return sum(bench_engines.cpu_seconds(pid) or 0.0 for pid in pids)
+        o = self.observer
+        return {"replicas": total(self.replica_pids), "watch": total([o.watch.pid] + _descendants(o.watch.pid)),
+                "browser": total([o.browser.pid] + _descendants(o.browser.pid))}
 
     async def page_height(self):
         self.shown.update(await self.observer.shown())
@@ -223,13 +232,16 @@ class Runs:
         first = self.observer.printed_height() + 1
         if not observed:
             self.observer.pause()
+        before = self.cpu()
         try:
             lat, elapsed, bad = await load.saturated(self.client, iter(txs), self.lanes, self.seconds,
-                                                     check=bench_ledger.ok)
+                                                     check=bench_engines.ok)
         finally:
+            after = self.cpu()
             self.observer.resume()
         lags = await self.caught_up()
-        return {"tps": len(lat) / elapsed, "rejected": bad, "lags": lags,
+        cpu_ms = dict((name, 1000 * (after[name] - before[name]) / max(1, len(lat))) for name in after)
+        return {"tps": len(lat) / elapsed, "rejected": bad, "lags": lags, "cpu_ms_per_tx": cpu_ms,
                 "screen_after_line": [self.shown[h] - at for h, at in self.observer.height_at.items()
                                       if h >= first and h in self.shown] if observed else []}
 
@@ -275,7 +287,7 @@ def run(seconds=5.0, lanes=256, rounds=4, progress=print):
                 observer = Observer(lc.config_path)
                 try:
                     progress("  funding %d coins through the faucet over consensus ..." % len(owned))
-                    _, _, unfunded = await load.saturated(client, iter(mints), 16, check=bench_ledger.ok, timeout=60)
+                    _, _, unfunded = await load.saturated(client, iter(mints), 16, check=bench_engines.ok, timeout=60)
                     if unfunded:
                         raise RuntimeError("%d faucet requests were refused" % unfunded)
                     progress("  ledger watch --json --dashboard and the page in Chromium: replaying the chain ...")
@@ -283,7 +295,7 @@ def run(seconds=5.0, lanes=256, rounds=4, progress=print):
                     tip = await client.height()
                     if await _until(lambda: _at_least(observer.dashboard_height(), tip)) is None:
                         raise RuntimeError("the dashboard did not replay the chain within %d s" % CATCH_UP_S)
-                    runs = Runs(client, observer, lanes, seconds)
+                    runs = Runs(client, observer, lanes, seconds, [p.pid for p in lc.procs.values()])
                     progress("  warm-up: %.0f s at saturation, observed ..." % seconds)
                     await runs.saturate(batches[-1], True)
                     probed = await runs.probe(probes)
@@ -334,10 +346,17 @@ def report(alone, observed, probed, paint, lines, lanes, seconds):
         "page_lag_blocks_at_end": [r["lags"][1] for r in observed],
         "watch_catch_up_s": [_round(r["lags"][2]) for r in observed],
         "page_catch_up_s": [_round(r["lags"][3]) for r in observed],
+        "cpu_ms_per_tx_alone": _cpu(alone), "cpu_ms_per_tx_observed": _cpu(observed),
         "events_printed": lines,
         "first_contentful_paint_ms": round(paint["first_contentful_paint_ms"], 1),
         "first_render_ms": round(paint["first_render_ms"], 1),
     }
+
+
+def _cpu(runs):
+    """Median CPU ms per confirmed transaction of each party (all four replicas together)."""
+    return dict((name, round(statistics.median(r["cpu_ms_per_tx"][name] for r in runs), 3))
+                for name in runs[0]["cpu_ms_per_tx"])
 
 
 def flat(runs, key):
@@ -367,6 +386,11 @@ def table(r):
         "%-52s %16s %16s" % ("at saturation: block on screen after its line, p50/p99 ms", "-",
                              "%s/%s" % (r["screen_after_line_at_saturation_p50_ms"],
                                         r["screen_after_line_at_saturation_p99_ms"])),
+        "%-52s %16s %16s" % ("CPU ms per confirmed tx: the 4 replicas together", r["cpu_ms_per_tx_alone"]["replicas"],
+                             r["cpu_ms_per_tx_observed"]["replicas"]),
+        "%-52s %16s %16s" % ("  ledger watch (feed, event lines, dashboard server)", "-",
+                             r["cpu_ms_per_tx_observed"]["watch"]),
+        "%-52s %16s %16s" % ("  the page in headless Chromium", "-", r["cpu_ms_per_tx_observed"]["browser"]),
         "light load, one request at a time (%d):" % PROBES,
         "%-52s %16s" % ("  confirmation p50 ms (the baseline)", r["confirm_p50_ms"]),
         "%-52s %16s" % ("  event line printed after confirmation, p50/p99 ms",

@@ -1,5 +1,7 @@
 // The plugpay dashboard: /stream (server-sent events, starting with a snapshot); at most one
-// render per animation frame and per RENDER_EVERY_MS, whatever the message rate. Every value
+// render per animation frame and per RENDER_EVERY_MS, whatever the message rate, and a render
+// rebuilds only the sections whose data changed (the page must not slow the ledger it
+// watches: it shares the machine with the replicas). Every value
 // from the server is set as text, never parsed as HTML: regions and details come from the
 // ledger, which anyone writes to.
 "use strict";
@@ -8,7 +10,8 @@ const state = { replicas: [], blocks: [], events: [], view: null, sessions: {}, 
 window.plugpayShown = {};   // block height -> Date.now() when its row was on screen (for benchmarks)
 // window.plugpayFirstRender: ms from navigation to the first render with the server's data
 window.plugpayRenders = 0;
-let dirty = false;
+const dirty = new Set();  // sections to render: "top", "sessions", "replicas", "open", "chain"
+const SECTIONS = ["top", "sessions", "replicas", "open", "chain"];
 
 function el(tag, text, cls) {
   const node = document.createElement(tag);
@@ -74,6 +77,9 @@ function renderReplicas() {
   fill("replicas", state.replicas.map((r) => r.reachable
     ? row([r.id, r.address, r.role, r.view, r.height, r.stable_checkpoint, r.pending, r.dropped])
     : row([r.id, r.address, "unreachable", "-", "-", "-", "-", "-"], "down")));
+}
+
+function renderTip() {
   const heights = state.replicas.filter((r) => r.reachable).map((r) => r.height);
   const tip = state.blocks.length ? state.blocks[state.blocks.length - 1].height : (heights.length ? Math.max(...heights) : "-");
   document.getElementById("tip").textContent = "height " + tip;
@@ -94,23 +100,53 @@ function renderOpen() {
     h.timeout > v.height ? (h.timeout - v.height) + " blocks to timeout" : "expired: refundable"])));
 }
 
-function renderChain() {
-  fill("blocks", state.blocks.slice().reverse().map((b) => row([b.height, b.time || "-", b.requests, b.refused,
-    Object.entries(b.kinds).map(([k, n]) => n + " " + k).join(", "), [short(b.hash), "id"]])));
-  fill("events", state.events.slice().reverse().map((e) => row([e.height, e.kind, [e.id, "id"],
-    e.ok ? "OK" : (e.result || "not run") + (e.detail ? ": " + e.detail : "")], e.ok ? "" : "refused")));
+function blockRow(b) {
+  return row([b.height, b.time || "-", b.requests, b.refused,
+    Object.entries(b.kinds).map(([k, n]) => n + " " + k).join(", "), [short(b.hash), "id"]]);
 }
 
-function render() {
-  dirty = false;
+function eventRow(e) {
+  return row([e.height, e.kind, [e.id, "id"],
+    e.ok ? "OK" : (e.result || "not run") + (e.detail ? ": " + e.detail : "")], e.ok ? "" : "refused");
+}
+
+// Newest first; only rows not on screen yet are built, the oldest dropped: a render at
+// saturation adds a few blocks instead of rebuilding the tables.
+const onScreen = { blocks: [], events: [] };
+
+function follow(id, items, make) {
+  const body = document.querySelector("#" + id + " tbody");
+  const shown = onScreen[id];
+  const kept = shown.length ? items.indexOf(shown[shown.length - 1]) : -1;
+  if (kept < 0 || shown.length > items.length) {  // a snapshot, or nothing shown yet
+    body.replaceChildren(...items.slice().reverse().map(make));
+  } else {
+    const fresh = items.slice(kept + 1);
+    if (fresh.length) body.prepend(...fresh.reverse().map(make));
+    while (body.rows.length > items.length) body.lastChild.remove();
+  }
+  onScreen[id] = items.slice();
+}
+
+function renderChain() {
+  follow("blocks", state.blocks, blockRow);
+  follow("events", state.events, eventRow);
+}
+
+function renderTop() {
   document.getElementById("title").textContent = state.title || "plugpay";
   const problem = document.getElementById("problem");
   problem.hidden = !state.problem;
   problem.textContent = state.problem || "";
-  renderSessions();
-  renderReplicas();
-  renderOpen();
-  renderChain();
+}
+
+const RENDERERS = { top: renderTop, sessions: renderSessions, replicas: renderReplicas, open: renderOpen,
+  chain: renderChain };
+
+function render() {
+  for (const section of SECTIONS) if (dirty.has(section)) RENDERERS[section]();
+  if (dirty.has("chain") || dirty.has("replicas")) renderTip();
+  dirty.clear();
   const now = Date.now();
   for (const b of state.blocks) if (!(b.height in window.plugpayShown)) window.plugpayShown[b.height] = now;
   window.plugpayRenders += 1;
@@ -120,9 +156,10 @@ function render() {
 const RENDER_EVERY_MS = 100;  // at most ten renders a second, however fast blocks commit
 let lastRender = -RENDER_EVERY_MS;
 
-function changed() {
-  if (dirty) return;
-  dirty = true;
+function changed(...sections) {
+  const scheduled = dirty.size > 0;
+  for (const section of sections) dirty.add(section);
+  if (scheduled) return;
   const wait = Math.max(0, lastRender + RENDER_EVERY_MS - performance.now());
   setTimeout(() => requestAnimationFrame(() => { lastRender = performance.now(); render(); }), wait);
 }
@@ -139,7 +176,7 @@ function snapshot(s) {
   document.getElementById("replicas-section").hidden = !s.ledger;
   document.getElementById("open-section").hidden = !s.ledger;
   document.getElementById("chain-section").hidden = !s.ledger;
-  changed();
+  changed(...SECTIONS);
 }
 
 function connect() {
@@ -148,17 +185,27 @@ function connect() {
   source.onopen = () => { status.textContent = "live"; status.className = "pill good"; };
   source.onerror = () => { status.textContent = "reconnecting"; status.className = "pill bad"; };
   source.addEventListener("snapshot", (m) => snapshot(JSON.parse(m.data)));
-  source.addEventListener("replicas", (m) => { state.replicas = JSON.parse(m.data); changed(); });
-  source.addEventListener("problem", (m) => { state.problem = JSON.parse(m.data); changed(); });
-  source.addEventListener("view", (m) => { state.view = JSON.parse(m.data); changed(); });
-  source.addEventListener("session", (m) => { const s = JSON.parse(m.data); state.sessions[s.key] = s; changed(); });
-  source.addEventListener("block", (m) => {
+  source.addEventListener("replicas", (m) => { state.replicas = JSON.parse(m.data); changed("replicas"); });
+  source.addEventListener("problem", (m) => { state.problem = JSON.parse(m.data); changed("top"); });
+  source.addEventListener("view", (m) => { state.view = JSON.parse(m.data); changed("open"); });
+  source.addEventListener("session", (m) => {
+    const s = JSON.parse(m.data);
+    state.sessions[s.key] = s;
+    changed("sessions");
+  });
+  source.addEventListener("blocks", (m) => {
+    // The blocks committed since the last message, and their newest events; a snapshot may
+    // already hold some of them.
     const b = JSON.parse(m.data);
-    state.blocks.push(b.block);
+    const tip = state.blocks.length ? state.blocks[state.blocks.length - 1].height : 0;
+    const fresh = b.blocks.filter((block) => block.height > tip);
+    if (!fresh.length) return;
+    const first = fresh[0].height;
+    state.blocks.push(...fresh);
     if (state.blocks.length > 30) state.blocks.splice(0, state.blocks.length - 30);
-    state.events.push(...b.events);
+    state.events.push(...b.events.filter((e) => e.height >= first));
     if (state.events.length > 80) state.events.splice(0, state.events.length - 80);
-    changed();
+    changed("chain");
   });
 }
 
