@@ -163,6 +163,15 @@ def _descendants(pid):
     return out
 
 
+def _command(pid):
+    """The process's command name, from ``/proc`` ("" once it is gone)."""
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def _signal(pid, sig):
     try:
         os.kill(pid, sig)
@@ -211,8 +220,10 @@ class Runs:
         def total(pids):
             return sum(bench_engines.cpu_seconds(pid) or 0.0 for pid in pids)
         o = self.observer
+        helper = [o.browser.pid] + _descendants(o.browser.pid)
+        chromium = [pid for pid in helper if _command(pid).startswith("chrom")]
         return {"replicas": total(self.replica_pids), "watch": total([o.watch.pid] + _descendants(o.watch.pid)),
-                "browser": total([o.browser.pid] + _descendants(o.browser.pid))}
+                "browser": total(chromium), "driver": total(set(helper) - set(chromium))}
 
     async def page_height(self):
         self.shown.update(await self.observer.shown())
@@ -391,6 +402,8 @@ def table(r):
         "%-52s %16s %16s" % ("  ledger watch (feed, event lines, dashboard server)", "-",
                              r["cpu_ms_per_tx_observed"]["watch"]),
         "%-52s %16s %16s" % ("  the page in headless Chromium", "-", r["cpu_ms_per_tx_observed"]["browser"]),
+        "%-52s %16s %16s" % ("  the bench's Playwright driver reading the page", "-",
+                             r["cpu_ms_per_tx_observed"]["driver"]),
         "light load, one request at a time (%d):" % PROBES,
         "%-52s %16s" % ("  confirmation p50 ms (the baseline)", r["confirm_p50_ms"]),
         "%-52s %16s" % ("  event line printed after confirmation, p50/p99 ms",

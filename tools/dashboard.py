@@ -33,7 +33,7 @@ from plugpay.host.ledger_view import LedgerView
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dashboard_static")
 FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
-BLOCKS_SHOWN = 30
+BLOCKS_SHOWN = 30  # the page keeps as many as the snapshot says ("shown")
 EVENTS_SHOWN = 80
 EVENTS_PER_BLOCK = 20  # events of one block sent to the page; the rest are counted
 QUEUE_MESSAGES = 512  # per browser, before it is resynchronised with a snapshot
@@ -80,7 +80,8 @@ class Dashboard:
     # -- state -------------------------------------------------------------------------
 
     def snapshot(self):
-        return {"title": self.title, "ledger": self.ledger, "replicas": self.replicas, "blocks": list(self.blocks),
+        return {"title": self.title, "ledger": self.ledger, "shown": {"blocks": BLOCKS_SHOWN, "events": EVENTS_SHOWN},
+                "replicas": self.replicas, "blocks": list(self.blocks),
                 "events": list(self.events), "view": self.view.snapshot(), "sessions": list(self.sessions.values()),
                 "problem": self.problem}
 

@@ -6,7 +6,8 @@
 // ledger, which anyone writes to.
 "use strict";
 
-const state = { replicas: [], blocks: [], events: [], view: null, sessions: {}, problem: null, title: "" };
+const state = { replicas: [], blocks: [], events: [], view: null, sessions: {}, problem: null, title: "",
+  shown: { blocks: 30, events: 80 } };  // how many blocks and events the page keeps: the server says
 window.plugpayShown = {};   // block height -> Date.now() when its row was on screen (for benchmarks)
 // window.plugpayFirstRender: ms from navigation to the first render with the server's data
 window.plugpayRenders = 0;
@@ -166,6 +167,7 @@ function changed(...sections) {
 
 function snapshot(s) {
   state.title = s.title;
+  state.shown = s.shown;
   state.replicas = s.replicas;
   state.blocks = s.blocks;
   state.events = s.events;
@@ -202,9 +204,9 @@ function connect() {
     if (!fresh.length) return;
     const first = fresh[0].height;
     state.blocks.push(...fresh);
-    if (state.blocks.length > 30) state.blocks.splice(0, state.blocks.length - 30);
+    if (state.blocks.length > state.shown.blocks) state.blocks.splice(0, state.blocks.length - state.shown.blocks);
     state.events.push(...b.events.filter((e) => e.height >= first));
-    if (state.events.length > 80) state.events.splice(0, state.events.length - 80);
+    if (state.events.length > state.shown.events) state.events.splice(0, state.events.length - state.shown.events);
     changed("chain");
   });
 }
