@@ -5,9 +5,11 @@ Four replica processes run the payment ledger under ``plugpay bench ledger``'s l
 ``plugpay ledger watch --json --dashboard 0`` (a process of its own, printing every event
 and serving the page) with the page open in headless Chromium (Debian's, driven by
 Playwright in a process of its own). Saturation runs alternate in the same cluster: alone,
-with the watcher and the browser stopped (SIGSTOP, so they take no CPU), and observed,
-with them running; the order flips every round (ABBA) so a drift of the cluster's speed
-over the rounds falls on both alike. Between runs the watcher and the page catch up.
+with the watcher and the browser stopped (SIGSTOP, so they take no CPU), watch only, with
+the browser stopped (what `ledger watch` and its server cost; a browser usually runs on
+another machine), and observed, with both running; the order reverses every round so a
+drift of the cluster's speed over the rounds falls on all alike. Between runs the watcher
+and the page catch up.
 
 Why this way: on two cores the cluster's throughput moves by tens of percent from run to
 run (SQLite checkpoints, scheduling), far more than the 5 % to be resolved; paired runs
@@ -16,8 +18,8 @@ same cluster at the same moment with and without them.
 
 Figures:
 
-* throughput at saturation alone and observed (medians; and the median of the paired
-  ratios), and the slowdown;
+* throughput at saturation in each arm (medians; and the median of the paired ratios),
+  the slowdowns, and the CPU each party spends per confirmed transaction;
 * whether the watcher and the page keep up: how far behind the tip each is when the load
   stops, and how long each then takes to reach it;
 * at light load (one request at a time), the ledger's own confirmation time as the
@@ -41,6 +43,9 @@ from plugpay.host.client import Client
 from plugpay.tools import bench_engines, bench_ledger, load
 
 CHROMIUM = "/usr/bin/chromium"
+ARMS = ("alone", "server", "observed")  # in this order in odd rounds, reversed in even ones
+ARM_NAMES = {"alone": "alone (the observers stopped)", "server": "the watcher and its server only (the browser stopped)",
+             "observed": "observed (the watcher and the page)"}
 PROBES = 20  # single requests timed at light load, per observed run
 CATCH_UP_S = 60.0
 TPS_CAP = 800  # transactions built per second of a run: more than two cores confirm
@@ -118,11 +123,12 @@ class Observer:
         await self.browser.stdin.drain()
         return {int(h): t / 1000 for h, t in json.loads(await self.browser.stdout.readline()).items()}
 
-    def pause(self):
-        """SIGSTOP the watcher, the browser helper and every process under them (Chromium
-        starts sessions of its own, so by parentage, not by process group)."""
-        self.stopped = [self.watch.pid] + _descendants(self.watch.pid) + [self.browser.pid] + \
-            _descendants(self.browser.pid)
+    def pause(self, watcher=True):
+        """SIGSTOP the browser helper and every process under it (Chromium starts sessions
+        of its own, so by parentage, not by process group), and the watcher unless told."""
+        self.stopped = [self.browser.pid] + _descendants(self.browser.pid)
+        if watcher:
+            self.stopped += [self.watch.pid] + _descendants(self.watch.pid)
         for pid in self.stopped:
             _signal(pid, signal.SIGSTOP)
 
@@ -239,10 +245,13 @@ class Runs:
         page_s = await _until(lambda: _at_least(self.page_height(), tip), pause=0.1)
         return watch_lag, page_lag, watch_s, page_s
 
-    async def saturate(self, txs, observed):
+    async def saturate(self, txs, arm):
+        """One saturated run: ``arm`` is "alone" (the observers stopped), "server" (the
+        watcher and its dashboard server running, the browser stopped) or "observed"."""
+        observed = arm == "observed"
         first = self.observer.printed_height() + 1
         if not observed:
-            self.observer.pause()
+            self.observer.pause(watcher=arm == "alone")
         before = self.cpu()
         try:
             lat, elapsed, bad = await load.saturated(self.client, iter(txs), self.lanes, self.seconds,
@@ -280,11 +289,12 @@ def run(seconds=5.0, lanes=256, rounds=4, progress=print):
         raise RuntimeError("%s is missing: tools/setup.sh installs Debian's chromium" % CHROMIUM)
     funds = bench_ledger.Funds()
     per_run = int(TPS_CAP * seconds)
-    progress("  building %d signed transactions with fresh RA-signed accounts ..." % ((2 * rounds + 1) * per_run))
-    mints, owned = funds.mints(2 * ((2 * rounds + 1) * per_run + PROBES))
+    run_count = len(ARMS) * rounds + 1
+    progress("  building %d signed transactions with fresh RA-signed accounts ..." % (run_count * per_run))
+    mints, owned = funds.mints(2 * (run_count * per_run + PROBES))
     txs = funds.transactions(owned)
     probes, txs = _with_ids(txs[:PROBES]), txs[PROBES:]
-    batches = [txs[i * per_run:(i + 1) * per_run] for i in range(2 * rounds + 1)]
+    batches = [txs[i * per_run:(i + 1) * per_run] for i in range(run_count)]
     options = {"ra_pubkeys": {"0": funds.ra_pubkey.hex()}, "faucet_pubkey": funds.faucet_pubkey.hex()}
     with tempfile.TemporaryDirectory(prefix="plugpay-bench-dashboard-") as d:
         path = cluster.generate(d, n=4, app="plugpay.host.ledger:Ledger", app_options=options)
@@ -308,23 +318,20 @@ def run(seconds=5.0, lanes=256, rounds=4, progress=print):
                         raise RuntimeError("the dashboard did not replay the chain within %d s" % CATCH_UP_S)
                     runs = Runs(client, observer, lanes, seconds, [p.pid for p in lc.procs.values()])
                     progress("  warm-up: %.0f s at saturation, observed ..." % seconds)
-                    await runs.saturate(batches[-1], True)
+                    await runs.saturate(batches[-1], "observed")
                     probed = await runs.probe(probes)
-                    alone, observed = [], []
+                    arms = dict((arm, []) for arm in ARMS)
                     for r in range(rounds):
-                        order = (False, True) if r % 2 == 0 else (True, False)
-                        for i, watched in enumerate(order):
-                            progress("  round %d: %.0f s at saturation, %s ..." % (
-                                r + 1, seconds, "observed" if watched else "alone (the observers stopped)"))
-                            result = await runs.saturate(batches[2 * r + i], watched)
-                            (observed if watched else alone).append(result)
-                    return alone, observed, probed, observer.paint, observer.lines
+                        for i, arm in enumerate(ARMS if r % 2 == 0 else ARMS[::-1]):
+                            progress("  round %d: %.0f s at saturation, %s ..." % (r + 1, seconds, ARM_NAMES[arm]))
+                            arms[arm].append(await runs.saturate(batches[len(ARMS) * r + i], arm))
+                    return arms, probed, observer.paint, observer.lines
                 finally:
                     await observer.stop()
                     await client.close()
 
-            alone, observed, probed, paint, lines = asyncio.run(measure())
-    result = report(alone, observed, probed, paint, lines, lanes, seconds)
+            arms, probed, paint, lines = asyncio.run(measure())
+    result = report(arms, probed, paint, lines, lanes, seconds)
     result["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)  # other work on the machine shows here
     return result
 
@@ -336,18 +343,25 @@ def _with_ids(txs):
     return [(S.Transaction.decode(tx).txhash().hex(), tx) for tx in txs]
 
 
-def report(alone, observed, probed, paint, lines, lanes, seconds):
+def report(arms, probed, paint, lines, lanes, seconds):
+    alone, server, observed = arms["alone"], arms["server"], arms["observed"]
     tps_alone = statistics.median(r["tps"] for r in alone)
+    tps_server = statistics.median(r["tps"] for r in server)
     tps_observed = statistics.median(r["tps"] for r in observed)
     ratios = [o["tps"] / a["tps"] for a, o in zip(alone, observed)]
+    server_ratios = [o["tps"] / a["tps"] for a, o in zip(alone, server)]
     column = lambda i: [row[i] for row in probed]  # noqa: E731
     return {
         "replicas": 4, "cores": os.cpu_count(), "lanes": lanes, "seconds_per_run": seconds, "rounds": len(alone),
         "tps_alone": [round(r["tps"], 1) for r in alone], "tps_observed": [round(r["tps"], 1) for r in observed],
+        "tps_server": [round(r["tps"], 1) for r in server],
         "tps_alone_median": round(tps_alone, 1), "tps_observed_median": round(tps_observed, 1),
+        "tps_server_median": round(tps_server, 1),
+        "server_slowdown_pct": round(100 * (1 - tps_server / tps_alone), 1),
+        "server_paired_slowdown_pct": round(100 * (1 - statistics.median(server_ratios)), 1),
         "slowdown_pct": round(100 * (1 - tps_observed / tps_alone), 1),
         "paired_slowdown_pct": round(100 * (1 - statistics.median(ratios)), 1),
-        "rejected": sum(r["rejected"] for r in alone + observed),
+        "rejected": sum(r["rejected"] for r in alone + server + observed),
         "confirm_p50_ms": _ms(column(0), 50),
         "line_after_confirm_p50_ms": _ms(column(1), 50), "line_after_confirm_p99_ms": _ms(column(1), 99),
         "screen_after_confirm_p50_ms": _ms(column(2), 50), "screen_after_confirm_p99_ms": _ms(column(2), 99),
@@ -357,7 +371,8 @@ def report(alone, observed, probed, paint, lines, lanes, seconds):
         "page_lag_blocks_at_end": [r["lags"][1] for r in observed],
         "watch_catch_up_s": [_round(r["lags"][2]) for r in observed],
         "page_catch_up_s": [_round(r["lags"][3]) for r in observed],
-        "cpu_ms_per_tx_alone": _cpu(alone), "cpu_ms_per_tx_observed": _cpu(observed),
+        "cpu_ms_per_tx_alone": _cpu(alone), "cpu_ms_per_tx_server": _cpu(server),
+        "cpu_ms_per_tx_observed": _cpu(observed),
         "events_printed": lines,
         "first_contentful_paint_ms": round(paint["first_contentful_paint_ms"], 1),
         "first_render_ms": round(paint["first_render_ms"], 1),
@@ -381,29 +396,33 @@ def _round(value):
 def table(r):
     return "\n".join([
         "dashboard bench: 4 replica processes on %d cores under bench ledger's saturation load (%d lanes), %d rounds"
-        " of %.0f s alone and observed by `ledger watch --json --dashboard` with the page in headless Chromium"
+        " of %.0f s alone, watched by `ledger watch --json --dashboard` only, and observed (the watcher and the page"
+        " in headless Chromium)"
         % (r["cores"], r["lanes"], r["rounds"], r["seconds_per_run"]),
-        "%-52s %16s %16s" % ("figure", "alone", "observed"),
-        "%-52s %16.1f %16.1f" % ("confirmed tx/s at saturation (median)", r["tps_alone_median"],
-                                  r["tps_observed_median"]),
-        "%-52s %16s %16s" % ("  per round", " ".join("%.0f" % v for v in r["tps_alone"]),
-                             " ".join("%.0f" % v for v in r["tps_observed"])),
-        "%-52s %16s %15.1f%%" % ("slowdown of the ledger, medians (target: <= 5 %)", "-", r["slowdown_pct"]),
-        "%-52s %16s %15.1f%%" % ("slowdown, median of the rounds' paired ratios", "-", r["paired_slowdown_pct"]),
-        "%-52s %16s %16s" % ("blocks behind the tip when the load stops: watch", "-", r["watch_lag_blocks_at_end"]),
-        "%-52s %16s %16s" % ("  page", "-", r["page_lag_blocks_at_end"]),
-        "%-52s %16s %16s" % ("seconds to reach the tip then: watch", "-", r["watch_catch_up_s"]),
-        "%-52s %16s %16s" % ("  page", "-", r["page_catch_up_s"]),
-        "%-52s %16s %16s" % ("at saturation: block on screen after its line, p50/p99 ms", "-",
-                             "%s/%s" % (r["screen_after_line_at_saturation_p50_ms"],
-                                        r["screen_after_line_at_saturation_p99_ms"])),
-        "%-52s %16s %16s" % ("CPU ms per confirmed tx: the 4 replicas together", r["cpu_ms_per_tx_alone"]["replicas"],
-                             r["cpu_ms_per_tx_observed"]["replicas"]),
-        "%-52s %16s %16s" % ("  ledger watch (feed, event lines, dashboard server)", "-",
-                             r["cpu_ms_per_tx_observed"]["watch"]),
-        "%-52s %16s %16s" % ("  the page in headless Chromium", "-", r["cpu_ms_per_tx_observed"]["browser"]),
-        "%-52s %16s %16s" % ("  the bench's Playwright driver reading the page", "-",
-                             r["cpu_ms_per_tx_observed"]["driver"]),
+        "%-52s %9s %12s %9s" % ("figure", "alone", "watch only", "observed"),
+        "%-52s %9.1f %12.1f %9.1f" % ("confirmed tx/s at saturation (median)", r["tps_alone_median"],
+                                      r["tps_server_median"], r["tps_observed_median"]),
+        "%-52s %s" % ("  per round: alone", " ".join("%.0f" % v for v in r["tps_alone"])),
+        "%-52s %s" % ("             watch only", " ".join("%.0f" % v for v in r["tps_server"])),
+        "%-52s %s" % ("             observed", " ".join("%.0f" % v for v in r["tps_observed"])),
+        "%-52s %9s %11.1f%% %8.1f%%" % ("slowdown of the ledger, medians (target: <= 5 %)", "-",
+                                        r["server_slowdown_pct"], r["slowdown_pct"]),
+        "%-52s %9s %11.1f%% %8.1f%%" % ("slowdown, median of the rounds' paired ratios", "-",
+                                        r["server_paired_slowdown_pct"], r["paired_slowdown_pct"]),
+        "observed runs:",
+        "%-52s %s" % ("  blocks behind the tip when the load stops: watch", r["watch_lag_blocks_at_end"]),
+        "%-52s %s" % ("                                              page", r["page_lag_blocks_at_end"]),
+        "%-52s %s" % ("  seconds to reach the tip then: watch", r["watch_catch_up_s"]),
+        "%-52s %s" % ("                                 page", r["page_catch_up_s"]),
+        "%-52s %s/%s" % ("  block on screen after its line, p50/p99 ms", r["screen_after_line_at_saturation_p50_ms"],
+                         r["screen_after_line_at_saturation_p99_ms"]),
+        "%-52s %9s %12s %9s" % ("CPU ms per confirmed tx: the 4 replicas together", r["cpu_ms_per_tx_alone"]["replicas"],
+                                r["cpu_ms_per_tx_server"]["replicas"], r["cpu_ms_per_tx_observed"]["replicas"]),
+        "%-52s %9s %12s %9s" % ("  ledger watch (feed, event lines, dashboard server)", "-",
+                                r["cpu_ms_per_tx_server"]["watch"], r["cpu_ms_per_tx_observed"]["watch"]),
+        "%-52s %9s %12s %9s" % ("  the page in headless Chromium", "-", "-", r["cpu_ms_per_tx_observed"]["browser"]),
+        "%-52s %9s %12s %9s" % ("  the bench's Playwright driver reading the page", "-", "-",
+                                r["cpu_ms_per_tx_observed"]["driver"]),
         "light load, one request at a time (%d):" % PROBES,
         "%-52s %16s" % ("  confirmation p50 ms (the baseline)", r["confirm_p50_ms"]),
         "%-52s %16s" % ("  event line printed after confirmation, p50/p99 ms",
