@@ -139,15 +139,16 @@ def _outcome(result):
     return L.reason_name(r.reason), r.detail, r.data
 
 
-def request_event(height, index, ts, raw, result):
+def request_event(height, index, ts, raw, result, time=None):
     """The event of one request (``raw``) at ``index`` in block ``height``: ``result`` is
     the ``Result`` bytes the block kept for it, or None when it kept none (a replay the
-    reply cache answered, or a block of an earlier version)."""
+    reply cache answered, or a block of an earlier version). ``time``: the block's own
+    time where its engine keeps one (CometBFT), instead of the request's timestamp."""
     op, refusal = _decode(raw)
     name, detail, data = _outcome(result)
     if op is None:
         name = name or L.reason_name(refusal)
-    event = {"height": height, "index": index, "time": iso_time(ts),
+    event = {"height": height, "index": index, "time": time or iso_time(ts),
              "kind": "unknown" if op is None else op.NAME,
              "id": (sha256(raw) if op is None else L.request_id(op, raw)).hex(),
              "result": name, "ok": name == L.reason_name(L.OK)}
@@ -160,12 +161,12 @@ def request_event(height, index, ts, raw, result):
     return event
 
 
-def block_events(height, requests, results):
+def block_events(height, requests, results, time=None):
     """The events of block ``height``, in block order. ``requests``: its batch as
     ``(client, ts, raw)``; ``results``: ``{(client, ts): Result bytes}`` of the requests
-    it ran, or None for a block that kept none."""
+    it ran, or None for a block that kept none; ``time``: the block's time, if it has one."""
     kept = results or {}
-    return [request_event(height, i, ts, raw, kept.get((client, ts)))
+    return [request_event(height, i, ts, raw, kept.get((client, ts)), time)
             for i, (client, ts, raw) in enumerate(requests)]
 
 

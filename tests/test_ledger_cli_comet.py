@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -20,6 +21,7 @@ from plugpay.protocol import signing, topics
 from plugpay.protocol import structures as S
 from plugpay.tools import cli
 from test_ledger_inspect import ADA, ALAN, register
+from test_ledger_watch import Lines, stop
 
 
 def plugpay(capsys, *argv):
@@ -31,7 +33,7 @@ def plugpay(capsys, *argv):
 @pytest.fixture
 def ledger_up(tmp_path):
     """A running ``ledger up --engine cometbft``: (its directory, the RA's, the key file, the
-    MQTT port, what it printed)."""
+    MQTT port, what it printed up to its dashboard's address, its later lines)."""
     skip_without_cometbft()
     ra_dir, key_file = str(tmp_path / "ra"), str(tmp_path / "ra.key")
     ra.create_key_file(key_file)
@@ -43,15 +45,12 @@ def ledger_up(tmp_path):
                            "--mqtt-port", str(port), "--duration", "120"],
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        lines = []
-        while not lines or not lines[-1].startswith("ra:"):
-            line = up.stdout.readline()
-            assert line, "exited early: %s" % "".join(lines)
-            lines.append(line)
-        yield directory, ra_dir, key_file, port, "".join(lines)
+        lines = Lines(up)
+        printed = lines.until(lambda seen: seen and seen[-1].startswith("dashboard:"), "ledger up's dashboard")
+        yield directory, ra_dir, key_file, port, "\n".join(printed), lines
         up.send_signal(signal.SIGTERM)
-        out = up.communicate(timeout=30)[0]
-        assert out.strip().endswith("stopped") and "stopping validators [0, 1, 2, 3]" in out and up.returncode == 0
+        out = "\n".join(lines.until(lambda seen: seen and seen[-1] == "stopped", "ledger up stopping"))
+        assert "stopping validators [0, 1, 2, 3]" in out and up.wait(30) == 0
     finally:
         if up.poll() is None:
             up.kill()
@@ -59,9 +58,10 @@ def ledger_up(tmp_path):
 
 
 def test_ledger_up_on_cometbft_serves_devices_and_every_inspect_command(ledger_up, capsys):
-    directory, ra_dir, key_file, port, printed = ledger_up
+    directory, ra_dir, key_file, port, printed, lines = ledger_up
     config = str(directory / "cluster.json")
     assert "validator 3: rpc http://127.0.0.1:" in printed and "on CometBFT v0.38.26" in printed
+    assert printed.splitlines()[-1].startswith("dashboard: http://127.0.0.1:")
     assert "mqtt:    mqtt://127.0.0.1:%d (embedded amqtt broker)" % port in printed
     with ra.RegistrationAuthority.open(ra_dir, ra.Unlock(key_file=key_file)) as authority:
         ada, alan = register(authority, ADA, 3), register(authority, ALAN, 2)
@@ -104,6 +104,20 @@ def test_ledger_up_on_cometbft_serves_devices_and_every_inspect_command(ledger_u
     named = {line.split()[0]: line for line in out.splitlines()[2:]}
     assert set(named) == {k.address() for k in (ada[0], ada[1], ada[2], alan[0])}
     assert "Ada Lovelace" in named[ada[0].address()] and "Alan Turing" in named[alan[0].address()]
+
+    # the event log: ledger up's lines and ledger watch --json, with the block's time and the ids above
+    pay_line = lines.until(lambda seen: any(pay.txhash().hex() in line for line in seen), "the payment's event")[-1]
+    assert pay_line.startswith("#%d " % found.data[0]) and " transaction " in pay_line
+    watch = subprocess.Popen([sys.executable, "-m", "plugpay.tools.cli", "ledger", "watch", "--json", "--from", "1",
+                              "--config", config], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        watched = Lines(watch).until(lambda seen: any(pay.txhash().hex() in line for line in seen), "ledger watch")
+    finally:
+        stop(watch)
+    events = dict((e["id"], e) for e in map(json.loads, watched))
+    assert events[mint.txhash().hex()]["kind"] == "faucet" and events[pay.txhash().hex()]["height"] == found.data[0]
+    paid_at = events[pay.txhash().hex()]["time"]  # the block's BFT time, where PBFT's come from request timestamps
+    assert paid_at.startswith(time.strftime("%Y-", time.gmtime())) and paid_at.endswith("Z") and len(paid_at) == 20
 
 
 def test_init_writes_a_network_for_machines_and_validator_runs_one_node_each(tmp_path, capsys):

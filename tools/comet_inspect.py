@@ -3,18 +3,22 @@ from the validators' RPC, each accepted on f+1 matching answers, as on PBFT.
 
 ``Quorum`` asks every validator and returns the answer f+1 of them give (at least one is
 honest), or ``NoQuorum`` naming who answered what. A block's requests have no client or
-timestamp on CometBFT: the client shows as ``-`` and ``ts`` is the request's index in the block. A block's results are
+timestamp on CometBFT: the client shows as ``-`` and ``ts`` is the request's index in the
+block; the block's time is its header's (the validators' BFT time, to the second). A block's results are
 checked against the results hash in the next block's header (``results_hash``, CometBFT's
 RFC 6962 tree of each result's code and data), as PBFT's are against the digest its block
 hash covers; the newest block, with no successor yet, shows the hash computed.
 """
 import asyncio
 import hashlib
+import re
 
 from plugpay.host import comet_testnet
 from plugpay.host.client import NoQuorum
 from plugpay.host.comet_rpc import Rpc, RpcError, b64, parse_block
 from plugpay.tools.ledger_inspect import Block, InspectError, LedgerReader, Request
+
+TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
 
 
 def _uvarint(n):
@@ -50,6 +54,14 @@ def results_hash(results):
         leaf += b"\x30" + _uvarint(used & (1 << 64) - 1) if used else b""
         leaves.append(leaf)
     return _merkle(leaves)
+
+
+def block_time(text):
+    """A header's RFC 3339 time (UTC, CometBFT writes nanoseconds) to the second, as the
+    event log writes times; ``ValueError`` for anything else."""
+    if type(text) is not str or not TIME.match(text):
+        raise ValueError("a block time that is not RFC 3339 UTC: %r" % (text,))
+    return text[:19] + "Z"
 
 
 class Quorum:
@@ -139,9 +151,10 @@ class Quorum:
             except RpcError:
                 later = None
             datas = tuple(b64(r.get("data")) for r in tx_results)
-            return (bytes.fromhex(block["block_id"]["hash"]), bytes.fromhex(block["block"]["header"]["last_block_id"]["hash"]),
+            header = block["block"]["header"]
+            return (bytes.fromhex(block["block_id"]["hash"]), bytes.fromhex(header["last_block_id"]["hash"]),
                     tuple(txs), datas, b64(results.get("app_hash")), results_hash(tx_results),
-                    None if later is None else bytes.fromhex(later))
+                    None if later is None else bytes.fromhex(later), block_time(header["time"]))
         record = await self._agreed("block", ask, timeout)
         return None if record == ("missing",) else record
 
@@ -154,12 +167,12 @@ class CometReader(LedgerReader):
         record = await self._agreed(what, self.client.block(height, self.timeout))
         if record is None:
             raise InspectError("%s: f+1 validators say they do not have it, though f+1 report height %d" % (what, tip))
-        block_hash, prev, txs, datas, app_hash, computed, committed = record
+        block_hash, prev, txs, datas, app_hash, computed, committed, time = record
         if committed is not None and committed != computed:
             raise InspectError("%s: its results do not hash to the results hash of block %d" % (what, height + 1))
         requests = [Request("-", i, tx) for i, tx in enumerate(txs)]
         results = dict((("-", i), data) for i, data in enumerate(datas))
-        return Block(height, block_hash, prev, requests, computed, app_hash, results)
+        return Block(height, block_hash, prev, requests, computed, app_hash, results, time)
 
 
 async def open_reader(config_path, timeout):

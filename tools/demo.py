@@ -123,14 +123,6 @@ def _say(text):
     print(text, flush=True)
 
 
-def _dashboard(args, host):
-    """The live page: the ledger and the sessions on PBFT; the sessions alone on CometBFT,
-    whose blocks the dashboard does not follow (``ledger block`` reads them)."""
-    if args.engine == "cometbft":
-        return dashboard.serving(args, "plugpay demo", host.loop, say=_say)
-    return dashboard.serving(args, "plugpay demo", host.loop, host.lc.config, host.lc.secrets, _say)
-
-
 def _run(args, params, directory):
     from plugpay.host.stack import HostStack
 
@@ -139,7 +131,7 @@ def _run(args, params, directory):
         args.scenario, args.mode, params.installments, params.energy_wh, params.unit_price, args.misbehave,
         args.engine))
     with HostStack(directory, progress=lambda t: _say("  host: " + t), engine=args.engine, **hosting) as host, \
-            _dashboard(args, host) as live:
+            dashboard.serving(args, "plugpay demo", host.loop, host.lc.config, host.secrets, _say) as live:
         first, second, first_produces = SCENARIOS[args.scenario]
         sides = []
         for name, initiator, producer in ((first, True, first_produces), (second, False, not first_produces)):

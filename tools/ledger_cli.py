@@ -245,8 +245,7 @@ def run_until_stopped(args, processes, kind, started, exited, config, secrets, g
     """Start ``processes`` (a context manager: ``started(processes)`` starts them), serve
     the gateway beside them until SIGTERM, Ctrl-C or ``--duration``, always stop them.
     ``exited(processes)``: {name: (exit code, log)} of those that ended: the first stops
-    them all. ``events``: print the event log and serve the dashboard (they read PBFT
-    replicas)."""
+    them all. ``events``: print the event log and serve the dashboard (either engine)."""
     stopping = []
     previous = signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     previous_int = signal.getsignal(signal.SIGINT)

@@ -72,8 +72,6 @@ def up(args):
     def started(lc):
         lc.start_all()
         lc.wait_ready()
-        print("dashboard: off (the event log and the dashboard follow PBFT replicas; `plugpay ledger block` and "
-              "`ledger tx` read a CometBFT network)")
         print("config:  %s" % lc.config_path)
         for i, node in enumerate(lc.config["nodes"]):
             print("validator %d: rpc %s  p2p %s  abci %s" % (i, node["rpc"], node["p2p"].split("@")[1], node["abci"]))
@@ -86,7 +84,7 @@ def up(args):
                     for key, code in lc.exited().items())
 
     return ledger_cli.run_until_stopped(args, comet_cluster.LocalCometCluster(config_path), "validators", started,
-                                        exited, config, None, gateway, external)
+                                        exited, config, None, gateway, external, events=True)
 
 
 def _init(args):

@@ -1,12 +1,13 @@
 """Following a running ledger: its committed blocks in height order, and its replicas' health.
 
 ``LedgerFeed`` is the one follower behind ``plugpay ledger up``'s event lines, ``plugpay
-ledger watch`` and the dashboard: it polls the cluster for its height, fetches every new
-block (each accepted on f+1 matching answers and checked for shape by
-``ledger_inspect.LedgerReader``, as ``ledger block`` does), turns it into events
-(``host.events``) and hands each block to its listeners in order; beside that it asks
-every replica for its status at a steady pace. A cluster that stops answering is reported
-once, and the feed carries on from where it was when it answers again.
+ledger watch`` and the dashboard, on either engine: it polls the cluster for its height,
+fetches every new block (each accepted on f+1 matching answers and checked for shape by
+``ledger_inspect.LedgerReader``, or ``comet_inspect.CometReader`` on CometBFT, as ``ledger
+block`` does), turns it into events (``host.events``) and hands each block to its
+listeners in order; beside that it asks every replica (or validator) for its status at a
+steady pace. A cluster that stops answering is reported once, and the feed carries on from
+where it was when it answers again.
 """
 import asyncio
 import collections
@@ -14,7 +15,7 @@ import collections
 from plugpay.host import cluster
 from plugpay.host import events as E
 from plugpay.host.client import Client
-from plugpay.tools import ledger_inspect
+from plugpay.tools import errors, ledger_inspect
 
 POLL_S = 0.05  # between height polls while nothing new has committed: a status round, cheap
 STATUS_S = 0.5  # between replica status rounds
@@ -41,6 +42,68 @@ def replica_rows(config, rows):
             item["role"] = "unreachable"
         out.append(item)
     return out
+
+
+class _PbftSource:
+    """Our PBFT replicas: one authenticated client, its reader, every replica's status."""
+
+    def __init__(self, config, secrets, timeout):
+        self.config = config
+        self.client = Client(config, secrets)
+        self.reader = ledger_inspect.LedgerReader(self.client, timeout)
+        self.timeout = timeout
+
+    async def open(self):
+        await self.client.start(wait_for=self.config["n"], timeout=self.timeout / 2)
+
+    async def rows(self):
+        return replica_rows(self.config, await self.client.status(STATUS_S * 2))
+
+    async def close(self):
+        await self.client.close()
+
+
+class _CometSource:
+    """CometBFT validators: their RPC, a reader, and each one's height and mempool as the
+    replicas' rows (CometBFT has no view or checkpoint to show)."""
+
+    def __init__(self, config, timeout):
+        from plugpay.tools import comet_inspect
+
+        self.config = config
+        self.quorum = comet_inspect.Quorum(config)
+        self.reader = comet_inspect.CometReader(self.quorum, timeout)
+
+    async def open(self):
+        pass
+
+    async def rows(self):
+        from plugpay.host.comet_rpc import RpcError
+
+        async def one(i, node):
+            row = {"id": i, "address": node["rpc"], "reachable": False, "role": "unreachable"}
+            rpc = self.quorum.rpcs[i]
+            try:
+                status, mempool = await asyncio.gather(rpc.call("status", STATUS_S * 2),
+                                                       rpc.call("num_unconfirmed_txs", STATUS_S * 2))
+                sync = status["sync_info"]
+                row.update(reachable=True, height=int(sync["latest_block_height"]), pending=int(mempool["n_txs"]),
+                           role="catching up" if sync["catching_up"] else "validator")
+            except (RpcError, KeyError, TypeError, ValueError, asyncio.TimeoutError):
+                pass
+            return row
+        return list(await asyncio.gather(*(one(i, node) for i, node in enumerate(self.config["nodes"]))))
+
+    async def close(self):
+        await self.quorum.close()
+
+
+def source(config, secrets, timeout):
+    """What the feed reads: ``config`` is a PBFT cluster's (with ``secrets``) or a CometBFT
+    network's (``host.comet_testnet.load``)."""
+    if config.get("engine") == "cometbft":
+        return _CometSource(config, timeout)
+    return _PbftSource(config, secrets, timeout)
 
 
 class LedgerFeed:
@@ -73,23 +136,24 @@ class LedgerFeed:
             self._tell("on_problem", problem)
 
     async def run(self, start=None):
-        client = Client(self.config, self.secrets)
-        await client.start(wait_for=self.config["n"], timeout=self.timeout / 2)
-        reader = ledger_inspect.LedgerReader(client, self.timeout)
-        tasks = [asyncio.ensure_future(self._blocks(reader, start))]
-        if self.status:
-            tasks.append(asyncio.ensure_future(self._replicas(client)))
+        ledger = source(self.config, self.secrets, self.timeout)
         try:
-            await asyncio.gather(*tasks)
+            await ledger.open()
+            tasks = [asyncio.ensure_future(self._blocks(ledger.reader, start))]
+            if self.status:
+                tasks.append(asyncio.ensure_future(self._replicas(ledger)))
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await client.close()
+            await ledger.close()
 
-    async def _replicas(self, client):
+    async def _replicas(self, ledger):
         while True:
-            self._tell("on_replicas", replica_rows(self.config, await client.status(STATUS_S * 2)))
+            self._tell("on_replicas", await ledger.rows())
             await asyncio.sleep(STATUS_S)
 
     async def _blocks(self, reader, start):
@@ -107,7 +171,7 @@ class LedgerFeed:
                     continue
                 heights = list(range(self.next_height, min(tip, self.next_height + CATCH_UP_BLOCKS - 1) + 1))
                 blocks = await ledger_inspect.in_chunks(lambda h: reader.block(h, tip), heights)
-            except ledger_inspect.InspectError as e:
+            except errors.CommandError as e:  # no f+1 answers (Unreachable), or records that do not check
                 self._report("the ledger does not answer: %s" % e)
                 await asyncio.sleep(RETRY_S)
                 continue
@@ -118,8 +182,10 @@ class LedgerFeed:
 
 
 def committed(block, live):
-    """A ``ledger_inspect.Block`` as a ``Committed`` with its events."""
+    """A ``ledger_inspect.Block`` as a ``Committed`` with its events: times are the
+    block's own where it has one (CometBFT), else its requests' timestamps (PBFT)."""
     requests = [(r.client, r.ts, r.raw) for r in block.requests]
     newest = max((r.ts for r in block.requests), default=None)
-    return Committed(block.height, block.hash.hex(), None if newest is None else E.iso_time(newest),
-                     len(requests), E.block_events(block.height, requests, block.results), live)
+    time = block.time or (None if newest is None else E.iso_time(newest))
+    return Committed(block.height, block.hash.hex(), time, len(requests),
+                     E.block_events(block.height, requests, block.results, block.time), live)

@@ -38,8 +38,10 @@ STATUS_WAIT = 1.0  # status waits for every replica: a silent one costs this lon
 Confirmed = collections.namedtuple("Confirmed", "ident height op raw")
 Output = collections.namedtuple("Output", "account amount")
 # results: {(client, ts): Result bytes} of the requests the block ran, or None (a replica of
-# an earlier version kept only their digest)
-Block = collections.namedtuple("Block", "height hash prev requests results_digest state_digest results")
+# an earlier version kept only their digest); time: the block's own time (ISO 8601, UTC, to
+# the second) where the engine keeps one (CometBFT), else None: the requests' timestamps say
+Block = collections.namedtuple("Block", "height hash prev requests results_digest state_digest results time",
+                               defaults=(None,))
 Request = collections.namedtuple("Request", "client ts raw")
 
 
@@ -214,7 +216,13 @@ async def in_chunks(fetch, items):
 
 def load_config(path):
     """(config, secrets) of a cluster running the payment ledger: another app's answers
-    would not decode as ledger records."""
+    would not decode as ledger records. A CometBFT network's config has no secrets (its
+    RPC takes no client keys): (config, None)."""
+    if comet_testnet.engine_of(path) == "cometbft":
+        try:
+            return comet_testnet.load(path), None
+        except (KeyError, TypeError, ValueError) as e:
+            raise InspectError("%s is not a readable CometBFT network config: %s" % (path, e))
     config, secrets = cluster.load(path)  # ConfigFileError names the file and key (exit 2)
     if config.get("app") != LEDGER_APP:
         raise InspectError("the cluster in %s runs %s, not the payment ledger (%s)"

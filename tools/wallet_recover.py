@@ -36,6 +36,9 @@ class RecoverError(Exception):
 
 async def _replay(config_path, timeout, progress):
     config, _ = ledger_inspect.load_config(config_path)
+    if config.get("engine") == "cometbft":
+        raise ledger_inspect.InspectError("%s is a CometBFT network: wallet recover replays PBFT blocks only"
+                                          % config_path)
     conn = sqlite3.connect(":memory:")
     app = load_application(config["app"], conn, config.get("app_options", {}))
     store = ChainStore(conn, app)
