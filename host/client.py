@@ -30,7 +30,7 @@ import collections
 import os
 import time
 
-from plugpay.host import cluster
+from plugpay.host import cluster, pbft
 from plugpay.host.replica import FrameError, client_handshake, read_body, tune_socket
 from plugpay.protocol import codec
 
@@ -53,6 +53,7 @@ class Client:
     def __init__(self, config, secrets, name=None, lanes=1, retransmit=0.5, max_retransmit=4.0):
         self.config = config
         self.secrets = secrets
+        self.max_op_bytes = pbft.Config.from_dict(dict(config.get("pbft", {}), n=config["n"])).max_op_bytes
         self.n = config["n"]
         self.f = config["f"]
         self.name = name or "client-" + os.urandom(6).hex()
@@ -204,7 +205,12 @@ class Client:
 
     async def submit(self, op, timeout=10.0):
         """Have ``op`` (bytes) executed; its result once f+1 replicas return the same one.
-        Raises ``TimeoutError`` after ``timeout`` seconds (the outcome is then unknown)."""
+        Raises ``TimeoutError`` after ``timeout`` seconds (the outcome is then unknown), and
+        ``ValueError`` at once for a request larger than the replicas accept, which every
+        replica would drop unanswered."""
+        if len(op) > self.max_op_bytes:
+            raise ValueError("a request of %d bytes: the replicas take at most %d (max_op_bytes)"
+                             % (len(op), self.max_op_bytes))
         lane = await self.free.get()
         ts = self.last_ts[lane] = max(self.last_ts[lane] + 1, int(time.time()) * SECOND)
         key = (lane, ts)

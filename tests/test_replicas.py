@@ -298,6 +298,15 @@ def test_client_retransmission_timeout_follows_confirmation_times_and_backs_off(
     assert client.rto == 1.0 and client.stats["retransmissions"] == 2
 
 
+def test_client_refuses_at_once_a_request_every_replica_would_drop():
+    """A request over the cluster's ``max_op_bytes`` is never answered by any replica: the
+    client says so at once instead of waiting out its timeout."""
+    default, small = Client({"n": 4, "f": 1}, {}), Client({"n": 4, "f": 1, "pbft": {"max_op_bytes": 100}}, {})
+    assert default.max_op_bytes == 16384 and small.max_op_bytes == 100
+    with pytest.raises(ValueError, match="101 bytes: the replicas take at most 100"):
+        asyncio.run(small.submit(b"x" * 101))
+
+
 def test_client_defers_a_resend_queued_behind_an_older_request_while_the_cluster_confirms():
     """A timed-out request with an older one still waiting, at a cluster that confirmed a
     request within the timeout, is only queued: it is not re-sent to every replica. The
