@@ -36,6 +36,7 @@ from plugpay.protocol import codec
 
 
 SECOND = 10 ** 9
+ASK_ALL_AFTER_S = 0.25  # a read asks f+1 replicas; all of them after this long without f+1 matching answers
 
 
 class NoQuorum(TimeoutError):
@@ -67,6 +68,7 @@ class Client:
         self.waiting = {}                   # (lane, ts) -> (future, {replica: result})
         self.status_lock = asyncio.Lock()
         self.answers = {}                   # query id -> (future, {replica: answer})
+        self.split_answers = {}             # query id -> Event: f+1 answered without agreeing
         # A new client starts at the next whole second, above any timestamp an earlier run
         # under the same name can have used in this one.
         self.last_ts = [(int(time.time()) + 1) * SECOND - 1] * lanes
@@ -170,6 +172,9 @@ class Client:
                 entry[1][replica] = msg[-1]
                 if msg[0] == "answer":
                     self._vote(entry, replica, msg[2])
+                    split = self.split_answers.get(key)
+                    if split is not None and not entry[0].done() and len(entry[1]) >= self.f + 1:
+                        split.set()  # the first f+1 did not agree: ask the rest now
                 elif len(entry[1]) == self.n and not entry[0].done():
                     entry[0].set_result(None)
         else:
@@ -276,21 +281,43 @@ class Client:
         return await self._ask("block", height, timeout)
 
     async def _ask(self, kind, arg, timeout):
-        """Send ``[kind, id, arg]`` to every replica; the answer f+1 of them agree on, or
-        ``NoQuorum`` after ``timeout`` seconds."""
+        """Send ``[kind, id, arg]`` to f+1 connected replicas (a different f+1 each time),
+        and to the others too once those disagree or ``ASK_ALL_AFTER_S`` passes without
+        f+1 matching answers: the answer f+1 of them agree on, or ``NoQuorum`` after
+        ``timeout`` seconds. When every replica is honest and up, f+1 answers are all it
+        takes, and the other replicas need not read, encode and send the record."""
         self.next_query += 1
         qid = self.next_query
         future = self.loop.create_future()
         self.answers[qid] = (future, {})
+        connected = sorted(self.conns)
+        first = self.f + 1
+        if len(connected) >= first:
+            start = qid % len(connected)
+            asked = (connected[start:] + connected[:start])[:first]
+        else:
+            asked = list(range(self.n))
+        split = self.split_answers[qid] = asyncio.Event()
+        deadline = self.loop.time() + timeout
         try:
-            for r in range(self.n):
+            for r in asked:
                 self._write(r, [kind, qid, arg])
+            if len(asked) < self.n:
+                waiting = asyncio.ensure_future(split.wait())
+                await asyncio.wait((future, waiting), timeout=min(ASK_ALL_AFTER_S, timeout),
+                                   return_when=asyncio.FIRST_COMPLETED)
+                waiting.cancel()
+                if not future.done():
+                    for r in range(self.n):
+                        if r not in asked:
+                            self._write(r, [kind, qid, arg])
             try:
-                return await asyncio.wait_for(future, timeout)
+                return await asyncio.wait_for(future, max(0.0, deadline - self.loop.time()))
             except asyncio.TimeoutError:
                 raise NoQuorum(kind, dict(self.answers[qid][1])) from None
         finally:
             del self.answers[qid]
+            del self.split_answers[qid]
 
     async def status(self, timeout=1.0):
         """Each replica's ``Replica.status()`` list, or None where it did not answer."""
