@@ -139,8 +139,14 @@ def compiled(tree, dest):
 
 def _min_heap(bench, low, high, say, code=None):
     """The smallest heap (to 8 KiB) in which the MicroPython vehicle completes a session,
-    by bisection between ``low`` (fails, or assumed to) and ``high`` (completes)."""
-    trials = []
+    by bisection between ``low`` (fails, or assumed to) and ``high``, where it must
+    complete: a vehicle that fails there fails for another reason than memory (a baseline
+    tree that cannot read today's wallet files), and bisecting would measure nothing."""
+    records, output = bench.session("micropython", vehicle_heap=high, vehicle_code=code)
+    if not _ok(records):
+        raise RuntimeError("the MicroPython vehicle does not complete a session even with %d bytes of heap: %s"
+                           % (high, _last_line(output)))
+    trials = [{"heap": high, "ok": True, "error": None}]
     while high - low > 8192:
         mid = (low + high) // 2 // 1024 * 1024
         records, output = bench.session("micropython", vehicle_heap=mid, vehicle_code=code)
