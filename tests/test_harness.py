@@ -353,7 +353,7 @@ def test_plugin_records_heap_in_user_properties(plugin_project, harness):
     for report in reports:
         assert report.passed
         props = dict(report.user_properties)
-        assert props["micropython_heap"] > 0 and props["micropython_ms"] >= 0
+        assert props["micropython_heap"] > 0 and isinstance(props["micropython_ms"], (int, float))
         assert props["micropython_step:after nothing"]["heap"] > 0
 
 

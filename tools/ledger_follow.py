@@ -73,25 +73,24 @@ class _CometSource:
         self.config = config
         self.quorum = comet_inspect.Quorum(config)
         self.reader = comet_inspect.CometReader(self.quorum, timeout)
+        self.timeout = timeout
 
     async def open(self):
-        pass
+        await self.quorum.connect(self.timeout / 2)  # as the PBFT client's start: see who answers
 
     async def rows(self):
         from plugpay.host.comet_rpc import RpcError
 
         async def one(i, node):
-            row = {"id": i, "address": node["rpc"], "reachable": False, "role": "unreachable"}
             rpc = self.quorum.rpcs[i]
             try:
                 status, mempool = await asyncio.gather(rpc.call("status", STATUS_S * 2),
                                                        rpc.call("num_unconfirmed_txs", STATUS_S * 2))
                 sync = status["sync_info"]
-                row.update(reachable=True, height=int(sync["latest_block_height"]), pending=int(mempool["n_txs"]),
-                           role="catching up" if sync["catching_up"] else "validator")
-            except (RpcError, KeyError, TypeError, ValueError, asyncio.TimeoutError):
-                pass
-            return row
+                return {"id": i, "address": node["rpc"], "reachable": True, "height": int(sync["latest_block_height"]),
+                        "pending": int(mempool["n_txs"]), "role": "catching up" if sync["catching_up"] else "validator"}
+            except (RpcError, KeyError, TypeError, ValueError, asyncio.TimeoutError):  # silent, or an answer we cannot read
+                return {"id": i, "address": node["rpc"], "reachable": False, "role": "unreachable"}
         return list(await asyncio.gather(*(one(i, node) for i, node in enumerate(self.config["nodes"]))))
 
     async def close(self):
